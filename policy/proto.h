@@ -60,10 +60,13 @@ void pol_proto_parser_init(struct pol_proto_parser *p, const struct pol_proto_li
 /* Resets for the next request (after POL_PROTO_REQUEST). */
 void pol_proto_parser_reset(struct pol_proto_parser *p);
 
-/* attrs must have room for limits.attrs_max entries and be the same array on every call for
- * one request. On POL_PROTO_REQUEST, *consumed is the request's length including its empty
- * line and *count the number of attributes (duplicates included, in wire order); the parser is
- * reset. */
+/* attrs must have room for limits.attrs_max entries. It is written only when the call returns
+ * POL_PROTO_REQUEST (so one per-shard scratch array can serve every connection, even when a
+ * request arrives over several calls): then *consumed is the request's length including its
+ * empty line, *count the number of attributes (duplicates included, in wire order), and the
+ * parser is reset. A request that arrived in one call is split in one pass; one that arrived
+ * over several calls is re-split once at the end (the scan position still makes the search
+ * for its end O(n)). */
 enum pol_proto_status pol_proto_parse(struct pol_proto_parser *p, const char *buf, size_t len,
                                       struct pol_proto_attr *attrs, uint32_t *count,
                                       size_t *consumed);
