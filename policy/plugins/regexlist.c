@@ -1,0 +1,328 @@
+/*
+ * regexlist.c: the RegexList plugin (spec 13.20): tests a request attribute or session value
+ * (`key`, spec 12.1) against PCRE2 patterns: the `regex` option first, then the lines of
+ * `file`. The outcome (which pattern matched, or none) is cached per mail under `NAME-result`,
+ * so later requests of the same mail reuse it even when their value differs, as in 2.05. When
+ * matched (or, with `invert`, not matched) it adds `score` once per mail (flag `NAME-score`),
+ * then returns `action`, else the nested chain's results, else nothing. `enabled`, `score` and
+ * `action` are user-configurable.
+ *
+ * Owns: the compiled file patterns (create .. destroy, main thread) and one PCRE2 match data +
+ * match context per shard (shard_start .. shard_stop). The file is read once, at start-up:
+ * blank lines and lines whose first non-blank is `#` are skipped, a line keeps everything but
+ * its LF (a CR stays, as Perl's chomp leaves it). A pattern that does not compile, an
+ * unreadable file, or a file past REGEXLIST_PATTERNS_MAX patterns or REGEXLIST_LINE_BYTES_MAX
+ * bytes in a line refuses the configuration naming the file and line (2.05 logged and skipped
+ * bad patterns; spec 13.20 prefers this). A match that hits REGEXLIST_MATCH_LIMIT counts as no
+ * match, so a pathological pattern cannot stall the shard (Perl would backtrack on).
+ */
+#include "plugins/common.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <errno.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <eng/assert.h>
+
+/* Patterns one file may hold. A generated list of a few thousand entries is common; this
+ * bounds start-up time and memory for a file that is not a pattern list at all. */
+#define REGEXLIST_PATTERNS_MAX 100000u
+/* Bytes in one line of the file, LF excluded. PCRE2's compiled-size limit (64 KiB with the
+ * default link size) refuses long patterns anyway; this refuses binary junk before reading it
+ * all into memory. */
+#define REGEXLIST_LINE_BYTES_MAX (1024u * 1024u)
+/* PCRE2 match limit (internal backtracking steps) per pattern and value: roughly a
+ * millisecond of work; PCRE2's own default (10 million) could hold a shard for a second. */
+#define REGEXLIST_MATCH_LIMIT 100000u
+
+enum {
+    OPT_KEY,
+    OPT_REGEX,
+    OPT_FILE,
+    OPT_INVERT,
+    OPT_SCORE,
+    OPT_ACTION,
+    OPT_ENABLED,
+    OPT_COUNT,
+};
+
+static const struct pol_opt_def regexlist_opts[] = {
+    [OPT_KEY] = {"key", POL_OPT_VAR, NULL, POL_OPT_REQUIRED},
+    [OPT_REGEX] = {"regex", POL_OPT_REGEX, NULL, 0},
+    [OPT_FILE] = {"file", POL_OPT_STRING, NULL, 0},
+    [OPT_INVERT] = {"invert", POL_OPT_BOOL, "0", 0},
+    [OPT_SCORE] = {"score", POL_OPT_NUMBER, NULL, POL_OPT_UC},
+    [OPT_ACTION] = {"action", POL_OPT_STRING, NULL, POL_OPT_UC},
+    [OPT_ENABLED] = {"enabled", POL_OPT_STRING, "on", POL_OPT_UC},
+};
+_Static_assert(sizeof regexlist_opts / sizeof regexlist_opts[0] == OPT_COUNT,
+               "one def per option");
+
+struct regexlist_pattern {
+    pcre2_code *code;
+    char *text; /* as written in the file, NUL-terminated */
+};
+
+/* Plugin data: the file's patterns in file order. */
+struct regexlist_file {
+    size_t count;
+    size_t cap;
+    struct regexlist_pattern *patterns;
+};
+
+/* Shard data: what pcre2_match needs, reused by every match on the shard. */
+struct regexlist_shard {
+    pcre2_match_data *match_data;
+    pcre2_match_context *match_ctx;
+};
+
+static void file_free(struct regexlist_file *f)
+{
+    if (f == NULL)
+        return;
+    for (size_t i = 0; i < f->count; i++) {
+        pcre2_code_free(f->patterns[i].code);
+        free(f->patterns[i].text);
+    }
+    free(f->patterns);
+    free(f);
+}
+
+/* Perl's \s on a byte string: ASCII blanks only. */
+static bool perl_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Perl's /^\s*$/ and /^\s*#/ on a chomped line: blank or comment. */
+static bool line_is_skipped(const char *line, size_t len)
+{
+    size_t i = 0;
+    while (i < len && perl_space(line[i]))
+        i++;
+    return i == len || line[i] == '#';
+}
+
+/* Compiles one line and appends it. Returns 0, or -1 with a sentence in err. */
+static int file_add(struct regexlist_file *f, const char *path, unsigned line_no,
+                    const char *line, size_t len, char *err, size_t err_len)
+{
+    if (f->count == REGEXLIST_PATTERNS_MAX) {
+        snprintf(err, err_len, "file %s line %u: more than %u patterns", path, line_no,
+                 REGEXLIST_PATTERNS_MAX);
+        return -1;
+    }
+    int code = 0;
+    PCRE2_SIZE offset = 0;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)line, len, 0, &code, &offset, NULL);
+    if (re == NULL) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        snprintf(err, err_len, "file %s line %u: invalid regex '%.*s': %s at offset %zu", path,
+                 line_no, (int)(len > 200 ? 200 : len), line, (const char *)msg,
+                 (size_t)offset);
+        return -1;
+    }
+    if (f->count == f->cap) {
+        size_t cap = f->cap == 0 ? 16 : f->cap * 2;
+        struct regexlist_pattern *grown = realloc(f->patterns, cap * sizeof *grown);
+        if (grown == NULL) {
+            pcre2_code_free(re);
+            snprintf(err, err_len, "file %s: out of memory", path);
+            return -1;
+        }
+        f->patterns = grown;
+        f->cap = cap;
+    }
+    char *text = strndup(line, len);
+    if (text == NULL) {
+        pcre2_code_free(re);
+        snprintf(err, err_len, "file %s: out of memory", path);
+        return -1;
+    }
+    f->patterns[f->count++] = (struct regexlist_pattern){.code = re, .text = text};
+    return 0;
+}
+
+/* Reads every line of an open file. Returns 0, or -1 with a sentence in err. */
+static int file_read(struct regexlist_file *f, FILE *in, const char *path, char *err,
+                     size_t err_len)
+{
+    char *line = NULL;
+    size_t line_cap = 0;
+    unsigned line_no = 0;
+    int rc = 0;
+    ssize_t got;
+    while (rc == 0 && (got = getline(&line, &line_cap, in)) >= 0) {
+        size_t len = (size_t)got;
+        line_no++;
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        if (len > REGEXLIST_LINE_BYTES_MAX) {
+            snprintf(err, err_len, "file %s line %u: longer than %u bytes", path, line_no,
+                     REGEXLIST_LINE_BYTES_MAX);
+            rc = -1;
+        } else if (!line_is_skipped(line, len)) {
+            rc = file_add(f, path, line_no, line, len, err, err_len);
+        }
+    }
+    if (rc == 0 && ferror(in)) {
+        snprintf(err, err_len, "cannot read file %s: %s", path, strerror(errno));
+        rc = -1;
+    }
+    free(line);
+    return rc;
+}
+
+static int regexlist_create(struct pol_plugin *p, char *err, size_t err_len)
+{
+    const struct pol_opt_value *file = pol_opt(p, OPT_FILE);
+    if (!file->set)
+        return 0;
+    FILE *in = fopen(file->text, "re");
+    if (in == NULL) {
+        snprintf(err, err_len, "cannot open file %s: %s", file->text, strerror(errno));
+        return -1;
+    }
+    struct regexlist_file *f = calloc(1, sizeof *f);
+    int rc = -1;
+    if (f == NULL)
+        snprintf(err, err_len, "file %s: out of memory", file->text);
+    else
+        rc = file_read(f, in, file->text, err, err_len);
+    fclose(in);
+    if (rc != 0) {
+        file_free(f);
+        return -1;
+    }
+    pol_plugin_set_data(p, f);
+    return 0;
+}
+
+static int regexlist_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **shard_data,
+                                 char *err, size_t err_len)
+{
+    (void)sh;
+    const struct regexlist_file *f = pol_plugin_data(p);
+    if (f == NULL || f->count == 0)
+        return 0;
+    struct regexlist_shard *s = calloc(1, sizeof *s);
+    if (s != NULL) {
+        s->match_data = pcre2_match_data_create(1, NULL);
+        s->match_ctx = pcre2_match_context_create(NULL);
+    }
+    if (s == NULL || s->match_data == NULL || s->match_ctx == NULL) {
+        if (s != NULL) {
+            pcre2_match_data_free(s->match_data);
+            pcre2_match_context_free(s->match_ctx);
+        }
+        free(s);
+        snprintf(err, err_len, "out of memory for the pattern matcher");
+        return -1;
+    }
+    pcre2_set_match_limit(s->match_ctx, REGEXLIST_MATCH_LIMIT);
+    *shard_data = s;
+    return 0;
+}
+
+static void regexlist_shard_stop(struct pol_plugin *p, struct eng_shard *sh, void *shard_data)
+{
+    (void)p;
+    (void)sh;
+    struct regexlist_shard *s = shard_data;
+    if (s == NULL)
+        return;
+    pcre2_match_data_free(s->match_data);
+    pcre2_match_context_free(s->match_ctx);
+    free(s);
+}
+
+static void regexlist_destroy(struct pol_plugin *p)
+{
+    file_free(pol_plugin_data(p));
+    pol_plugin_set_data(p, NULL);
+}
+
+/* The first pattern matching value ("regex" option, then the file's), NULL for none. */
+static const char *first_match(const struct pol_plugin *p, const struct pol_req *r,
+                               const char *value, size_t len)
+{
+    const struct pol_opt_value *regex = pol_opt(p, OPT_REGEX);
+    if (regex->set && pol_regex_match(regex->re, value, len))
+        return regex->text;
+    const struct regexlist_file *f = pol_plugin_data(p);
+    if (f == NULL || f->count == 0)
+        return NULL;
+    struct regexlist_shard *s = pol_plugin_shard_data(p, r);
+    ENG_ASSERT(s != NULL); /* shard_start made it because the file has patterns */
+    for (size_t i = 0; i < f->count; i++) {
+        int rc = pcre2_match(f->patterns[i].code, (PCRE2_SPTR)value, len, 0, 0, s->match_data,
+                             s->match_ctx);
+        /* Errors (match limit, ...) count as "no match", see the top of this file. */
+        if (rc >= 0)
+            return f->patterns[i].text;
+    }
+    return NULL;
+}
+
+/* The per-mail cached outcome under NAME-result: "1:PATTERN" or "0". Returns 1 matched,
+ * 0 not matched, -1 when the session is full. */
+static int cached_outcome(struct pol_plugin *p, struct pol_req *r, const char *value,
+                          size_t len)
+{
+    const char *key = pol_req_printf(r, "%s-result", pol_plugin_name(p));
+    if (key == NULL)
+        return -1;
+    size_t cached_len = 0;
+    const char *cached = pol_session_get(r, key, &cached_len);
+    if (cached != NULL)
+        return cached_len > 0 && cached[0] == '1';
+    const char *pattern = first_match(p, r, value, len);
+    const char *store = pattern != NULL ? pol_req_printf(r, "1:%s", pattern) : "0";
+    if (store == NULL || pol_session_set(r, key, store, strlen(store)) != 0)
+        return -1;
+    return pattern != NULL;
+}
+
+static enum pol_step regexlist_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
+{
+    (void)req_state;
+    if (pol_builtin_subchain_adopted(r))
+        return POL_NEXT;
+    const struct pol_opt_value *key = pol_opt(p, OPT_KEY);
+    size_t len = 0;
+    const char *value = key->var != NULL ? pol_req_var(r, key->var, &len) : NULL;
+    if (!pol_uc_enabled(r, p, OPT_ENABLED))
+        return POL_NEXT;
+    if (value == NULL) {
+        pol_log(p, r, "no attribute '%s' in request", key->text);
+        return POL_NEXT;
+    }
+    int matched = cached_outcome(p, r, value, len);
+    if (matched < 0)
+        return pol_req_fail(r, "cannot cache the outcome: out of memory");
+    if ((matched == 1) == pol_opt(p, OPT_INVERT)->b)
+        return POL_NEXT;
+
+    pol_log(p, r, "%s=%.*s matched %s", key->text, (int)len, value, pol_plugin_name(p));
+    const char *flag = pol_req_printf(r, "%s-score", pol_plugin_name(p));
+    if (flag == NULL || pol_builtin_uc_score(p, r, OPT_SCORE, flag) != 0)
+        return pol_req_fail(r, "cannot add score: out of memory");
+    return pol_builtin_uc_action(p, r, OPT_ACTION);
+}
+
+const struct pol_plugin_type pol_type_RegexList = {
+    .api_version = POL_PLUGIN_API_VERSION,
+    .module = "RegexList",
+    .opts = regexlist_opts,
+    .opt_count = OPT_COUNT,
+    .flags = POL_TYPE_CHAIN | POL_TYPE_SCORING,
+    .create = regexlist_create,
+    .shard_start = regexlist_shard_start,
+    .shard_stop = regexlist_shard_stop,
+    .step = regexlist_step,
+    .destroy = regexlist_destroy,
+};
