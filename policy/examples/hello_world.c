@@ -66,8 +66,8 @@ static int hello_create(struct pol_plugin *p, char *err, size_t err_len)
 static void hello_lookup_done(struct eng_shard *sh, struct eng_timer *t)
 {
     (void)sh;
-    struct hello_state *st = (struct hello_state *)((char *)t - offsetof(struct hello_state,
-                                                                          timer));
+    struct hello_state *st =
+        (struct hello_state *)((char *)t - offsetof(struct hello_state, timer));
     pol_req_resume(st->r);
 }
 
@@ -83,8 +83,8 @@ static enum pol_step hello_lookup(struct pol_req *r, struct hello_state *st, lon
 
 /* The greeting for this mail: cached in the session under NAME-result. Returns it, or NULL
  * with *step set (POL_WAIT while the lookup runs, POL_FAIL when the session is full). */
-static const char *hello_greeting(struct pol_plugin *p, struct pol_req *r,
-                                  struct hello_state *st, enum pol_step *step)
+static const char *hello_greeting(struct pol_plugin *p, struct pol_req *r, struct hello_state *st,
+                                  enum pol_step *step)
 {
     const char *key = pol_req_printf(r, "%s-result", pol_plugin_name(p));
     if (key == NULL) {
@@ -148,8 +148,8 @@ static enum pol_step hello_step(struct pol_plugin *p, struct pol_req *r, void *r
     return POL_NEXT;
 }
 
-static int hello_cron(struct pol_plugin *p, const char *const *tasks, size_t task_count,
-                      char *err, size_t err_len)
+static int hello_cron(struct pol_plugin *p, const char *const *tasks, size_t task_count, char *err,
+                      size_t err_len)
 {
     (void)err;
     (void)err_len;

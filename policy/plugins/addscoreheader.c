@@ -33,8 +33,7 @@ static bool perl_true(const char *s)
     return s != NULL && s[0] != '\0' && strcmp(s, "0") != 0;
 }
 
-static enum pol_step addscoreheader_step(struct pol_plugin *p, struct pol_req *r,
-                                         void *req_state)
+static enum pol_step addscoreheader_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
 {
     (void)req_state;
     size_t score_len = 0;

@@ -7,8 +7,9 @@
 #include "plugins/common.h"
 
 const struct pol_plugin_type *const pol_builtin_types[] = {
-    &pol_type_Action,      &pol_type_AddScoreHeader, &pol_type_ClearFields,
-    &pol_type_Condition,   &pol_type_Eval,           &pol_type_RegexList,
-    &pol_type_ScoreAction, &pol_type_SetField,       &pol_type_Stress,
-    NULL,
+    &pol_type_Action,      &pol_type_AddScoreHeader,
+    &pol_type_ClearFields, &pol_type_Condition,
+    &pol_type_Eval,        &pol_type_RegexList,
+    &pol_type_ScoreAction, &pol_type_SetField,
+    &pol_type_Stress,      NULL,
 };

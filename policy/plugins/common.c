@@ -73,8 +73,7 @@ const char *pol_builtin_subst_first(struct pol_req *r, const char *s, const char
     if (at == NULL)
         return s;
     size_t head_len = (size_t)(at - s);
-    return pol_req_printf(r, "%.*s%s%s", (int)head_len, s, value,
-                          at + strlen(pattern));
+    return pol_req_printf(r, "%.*s%s%s", (int)head_len, s, value, at + strlen(pattern));
 }
 
 const char *pol_builtin_score_text(struct pol_req *r, const struct pol_plugin *p, size_t *len)

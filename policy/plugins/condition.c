@@ -37,8 +37,7 @@ static const struct pol_opt_def condition_opts[] = {
     [OPT_SCORE] = {"score", POL_OPT_NUMBER, NULL, POL_OPT_UC},
     [OPT_ACTION] = {"action", POL_OPT_STRING, NULL, POL_OPT_UC},
 };
-_Static_assert(sizeof condition_opts / sizeof condition_opts[0] == OPT_COUNT,
-               "one def per option");
+_Static_assert(sizeof condition_opts / sizeof condition_opts[0] == OPT_COUNT, "one def per option");
 
 /* The tests in Perl's order; any one holding is a match. No test configured: no match. */
 static bool condition_matches(const struct pol_plugin *p, const char *value, size_t len)

@@ -58,8 +58,7 @@ static const struct pol_opt_def regexlist_opts[] = {
     [OPT_ACTION] = {"action", POL_OPT_STRING, NULL, POL_OPT_UC},
     [OPT_ENABLED] = {"enabled", POL_OPT_STRING, "on", POL_OPT_UC},
 };
-_Static_assert(sizeof regexlist_opts / sizeof regexlist_opts[0] == OPT_COUNT,
-               "one def per option");
+_Static_assert(sizeof regexlist_opts / sizeof regexlist_opts[0] == OPT_COUNT, "one def per option");
 
 struct regexlist_pattern {
     pcre2_code *code;
@@ -107,8 +106,8 @@ static bool line_is_skipped(const char *line, size_t len)
 }
 
 /* Compiles one line and appends it. Returns 0, or -1 with a sentence in err. */
-static int file_add(struct regexlist_file *f, const char *path, unsigned line_no,
-                    const char *line, size_t len, char *err, size_t err_len)
+static int file_add(struct regexlist_file *f, const char *path, unsigned line_no, const char *line,
+                    size_t len, char *err, size_t err_len)
 {
     if (f->count == REGEXLIST_PATTERNS_MAX) {
         snprintf(err, err_len, "file %s line %u: more than %u patterns", path, line_no,
@@ -122,8 +121,7 @@ static int file_add(struct regexlist_file *f, const char *path, unsigned line_no
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
         snprintf(err, err_len, "file %s line %u: invalid regex '%.*s': %s at offset %zu", path,
-                 line_no, (int)(len > 200 ? 200 : len), line, (const char *)msg,
-                 (size_t)offset);
+                 line_no, (int)(len > 200 ? 200 : len), line, (const char *)msg, (size_t)offset);
         return -1;
     }
     if (f->count == f->cap) {
@@ -270,8 +268,7 @@ static const char *first_match(const struct pol_plugin *p, const struct pol_req 
 
 /* The per-mail cached outcome under NAME-result: "1:PATTERN" or "0". Returns 1 matched,
  * 0 not matched, -1 when the session is full. */
-static int cached_outcome(struct pol_plugin *p, struct pol_req *r, const char *value,
-                          size_t len)
+static int cached_outcome(struct pol_plugin *p, struct pol_req *r, const char *value, size_t len)
 {
     const char *key = pol_req_printf(r, "%s-result", pol_plugin_name(p));
     if (key == NULL)

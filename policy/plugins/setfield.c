@@ -20,8 +20,7 @@ static const struct pol_opt_def setfield_opts[] = {
     [OPT_KEY] = {"key", POL_OPT_STRING, NULL, POL_OPT_REQUIRED},
     [OPT_VALUE] = {"value", POL_OPT_STRING, NULL, POL_OPT_REQUIRED},
 };
-_Static_assert(sizeof setfield_opts / sizeof setfield_opts[0] == OPT_COUNT,
-               "one def per option");
+_Static_assert(sizeof setfield_opts / sizeof setfield_opts[0] == OPT_COUNT, "one def per option");
 
 static enum pol_step setfield_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
 {

@@ -6,28 +6,15 @@
 
 using namespace plugkit;
 
-static std::string scorer(const std::string &name, const std::string &score)
-{
-    return "  <Plugin " + name + ">\n    module = \"Condition\"\n    key = \"client_address\"\n"
-           "    invert = 1\n    score = " + score + "\n  </Plugin>\n";
-}
-
 static std::string header(const std::string &options = "")
 {
     return "  <Plugin hdr>\n    module = \"AddScoreHeader\"\n" + options + "  </Plugin>\n";
 }
 
-static std::string set(const std::string &key, const std::string &value)
-{
-    return "  <Plugin set-" + key + ">\n    module = \"SetField\"\n    key = \"" + key +
-           "\"\n    value = \"" + value + "\"\n  </Plugin>\n";
-}
+static const std::string zumsel =
+    scorer("ZUMSEL", "5") + scorer("BLA", "2.5") + scorer("BLUB", "2.5");
 
-static const std::string zumsel = scorer("ZUMSEL", "5") + scorer("BLA", "2.5") +
-                                  scorer("BLUB", "2.5");
-
-TEST_CASE("AddScoreHeader tags the ZUMSEL/BLA/BLUB mail YES (appendix D #4)",
-          "[addscoreheader]")
+TEST_CASE("AddScoreHeader tags the ZUMSEL/BLA/BLUB mail YES (appendix D #4)", "[addscoreheader]")
 {
     Kit k(conf(zumsel + header()));
     REQUIRE(k.ok());
@@ -63,7 +50,8 @@ TEST_CASE("AddScoreHeader: YES at or above spam_score, NO below", "[addscorehead
 
 TEST_CASE("AddScoreHeader spam_score is user-configurable", "[addscoreheader]")
 {
-    Kit k(conf(set("threshold", "12") + zumsel + header("    uc_spam_score = \"threshold\"\n")));
+    Kit k(conf(set_field("threshold", "12") + zumsel +
+               header("    uc_spam_score = \"threshold\"\n")));
     REQUIRE(k.ok());
     CHECK(k.ask(req("client_address=127.0.0.1\n")) ==
           reply("PREPEND X-MtScore: NO score=10 [ZUMSEL=5, BLA=2.5, BLUB=2.5]"));
@@ -131,13 +119,13 @@ TEST_CASE("AddScoreHeader with its own score_field uses its own flag", "[addscor
 TEST_CASE("AddScoreHeader prints the session's score text and Perl-true details only",
           "[addscoreheader]")
 {
-    Kit text(conf(set("score", "5.0") + header()));
+    Kit text(conf(set_field("score", "5.0") + header()));
     REQUIRE(text.ok());
     CHECK(text.ask(req("")) == reply("PREPEND X-MtScore: YES score=5.0"));
-    Kit zero_detail(conf(set("score", "1") + set("score_detail", "0") + header()));
+    Kit zero_detail(conf(set_field("score", "1") + set_field("score_detail", "0") + header()));
     REQUIRE(zero_detail.ok());
     CHECK(zero_detail.ask(req("")) == reply("PREPEND X-MtScore: NO score=1"));
-    Kit empty_detail(conf(set("score_detail", "") + header()));
+    Kit empty_detail(conf(set_field("score_detail", "") + header()));
     REQUIRE(empty_detail.ok());
     CHECK(empty_detail.ask(req("")) == reply("PREPEND X-MtScore: NO score=0"));
 }

@@ -5,19 +5,13 @@
 
 using namespace plugkit;
 
-static std::string set(const std::string &key, const std::string &value)
-{
-    return "  <Plugin set-" + key + ">\n    module = \"SetField\"\n    key = \"" + key +
-           "\"\n    value = \"" + value + "\"\n  </Plugin>\n";
-}
-
 static std::string clear(const std::string &options)
 {
     return "  <Plugin clear>\n    module = \"ClearFields\"\n" + options + "  </Plugin>\n";
 }
 
-static const std::string four = set("abc-1", "1") + set("abd", "2") + set("x.y", "3") +
-                                set("xzy", "4");
+static const std::string four =
+    set_field("abc-1", "1") + set_field("abd", "2") + set_field("x.y", "3") + set_field("xzy", "4");
 
 TEST_CASE("ClearFields deletes the listed keys", "[clearfields]")
 {
@@ -52,8 +46,7 @@ TEST_CASE("ClearFields applies fields and fields_prefix together", "[clearfields
     CHECK(k.session("c3", "x.y") == "3");
 }
 
-TEST_CASE("ClearFields resets values kept from earlier requests of the mail",
-          "[clearfields]")
+TEST_CASE("ClearFields resets values kept from earlier requests of the mail", "[clearfields]")
 {
     // The score of a mail, reset for each request: only the last request's scores count.
     Kit k(conf("  <Plugin reset>\n    module = \"ClearFields\"\n"
@@ -68,11 +61,11 @@ TEST_CASE("ClearFields resets values kept from earlier requests of the mail",
     CHECK(k.session("c4", "score_detail") == "s=3");
 }
 
-TEST_CASE("ClearFields without options, or with empty ones, changes nothing",
-          "[clearfields]")
+TEST_CASE("ClearFields without options, or with empty ones, changes nothing", "[clearfields]")
 {
-    Kit k(conf(four + clear("") + "  <Plugin clear2>\n    module = \"ClearFields\"\n"
-                                  "    fields =\n    fields_prefix =\n  </Plugin>\n",
+    Kit k(conf(four + clear("") +
+                   "  <Plugin clear2>\n    module = \"ClearFields\"\n"
+                   "    fields =\n    fields_prefix =\n  </Plugin>\n",
                true));
     REQUIRE(k.ok());
     CHECK(k.ask(req("instance=c5\n")) == dunno);

@@ -63,8 +63,7 @@ TEST_CASE("Condition lt_match converts the value the Perl way", "[condition]")
                          "    action = \"reject small\"\n")));
     REQUIRE(k.ok());
     for (const char *small : {"0", "", "abc", "-1", ".4", "0.49x"})
-        CHECK(k.ask(req(std::string("recipient_count=") + small + "\n")) ==
-              reply("reject small"));
+        CHECK(k.ask(req(std::string("recipient_count=") + small + "\n")) == reply("reject small"));
     for (const char *big : {"0.5", "1", "5abc", " 2"})
         CHECK(k.ask(req(std::string("recipient_count=") + big + "\n")) == dunno);
 }
@@ -135,8 +134,7 @@ TEST_CASE("Condition reads request attributes and session values by scope", "[co
     }
 }
 
-TEST_CASE("Condition adds its score on every matching request, not once per mail",
-          "[condition]")
+TEST_CASE("Condition adds its score on every matching request, not once per mail", "[condition]")
 {
     Kit k(conf(cond("cond", "    key = \"client_address\"\n    match = \"127.0.0.1\"\n"
                             "    score = 5\n") +
@@ -161,8 +159,9 @@ TEST_CASE("Condition score and action are user-configurable", "[condition]")
     SECTION("uc_score: the session's text is the detail, its numeric prefix the score")
     {
         // 2.05: PREPEND X-MtScore: NO score=3 [gt=3abc]
-        Kit k(conf(set + cond("gt", "    key = \"size\"\n    gt_match = 5\n    score = 1\n"
-                                    "    uc_score = \"my_score\"\n") +
+        Kit k(conf(set +
+                   cond("gt", "    key = \"size\"\n    gt_match = 5\n    score = 1\n"
+                              "    uc_score = \"my_score\"\n") +
                    header));
         REQUIRE(k.ok());
         CHECK(k.ask(req("size=6\n")) == reply("PREPEND X-MtScore: NO score=3 [gt=3abc]"));
@@ -204,10 +203,10 @@ TEST_CASE("Condition runs its sub-chain on a match and returns its results", "[c
                               "    action = \"reject after\"\n  </Plugin>\n";
     SECTION("matched: the inner answer becomes the condition's, the outer chain stops")
     {
-        Kit k(conf(cond("ctx", "    key = \"policy_context\"\n    match = \"submission\"\n" +
-                                   inner) +
-                       after,
-                   true));
+        Kit k(
+            conf(cond("ctx", "    key = \"policy_context\"\n    match = \"submission\"\n" + inner) +
+                     after,
+                 true));
         REQUIRE(k.ok());
         CHECK(k.ask(req("policy_context=submission\ninstance=s1\n")) == reply("reject inner"));
         CHECK(k.result_line().find("plugin=ctx, result=reject inner") != std::string::npos);
@@ -239,7 +238,7 @@ TEST_CASE("Condition runs its sub-chain on a match and returns its results", "[c
 
 TEST_CASE("Condition refuses bad options at start-up", "[condition]")
 {
-    CHECK_FALSE(Kit(conf(cond("c", "    match = \"x\"\n"))).ok());                // no key
+    CHECK_FALSE(Kit(conf(cond("c", "    match = \"x\"\n"))).ok()); // no key
     CHECK_FALSE(Kit(conf(cond("c", "    key = \"a\"\n    re_match = \"(\"\n"))).ok());
     CHECK_FALSE(Kit(conf(cond("c", "    key = \"a\"\n    gt_match = \"five\"\n"))).ok());
     CHECK_FALSE(Kit(conf(cond("c", "    key = \"a\"\n    lt_match = \"0x10\"\n"))).ok());

@@ -24,12 +24,6 @@ static std::string hello(const std::string &options = "", const std::string &nam
            "  </Plugin>\n";
 }
 
-static std::string set(const std::string &key, const std::string &value)
-{
-    return "  <Plugin set-" + key + ">\n    module = \"SetField\"\n    key = \"" + key +
-           "\"\n    value = \"" + value + "\"\n  </Plugin>\n";
-}
-
 TEST_CASE("HelloWorld says reject Hello World! (BasicModule)", "[hello_world]")
 {
     Kit k(conf(hello()));
@@ -53,11 +47,11 @@ TEST_CASE("HelloWorld enabled is user-configurable", "[hello_world]")
     Kit off(conf(hello("    enabled = off\n") + end));
     REQUIRE(off.ok());
     CHECK(off.ask(req("")) == reply("dunno end"));
-    Kit user_off(conf(set("hello_world_enabled", "off") +
+    Kit user_off(conf(set_field("hello_world_enabled", "off") +
                       hello("    enabled = on\n    uc_enabled = \"hello_world_enabled\"\n") + end));
     REQUIRE(user_off.ok());
     CHECK(user_off.ask(req("")) == reply("dunno end"));
-    Kit user_on(conf(set("hello_world_enabled", "on") +
+    Kit user_on(conf(set_field("hello_world_enabled", "on") +
                      hello("    enabled = off\n    uc_enabled = \"hello_world_enabled\"\n") + end));
     REQUIRE(user_on.ok());
     CHECK(user_on.ask(req("")) == reply("reject Hello World!"));
@@ -75,8 +69,7 @@ TEST_CASE("HelloWorld adds its score once per mail", "[hello_world]")
     CHECK(k.session("h1", "hello-tag") == "1");
 }
 
-TEST_CASE("HelloWorld header mode without a session cache prepends every time",
-          "[hello_world]")
+TEST_CASE("HelloWorld header mode without a session cache prepends every time", "[hello_world]")
 {
     Kit k(conf(hello("    header_name = \"X-Hello\"\n    text = \"hi\"\n")));
     REQUIRE(k.ok());
@@ -91,17 +84,17 @@ TEST_CASE("HelloWorld caches its greeting per mail under NAME-result", "[hello_w
     CHECK(k.ask(req("instance=h3\n")) == reply("reject Hello World!"));
     CHECK(k.session("h3", "greeter-result") == "Hello World!");
     // A cached result is used as it is: a value stored earlier wins over `text`.
-    Kit preset(conf(set("greeter-result", "Bonjour") + hello("", "greeter")));
+    Kit preset(conf(set_field("greeter-result", "Bonjour") + hello("", "greeter")));
     REQUIRE(preset.ok());
     CHECK(preset.ask(req("")) == reply("reject Bonjour"));
 }
 
-TEST_CASE("HelloWorld's asynchronous lookup is skipped when the result is cached",
-          "[hello_world]")
+TEST_CASE("HelloWorld's asynchronous lookup is skipped when the result is cached", "[hello_world]")
 {
     // The testkit runs no event loop, so a lookup that waits cannot complete here (the
     // daemon's integration tests cover it); a cached result answers without waiting.
-    Kit k(conf(set("greeter-result", "Hej") + hello("    lookup_delay_ms = 50\n", "greeter")));
+    Kit k(
+        conf(set_field("greeter-result", "Hej") + hello("    lookup_delay_ms = 50\n", "greeter")));
     REQUIRE(k.ok());
     CHECK(k.ask(req("")) == reply("reject Hej"));
     Kit waits(conf(hello("    lookup_delay_ms = 50\n", "greeter")));

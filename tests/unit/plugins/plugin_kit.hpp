@@ -11,7 +11,8 @@ extern "C" {
 #include "testkit.h"
 }
 
-namespace plugkit {
+namespace plugkit
+{
 
 // The port every test configuration's virtual host answers on.
 inline const char *const port = "12345";
@@ -27,14 +28,42 @@ inline std::string conf(const std::string &plugins, bool memory_sessions = false
     return c;
 }
 
+// One <Plugin NAME> block (options are full lines, indented by four).
+inline std::string plugin(const std::string &name, const std::string &module,
+                          const std::string &options = "")
+{
+    return "  <Plugin " + name + ">\n    module = \"" + module + "\"\n" + options + "  </Plugin>\n";
+}
+
+// A SetField block named set-KEY.
+inline std::string set_field(const std::string &key, const std::string &value)
+{
+    return plugin("set-" + key, "SetField",
+                  "    key = \"" + key + "\"\n    value = \"" + value + "\"\n");
+}
+
+// An Action block.
+inline std::string action(const std::string &name, const std::string &text)
+{
+    return plugin(name, "Action", "    action = \"" + text + "\"\n");
+}
+
+// A Condition that matches every request carrying client_address and adds score.
+inline std::string scorer(const std::string &name, const std::string &score)
+{
+    return plugin(name, "Condition",
+                  "    key = \"client_address\"\n    invert = 1\n    score = " + score + "\n");
+}
+
 // A request from Postfix-like attributes given as "name=value\n" lines.
 inline std::string req(const std::string &attrs)
 {
     return "request=smtpd_access_policy\nprotocol_state=RCPT\n" + attrs;
 }
 
-class Kit {
-public:
+class Kit
+{
+  public:
     explicit Kit(const std::string &config)
     {
         char err[1024] = "";
@@ -49,8 +78,14 @@ public:
     Kit(const Kit &) = delete;
     Kit &operator=(const Kit &) = delete;
 
-    bool ok() const { return kit_ != nullptr; }
-    const std::string &error() const { return error_; }
+    bool ok() const
+    {
+        return kit_ != nullptr;
+    }
+    const std::string &error() const
+    {
+        return error_;
+    }
 
     // The encoded reply ("action=...\n\n"), or "FAILED: " and the error the daemon would log.
     std::string ask(const std::string &request)
@@ -75,7 +110,7 @@ public:
         return line != nullptr ? std::string(line) : std::string();
     }
 
-private:
+  private:
     struct pol_testkit *kit_ = nullptr;
     std::string error_;
 };

@@ -14,11 +14,13 @@
 
 using namespace plugkit;
 
-namespace {
+namespace
+{
 
 // A temporary pattern file, removed when it goes out of scope.
-class TempFile {
-public:
+class TempFile
+{
+  public:
     explicit TempFile(const std::string &content)
     {
         char name[] = "/tmp/regexlist_test.XXXXXX";
@@ -28,12 +30,18 @@ public:
         path_ = name;
         std::ofstream(path_, std::ios::binary) << content;
     }
-    ~TempFile() { std::remove(path_.c_str()); }
+    ~TempFile()
+    {
+        std::remove(path_.c_str());
+    }
     TempFile(const TempFile &) = delete;
     TempFile &operator=(const TempFile &) = delete;
-    const std::string &path() const { return path_; }
+    const std::string &path() const
+    {
+        return path_;
+    }
 
-private:
+  private:
     std::string path_;
 };
 
@@ -55,8 +63,10 @@ TEST_CASE("RegexList matches the inline pattern, then the file's, per mail (2.05
 {
     TempFile file(listed_file);
     Kit k(conf(regexlist("rl", "    key = \"sender\"\n    regex = \"^inline@\"\n"
-                               "    file = \"" + file.path() + "\"\n    score = 2\n"
-                               "    action = \"reject listed\"\n") +
+                               "    file = \"" +
+                                   file.path() +
+                                   "\"\n    score = 2\n"
+                                   "    action = \"reject listed\"\n") +
                    header,
                true));
     REQUIRE(k.ok());
@@ -82,8 +92,9 @@ TEST_CASE("RegexList patterns are unanchored and case-sensitive; comments are no
           "[regexlist]")
 {
     TempFile file(listed_file);
-    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() + "\"\n"
-                               "    action = \"reject listed\"\n")));
+    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() +
+                                   "\"\n"
+                                   "    action = \"reject listed\"\n")));
     REQUIRE(k.ok());
     CHECK(k.ask(req("sender=a@spam.example\n")) == reply("reject listed"));
     CHECK(k.ask(req("sender=a@SPAM.example\n")) == dunno);
@@ -96,8 +107,9 @@ TEST_CASE("RegexList keeps a CR at the end of a line as part of the pattern", "[
 {
     // Perl's chomp removes the LF only, so a CRLF file's patterns end in CR.
     TempFile file("^a$\r\n^b$\n");
-    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() + "\"\n"
-                               "    action = \"reject listed\"\n")));
+    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() +
+                                   "\"\n"
+                                   "    action = \"reject listed\"\n")));
     REQUIRE(k.ok());
     CHECK(k.ask(req("sender=a\n")) == dunno);
     CHECK(k.ask(req("sender=b\n")) == reply("reject listed"));
@@ -131,10 +143,6 @@ TEST_CASE("RegexList runs its sub-chain when matched and has no action", "[regex
 
 TEST_CASE("RegexList enabled, action and score are user-configurable", "[regexlist]")
 {
-    auto set = [](const std::string &key, const std::string &value) {
-        return "  <Plugin set-" + key + ">\n    module = \"SetField\"\n    key = \"" + key +
-               "\"\n    value = \"" + value + "\"\n  </Plugin>\n";
-    };
     const std::string rl = regexlist("rl", "    key = \"sender\"\n    regex = \"@\"\n"
                                            "    score = 1\n    uc_score = \"user_score\"\n"
                                            "    action = \"reject configured\"\n"
@@ -142,13 +150,13 @@ TEST_CASE("RegexList enabled, action and score are user-configurable", "[regexli
                                            "    uc_enabled = \"user_enabled\"\n");
     SECTION("enabled off in the session disables it")
     {
-        Kit k(conf(set("user_enabled", "off") + rl));
+        Kit k(conf(set_field("user_enabled", "off") + rl));
         REQUIRE(k.ok());
         CHECK(k.ask(req("sender=a@b\n")) == dunno);
     }
     SECTION("any other enabled value counts as on")
     {
-        Kit k(conf(set("user_enabled", "OFF") + rl));
+        Kit k(conf(set_field("user_enabled", "OFF") + rl));
         REQUIRE(k.ok());
         CHECK(k.ask(req("sender=a@b\n")) == reply("reject configured"));
     }
@@ -161,7 +169,7 @@ TEST_CASE("RegexList enabled, action and score are user-configurable", "[regexli
     }
     SECTION("the session's action and score replace the configured ones")
     {
-        Kit k(conf(set("user_action", "reject personal") + set("user_score", "7") + rl,
+        Kit k(conf(set_field("user_action", "reject personal") + set_field("user_score", "7") + rl,
                    true));
         REQUIRE(k.ok());
         CHECK(k.ask(req("sender=a@b\ninstance=u1\n")) == reply("reject personal"));
@@ -191,8 +199,7 @@ TEST_CASE("RegexList reads session values by scope", "[regexlist]")
     CHECK(k.ask(req("country=ZZ\n")) == reply("reject country"));
 }
 
-TEST_CASE("RegexList refuses a bad pattern in the file naming the file and line",
-          "[regexlist]")
+TEST_CASE("RegexList refuses a bad pattern in the file naming the file and line", "[regexlist]")
 {
     TempFile file("# ok\n^good$\n\n^bad(\n");
     Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() + "\"\n")));
@@ -225,8 +232,9 @@ TEST_CASE("RegexList file limits: patterns and line bytes at N and N+1", "[regex
         for (size_t i = 0; i < patterns_max; i++)
             content += "^p" + std::to_string(i) + "$\n";
         TempFile file(content);
-        Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() + "\"\n"
-                                   "    action = \"reject many\"\n")));
+        Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() +
+                                       "\"\n"
+                                       "    action = \"reject many\"\n")));
         REQUIRE(k.ok());
         CHECK(k.ask(req("sender=p99999\n")) == reply("reject many"));
         CHECK(k.ask(req("sender=p100000\n")) == dunno);
@@ -244,13 +252,14 @@ TEST_CASE("RegexList file limits: patterns and line bytes at N and N+1", "[regex
     SECTION("a line of 1 MiB is read (a comment here), one byte more is refused")
     {
         TempFile at("#" + std::string(line_bytes_max - 1, 'x') + "\n^ok$\n");
-        Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + at.path() + "\"\n"
-                                   "    action = \"reject ok\"\n")));
+        Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + at.path() +
+                                       "\"\n"
+                                       "    action = \"reject ok\"\n")));
         REQUIRE(k.ok());
         CHECK(k.ask(req("sender=ok\n")) == reply("reject ok"));
         TempFile over("#" + std::string(line_bytes_max, 'x') + "\n^ok$\n");
-        Kit refused(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + over.path() +
-                                         "\"\n")));
+        Kit refused(
+            conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + over.path() + "\"\n")));
         CHECK_FALSE(refused.ok());
         CHECK(refused.error().find("line 1") != std::string::npos);
     }
@@ -260,8 +269,9 @@ TEST_CASE("RegexList stops a pathological match and counts it as no match", "[re
 {
     // Catastrophic backtracking: PCRE2 would grind for a very long time without the limit.
     TempFile file("^(a+)+$\n");
-    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() + "\"\n"
-                               "    action = \"reject a\"\n")));
+    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() +
+                                   "\"\n"
+                                   "    action = \"reject a\"\n")));
     REQUIRE(k.ok());
     CHECK(k.ask(req("sender=" + std::string(40, 'a') + "!\n")) == dunno);
     CHECK(k.ask(req("sender=aaaa\n")) == reply("reject a"));

@@ -6,13 +6,6 @@
 
 using namespace plugkit;
 
-// A Condition named `name` that matches every request with a client_address and scores.
-static std::string scorer(const std::string &name, const std::string &score)
-{
-    return "  <Plugin " + name + ">\n    module = \"Condition\"\n    key = \"client_address\"\n"
-           "    invert = 1\n    score = " + score + "\n  </Plugin>\n";
-}
-
 static std::string score_action(const std::string &name, const std::string &options)
 {
     return "  <Plugin " + name + ">\n    module = \"ScoreAction\"\n" + options + "  </Plugin>\n";
@@ -36,8 +29,9 @@ TEST_CASE("ScoreAction threshold 10 does not fire at 7.5 and fires at 10 (append
 
 TEST_CASE("ScoreAction match = lt fires at or below the threshold", "[scoreaction]")
 {
-    Kit k(conf(score_action("low", "    threshold = 0\n    match = \"lt\"\n"
-                                   "    action = \"defer ip=%IP% s=%SCORE% d=%SCORE_DETAIL% %IP%\"\n") +
+    Kit k(conf(score_action("low",
+                            "    threshold = 0\n    match = \"lt\"\n"
+                            "    action = \"defer ip=%IP% s=%SCORE% d=%SCORE_DETAIL% %IP%\"\n") +
                "  <Plugin end>\n    module = \"Action\"\n    action = \"reject end\"\n"
                "  </Plugin>\n"));
     REQUIRE(k.ok());
@@ -46,9 +40,8 @@ TEST_CASE("ScoreAction match = lt fires at or below the threshold", "[scoreactio
     CHECK(k.ask(req("")) == reply("defer ip=unknown s=0 d= %IP%"));
     CHECK(k.ask(req("client_address=192.0.2.7\n")) == reply("defer ip=192.0.2.7 s=0 d= %IP%"));
 
-    Kit above(conf(scorer("plus", "0.5") +
-                   score_action("low", "    threshold = 0\n    match = lt\n"
-                                       "    action = \"defer low\"\n")));
+    Kit above(conf(scorer("plus", "0.5") + score_action("low", "    threshold = 0\n    match = lt\n"
+                                                               "    action = \"defer low\"\n")));
     REQUIRE(above.ok());
     CHECK(above.ask(req("client_address=192.0.2.7\n")) == dunno);
     CHECK(above.ask(req("")) == reply("defer low"));
@@ -67,8 +60,7 @@ TEST_CASE("ScoreAction with another match value fails every request", "[scoreact
     REQUIRE(k.ok());
     std::string answer = k.ask(req(""));
     CHECK(answer.find("FAILED: ") == 0);
-    CHECK(answer.find("plugin sa failed: unknown value for parameter match.") !=
-          std::string::npos);
+    CHECK(answer.find("plugin sa failed: unknown value for parameter match.") != std::string::npos);
 
     Kit cont(conf(score_action("sa", "    threshold = 5\n    match = \"GT\"\n"
                                      "    on_error = continue\n") +
@@ -87,8 +79,7 @@ TEST_CASE("ScoreAction runs its sub-chain when the threshold is reached and ther
                "  <Plugin end>\n    module = \"Action\"\n    action = \"reject end\"\n"
                "  </Plugin>\n"));
     REQUIRE(k.ok());
-    CHECK(k.ask(req("client_address=192.0.2.1\n")) ==
-          reply("PREPEND X-Inner: YES score=7 [s=7]"));
+    CHECK(k.ask(req("client_address=192.0.2.1\n")) == reply("PREPEND X-Inner: YES score=7 [s=7]"));
     CHECK(k.result_line().find("plugin=sa,") != std::string::npos);
     CHECK(k.ask(req("")) == reply("reject end"));
 }
@@ -128,18 +119,17 @@ TEST_CASE("ScoreAction uses the score as the session holds it", "[scoreaction]")
 
 TEST_CASE("ScoreAction reads its own score_field", "[scoreaction]")
 {
-    Kit k(conf("  <Plugin s>\n    module = \"Condition\"\n    key = \"client_address\"\n"
-               "    invert = 1\n    score = 4\n    score_field = \"other\"\n  </Plugin>\n" +
-               score_action("default-field", "    threshold = 4\n    action = \"reject d\"\n") +
-               score_action("other-field", "    threshold = 4\n    score_field = \"other\"\n" +
-                                                blocked)));
+    Kit k(conf(
+        "  <Plugin s>\n    module = \"Condition\"\n    key = \"client_address\"\n"
+        "    invert = 1\n    score = 4\n    score_field = \"other\"\n  </Plugin>\n" +
+        score_action("default-field", "    threshold = 4\n    action = \"reject d\"\n") +
+        score_action("other-field", "    threshold = 4\n    score_field = \"other\"\n" + blocked)));
     REQUIRE(k.ok());
     CHECK(k.ask(req("client_address=192.0.2.1\n")) ==
           reply("reject sender ip 192.0.2.1 is blocked (score=4, s=4)"));
 }
 
-TEST_CASE("ScoreAction refuses a missing or non-numeric threshold at start-up",
-          "[scoreaction]")
+TEST_CASE("ScoreAction refuses a missing or non-numeric threshold at start-up", "[scoreaction]")
 {
     Kit missing(conf(score_action("sa", "    action = \"reject\"\n")));
     CHECK_FALSE(missing.ok());
