@@ -78,7 +78,8 @@ inline void run_cases(DiffRig &rig, const std::vector<VhostSpec> &vhosts,
         const VhostSpec *v = find_vhost(vhosts, c.vhost);
         REQUIRE(v != nullptr);
         INFO("case #" << i << " on vhost '" << c.vhost << "'\nconfig:\n"
-                      << v->body << "request:\n"
+                      << v->body << (v->body.empty() || v->body.back() != '\n' ? "\n" : "")
+                      << "request:\n"
                       << request_text(c.attrs));
         std::string perl = summarize(rig.ask(Impl::Perl, c.vhost, c.attrs, timeout_ms));
         {

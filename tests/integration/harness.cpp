@@ -521,9 +521,23 @@ bool endpoint_accepts(const Endpoint &ep, int timeout_ms)
 
 } // namespace
 
-bool Daemon::start(int ready_timeout_ms)
+const std::string &Daemon::write_config()
 {
     dir_.write("conf", replace_all(config_text_, "@DIR@", dir_.path()));
+    return config_path_;
+}
+
+RunResult Daemon::run(const std::vector<std::string> &args, int timeout_ms)
+{
+    std::vector<std::string> argv = {impl_ == Impl::Ring ? ringpolicyd_bin() : perl_bin(), "-c",
+                                     write_config()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, timeout_ms, "", dir_.path(), env_);
+}
+
+bool Daemon::start(int ready_timeout_ms)
+{
+    write_config();
     std::vector<std::string> argv = {impl_ == Impl::Ring ? ringpolicyd_bin() : perl_bin()};
     if (foreground_)
         argv.push_back("-f");

@@ -162,6 +162,12 @@ class Daemon {
         foreground_ = fg;
     }
 
+    /* Writes the configuration file (start() and run() do it too); returns its path. */
+    const std::string &write_config();
+    /* A one-shot run of the binary on this configuration: `BIN -c CONF ARGS...` in dir(), for
+     * --check, -d, --cron and the like (no -f unless given). */
+    RunResult run(const std::vector<std::string> &args, int timeout_ms = 20000);
+
     /* Writes the configuration, spawns `BIN [-f] -c CONF ARGS...` and waits until the ready
      * endpoint accepts a connection. Returns false (reason in error(), log in log()) when the
      * process exits first or is not ready within ready_timeout_ms. */
