@@ -4,10 +4,11 @@
  * written in C: it answers `reject TEXT` (TEXT defaults to "Hello World!"), aborting the chain.
  *
  * Options: `text`; `enabled` (user-configurable, `off` disables it); `score`, added once per
- * mail; `header_name`, which switches to "PREPEND HEADER: TEXT" once per mail (then `dunno`);
- * `lookup_delay_ms`, which turns "finding the greeting" into an asynchronous lookup (an engine
- * timer stands in for a DNS or database query) whose result is cached in the session under
- * `NAME-result`, so later requests of the same mail answer at once. Its cron task logs
+ * mail; `header_name`, which switches to "PREPEND HEADER: TEXT" once per mail (then `dunno`).
+ * The greeting is "looked up" once per mail and cached in the session under `NAME-result`:
+ * from the nested <Plugin> chain when the block has one (its actions joined by ", ", `text`
+ * when it has none), else after `lookup_delay_ms` of asynchronous waiting (an engine timer
+ * stands in for a DNS or database query), else at once from `text`. Its cron task logs
  * "i am a weekly task" at level 3 when `weekly` is among the tasks.
  *
  * Owns nothing but its per-request state (a timer, inside req_state). The step runs on the
@@ -82,7 +83,8 @@ static enum pol_step hello_lookup(struct pol_req *r, struct hello_state *st, lon
 }
 
 /* The greeting for this mail: cached in the session under NAME-result. Returns it, or NULL
- * with *step set (POL_WAIT while the lookup runs, POL_FAIL when the session is full). */
+ * with *step set (POL_SUBCHAIN or POL_WAIT while the lookup runs, POL_FAIL when the session is
+ * full). */
 static const char *hello_greeting(struct pol_plugin *p, struct pol_req *r, struct hello_state *st,
                                   enum pol_step *step)
 {
@@ -95,17 +97,26 @@ static const char *hello_greeting(struct pol_plugin *p, struct pol_req *r, struc
     const char *cached = pol_session_get(r, key, &cached_len);
     if (cached != NULL)
         return cached;
+
+    const char *found = NULL;
     long long delay_ms = pol_opt(p, OPT_LOOKUP_DELAY_MS)->i;
-    if (delay_ms > 0 && !st->waited) {
+    if (pol_plugin_has_subchain(p)) {
+        if (!pol_req_subchain_done(r)) {
+            *step = POL_SUBCHAIN; /* step is called again when the nested chain is done */
+            return NULL;
+        }
+        found = pol_req_subchain_actions(r, ", ");
+    } else if (delay_ms > 0 && !st->waited) {
         *step = hello_lookup(r, st, delay_ms);
         return NULL;
     }
-    const struct pol_opt_value *text = pol_opt(p, OPT_TEXT);
-    if (pol_session_set(r, key, text->text, text->text_len) != 0) {
+    if (found == NULL)
+        found = pol_opt(p, OPT_TEXT)->text;
+    if (pol_session_set(r, key, found, strlen(found)) != 0) {
         *step = pol_req_fail(r, "cannot cache the greeting: out of memory");
         return NULL;
     }
-    return text->text;
+    return found;
 }
 
 static enum pol_step hello_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
@@ -165,7 +176,7 @@ static const struct pol_plugin_type hello_world_type = {
     .module = "HelloWorld",
     .opts = hello_opts,
     .opt_count = OPT_COUNT,
-    .flags = POL_TYPE_SCORING,
+    .flags = POL_TYPE_CHAIN | POL_TYPE_SCORING,
     .req_state_bytes = sizeof(struct hello_state),
     .create = hello_create,
     .step = hello_step,

@@ -89,6 +89,34 @@ TEST_CASE("HelloWorld caches its greeting per mail under NAME-result", "[hello_w
     CHECK(preset.ask(req("")) == reply("reject Bonjour"));
 }
 
+TEST_CASE("HelloWorld looks its greeting up in its nested chain", "[hello_world]")
+{
+    const std::string inner = "    <Plugin inner>\n      module = \"Action\"\n"
+                              "      action = \"Bonjour\"\n    </Plugin>\n";
+    Kit k(conf(hello(inner), true));
+    REQUIRE(k.ok());
+    // The nested answer is the greeting, not the reply: HelloWorld still answers itself.
+    CHECK(k.ask(req("instance=h4\n")) == reply("reject Bonjour"));
+    CHECK(k.result_line().find("plugin=hello, result=reject Bonjour") != std::string::npos);
+    CHECK(k.session("h4", "hello-result") == "Bonjour");
+
+    const std::string quiet = "    <Plugin quiet>\n      module = \"SetField\"\n"
+                              "      key = \"inner\"\n      value = \"ran\"\n    </Plugin>\n";
+    Kit none(conf(hello(quiet), true));
+    REQUIRE(none.ok());
+    CHECK(none.ask(req("instance=h5\n")) == reply("reject Hello World!"));
+    CHECK(none.session("h5", "inner") == "ran");
+    // Cached for the mail: the nested chain does not run again.
+    Kit twice(conf(hello(inner + "    <Plugin count>\n      module = \"Condition\"\n"
+                                 "      key = \"client_address\"\n      invert = 1\n"
+                                 "      score = 1\n    </Plugin>\n"),
+                   true));
+    REQUIRE(twice.ok());
+    CHECK(twice.ask(req("instance=h6\n")) == reply("reject Bonjour"));
+    CHECK(twice.ask(req("instance=h6\nclient_address=192.0.2.1\n")) == reply("reject Bonjour"));
+    CHECK(twice.session("h6", "score") == "<absent>");
+}
+
 TEST_CASE("HelloWorld's asynchronous lookup is skipped when the result is cached", "[hello_world]")
 {
     // The testkit runs no event loop, so a lookup that waits cannot complete here (the
