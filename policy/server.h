@@ -1,0 +1,179 @@
+/*
+ * server.h: the configuration model built from a pol_cfg tree (internal to policy/): global
+ * options, <Connection> definitions, the <SessionCache>, virtual hosts and their plugin chains.
+ *
+ * Built once on the main thread (pol_server_load / pol_server_from_text), read-only afterwards
+ * and shared by every shard. Every start-up error is one sentence "FILE:LINE: ..." in the
+ * caller's buffer. The server owns the configuration tree (option texts point into it), every
+ * plugin instance and the handles of loaded plugin shared objects; pol_server_free destroys
+ * the plugins (type->destroy) and unloads the objects.
+ */
+#ifndef POL_SERVER_H
+#define POL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "eng/engine.h"
+#include "pol/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Start-up error messages. */
+#define POL_ERR_MAX 1024
+
+struct pol_chain {
+    struct pol_plugin **plugins;
+    uint32_t count;
+};
+
+struct pol_plugin {
+    const struct pol_plugin_type *type;
+    const char *name;
+    const char *module;
+    const char *file;
+    unsigned line;
+    const char *vhost_name;     /* prefix of pol_log messages */
+    struct pol_opt_value *opts; /* type->opt_count entries */
+    const char **uc_keys;       /* type->opt_count entries; NULL: no uc_NAME */
+    int log_level;              /* default 4 */
+    bool on_error_continue;     /* on_error = continue */
+    const char *score_field;    /* default "score" */
+    char *score_detail_field;   /* score_field + "_detail" */
+    struct pol_chain sub;       /* nested <Plugin> blocks (POL_TYPE_CHAIN only) */
+    uint32_t index;             /* in pol_server.plugins: per-shard data slot */
+    uint32_t depth;             /* 1 for a top-level plugin */
+    void *data;                 /* pol_plugin_set_data */
+    bool created;               /* type->create succeeded: destroy is due */
+};
+
+struct pol_vhost {
+    const char *key; /* port number as written, or socket path */
+    const char *name;
+    const char *file;
+    unsigned line;
+    uint32_t index;
+    struct pol_chain chain;
+};
+
+enum pol_scache_kind {
+    POL_SCACHE_NONE,   /* a fresh session per request (2.05 None) */
+    POL_SCACHE_MEMORY, /* in-process, sharded by instance */
+};
+
+struct pol_scache_config {
+    enum pol_scache_kind kind;
+    uint32_t expire_s;          /* default 300 */
+    uint32_t sessions_max;      /* whole daemon; divided between shards. Default 65536 */
+    uint32_t session_bytes_max; /* largest stored session (serialised). Default 16384 */
+    size_t memory_bytes;        /* whole daemon. Default sessions_max * 1 KiB */
+    const char *file;
+    unsigned line;
+};
+
+struct pol_conn_def {
+    const char *name;
+    const char *module; /* Sql, Memcached, Redis, Ldap */
+    const char *file;
+    unsigned line;
+    const struct pol_cfg_node *block;
+};
+
+struct pol_globals {
+    /* 2.05 options (section 3) */
+    const char *port; /* comma list, default "127.0.0.1:12345" */
+    const char *host; /* default "127.0.0.1" */
+    const char *user, *group, *pid_file, *chroot;
+    const char *log_file; /* NULL: syslog, or stderr with -f */
+    const char *syslog_ident;
+    const char *syslog_facility;
+    const char *program_name;
+    int log_level;                /* default 2 */
+    uint32_t request_timeout_s;   /* default 20, 0 = unlimited */
+    uint32_t keepalive_timeout_s; /* default 60, 0 = forever */
+    uint32_t max_keepalive;       /* default 0 = unlimited */
+    bool vhost_by_policy_context;
+    /* pre-fork pool sizing of 2.05: accepted, kept as hints only */
+    uint32_t min_servers, min_spare_servers, max_spare_servers, max_servers, max_requests;
+    /* ringpolicyd's own */
+    unsigned shards;            /* 0 = one per CPU */
+    const char *error_action;   /* NULL or "": close without reply (2.05) */
+    const char *plugin_dir;     /* default RINGPOLICYD_PLUGIN_DIR */
+    enum eng_backend backend;   /* auto | uring | epoll */
+    uint32_t max_connections;   /* per shard, default POL_MAX_CONNECTIONS_DEFAULT */
+    uint32_t max_request_bytes; /* default 65536 */
+    uint32_t max_line_bytes;    /* default 16384 */
+    uint32_t max_attributes;    /* default 256 */
+    uint32_t drain_timeout_s;   /* default 10 */
+};
+
+#define POL_MAX_CONNECTIONS_DEFAULT 4096u
+
+struct pol_server {
+    struct pol_cfg *cfg; /* owns every configured string */
+    struct pol_globals g;
+    struct pol_conn_def *conns;
+    uint32_t conn_count;
+    struct pol_scache_config scache;
+    struct pol_vhost *vhosts;
+    uint32_t vhost_count;
+    struct pol_plugin **plugins; /* every instance, nested ones too, depth first */
+    uint32_t plugin_count;
+    uint32_t depth_max; /* deepest plugin (1: no sub-chains) */
+    char **warnings;    /* "FILE:LINE: ..." for the log (level 2) */
+    uint32_t warning_count;
+    void **dl_handles;
+    uint32_t dl_count;
+};
+
+/* Extra plugin types (tests, embedders), consulted after the built-ins. Main thread, before
+ * loading a configuration. Returns 0 or -ENOSPC (at most 32). */
+int pol_server_register_type(const struct pol_plugin_type *t);
+
+/* Loads the file (pol_cfg_load) and builds the model. Returns 0, or -1 with "FILE:LINE: ..."
+ * in err. *out is owned by the caller (pol_server_free). */
+int pol_server_load(const char *path, struct pol_server **out, char *err, size_t err_len);
+/* Builds from text, as if read from the file `name` (tests, testkit). */
+int pol_server_from_text(const char *name, const char *text, struct pol_server **out, char *err,
+                         size_t err_len);
+/* Builds from a parsed tree; takes ownership of cfg in every case. */
+int pol_server_from_cfg(struct pol_cfg *cfg, struct pol_server **out, char *err, size_t err_len);
+void pol_server_free(struct pol_server *s);
+
+/* The virtual host for a request (spec 11.2): by policy_context when enabled and non-empty,
+ * else by the listener key (port number as written in the file, or socket path). NULL: none. */
+const struct pol_vhost *pol_server_select_vhost(const struct pol_server *s, const char *key,
+                                                const char *policy_context, size_t pc_len);
+const struct pol_vhost *pol_server_vhost_by_key(const struct pol_server *s, const char *key);
+
+/* -d: a description of the virtual hosts and their chains. */
+void pol_server_dump(const struct pol_server *s, FILE *out);
+/* --cron=LIST: every plugin's cron, nested ones after their parent (spec 14). */
+void pol_server_cron(const struct pol_server *s, const char *const *tasks, size_t task_count);
+
+/* plugin.c: builds one <Plugin NAME> block (and its nested blocks) into s->plugins. */
+struct pol_plugin *pol_plugin_build(struct pol_server *s, const struct pol_cfg_node *block,
+                                    const char *vhost_name, uint32_t depth, char *err,
+                                    size_t err_len);
+/* plugin.c: calls destroy on a created instance and frees it. */
+void pol_plugin_free(struct pol_plugin *p);
+/* plugin.c: unloads every shared object the server loaded. */
+void pol_plugin_unload_all(struct pol_server *s);
+
+/* Writes "FILE:LINE: msg" (or "FILE: msg" when line is 0) into err. */
+void pol_errf(char *err, size_t err_len, const char *file, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Appends "FILE:LINE: msg" to s->warnings (start-up only). */
+void pol_server_warn(struct pol_server *s, const char *file, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
