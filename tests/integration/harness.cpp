@@ -121,14 +121,29 @@ struct PartialSkipListener : Catch::TestEventListenerBase {
 
 CATCH_REGISTER_LISTENER(PartialSkipListener)
 
+namespace {
+
+/* Daemons run in their own directory, so every path handed to them must be absolute. */
+std::string absolute(const std::string &p)
+{
+    char *r = realpath(p.c_str(), nullptr);
+    if (!r)
+        return p;
+    std::string out(r);
+    std::free(r);
+    return out;
+}
+
+} // namespace
+
 std::string build_root()
 {
-    return env_or("RPD_BUILD_ROOT", ".");
+    return absolute(env_or("RPD_BUILD_ROOT", "."));
 }
 
 std::string source_root()
 {
-    return env_or("RPD_SOURCE_ROOT", ".");
+    return absolute(env_or("RPD_SOURCE_ROOT", "."));
 }
 
 std::string itest_dir()
