@@ -72,8 +72,7 @@ static int addr_inet(const char *text, struct bench_addr *out, char *err, size_t
     const char *host, *port;
     if (split_host_port(text, buf, sizeof(buf), &host, &port) < 0) {
         snprintf(err, err_len,
-                 "bad server address '%s': expected HOST:PORT, [IPV6]:PORT or a socket path",
-                 text);
+                 "bad server address '%s': expected HOST:PORT, [IPV6]:PORT or a socket path", text);
         return -EINVAL;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};

@@ -29,10 +29,10 @@ uint32_t bench_hist_bucket_idx(uint64_t value_us)
     if (value_us < BENCH_HIST_EXACT_COUNT)
         return (uint32_t)value_us;
     uint32_t msb = 63u - (uint32_t)__builtin_clzll(value_us); /* 7..63 */
-    uint32_t shift = msb - SUB_BITS;                           /* 1..57 */
-    uint32_t top = (uint32_t)(value_us >> shift);              /* 64..127 */
-    uint32_t idx = BENCH_HIST_EXACT_COUNT + (shift - 1u) * BENCH_HIST_SUB_COUNT +
-                   (top - BENCH_HIST_SUB_COUNT);
+    uint32_t shift = msb - SUB_BITS;                          /* 1..57 */
+    uint32_t top = (uint32_t)(value_us >> shift);             /* 64..127 */
+    uint32_t idx =
+        BENCH_HIST_EXACT_COUNT + (shift - 1u) * BENCH_HIST_SUB_COUNT + (top - BENCH_HIST_SUB_COUNT);
     BENCH_ASSERT(idx < BENCH_HIST_BUCKET_COUNT);
     return idx;
 }

@@ -46,8 +46,8 @@ static enum bench_reply_status reply_line(struct bench_reply_parser *p, const ch
     return BENCH_REPLY_NEED_MORE;
 }
 
-enum bench_reply_status bench_reply_parse(struct bench_reply_parser *p, const char *buf,
-                                          size_t len, size_t *consumed)
+enum bench_reply_status bench_reply_parse(struct bench_reply_parser *p, const char *buf, size_t len,
+                                          size_t *consumed)
 {
     BENCH_ASSERT(p->scanned <= len);
     *consumed = 0;

@@ -54,8 +54,8 @@ void bench_reply_parser_reset(struct bench_reply_parser *p);
  * *consumed is the reply's length and p->reply describes it; the parser must be reset before
  * the next reply (bytes after *consumed belong to it). On NEED_MORE and errors *consumed is 0.
  * Errors are sticky until reset. */
-enum bench_reply_status bench_reply_parse(struct bench_reply_parser *p, const char *buf,
-                                          size_t len, size_t *consumed);
+enum bench_reply_status bench_reply_parse(struct bench_reply_parser *p, const char *buf, size_t len,
+                                          size_t *consumed);
 
 const char *bench_reply_status_text(enum bench_reply_status s);
 

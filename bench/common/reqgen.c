@@ -49,8 +49,8 @@ void bench_reqgen_opts_default(struct bench_reqgen_opts *o)
     o->policy_context = "";
 }
 
-void bench_reqgen_init(struct bench_reqgen *g, const struct bench_reqgen_opts *opts,
-                       uint64_t seed, uint32_t stream_id)
+void bench_reqgen_init(struct bench_reqgen *g, const struct bench_reqgen_opts *opts, uint64_t seed,
+                       uint32_t stream_id)
 {
     memset(g, 0, sizeof(*g));
     if (opts)
@@ -90,15 +90,15 @@ static void client_address(uint64_t h, uint32_t client_idx, char *out, size_t ou
     unsigned a = 1 + (unsigned)(h % 223); /* 1..223 */
     if (a == 10 || a == 127)
         a++;
-    snprintf(out, out_len, "%u.%u.%u.%u", a, (unsigned)(h >> 8) & 0xff,
-             (unsigned)(h >> 16) & 0xff, 1 + (unsigned)((h >> 24) % 254));
+    snprintf(out, out_len, "%u.%u.%u.%u", a, (unsigned)(h >> 8) & 0xff, (unsigned)(h >> 16) & 0xff,
+             1 + (unsigned)((h >> 24) % 254));
 }
 
 /* Address, names and HELO of one client, derived from its pool index. */
 static void mail_client(struct bench_reqgen *g, struct bench_mail *m)
 {
-    uint32_t idx = rng_below(g, 2) ? rng_below(g, g->opts.hot_clients)
-                                   : rng_below(g, g->opts.client_pool);
+    uint32_t idx =
+        rng_below(g, 2) ? rng_below(g, g->opts.hot_clients) : rng_below(g, g->opts.client_pool);
     uint64_t h = mix64(g->seed ^ ((uint64_t)idx << 20) ^ UINT64_C(0xc1e47));
     client_address(h, idx, m->client_address, sizeof(m->client_address));
     const char *domain = client_domains[(h >> 40) % 5];
@@ -106,8 +106,8 @@ static void mail_client(struct bench_reqgen *g, struct bench_mail *m)
     if (kind == 0)
         snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "unknown");
     else if (kind == 1)
-        snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "host-%u.dyn.%s",
-                 idx, domain);
+        snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "host-%u.dyn.%s", idx,
+                 domain);
     else
         snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "mx%u.%s", idx % 97,
                  domain);
@@ -258,8 +258,7 @@ static void write_request(const struct bench_reqgen *g, struct writer *w, uint32
     }
 }
 
-size_t bench_reqgen_next(struct bench_reqgen *g, char *buf, size_t cap,
-                         struct bench_req_info *info)
+size_t bench_reqgen_next(struct bench_reqgen *g, char *buf, size_t cap, struct bench_req_info *info)
 {
     BENCH_ASSERT(buf != NULL);
     if (g->step_idx == g->step_count)

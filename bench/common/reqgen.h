@@ -81,7 +81,7 @@ struct bench_reqgen {
     uint64_t rng;
     uint64_t seed;
     uint32_t stream_id;
-    uint32_t step_idx;   /* next request of the mail; == step_count: start a new mail */
+    uint32_t step_idx; /* next request of the mail; == step_count: start a new mail */
     uint32_t step_count;
     uint64_t mail_count; /* mails started */
     struct bench_mail mail;
@@ -92,8 +92,8 @@ void bench_reqgen_opts_default(struct bench_reqgen_opts *o);
 /* opts NULL means the defaults. rcpt_min/rcpt_max are clamped to 1..BENCH_REQGEN_RCPT_MAX and
  * rcpt_min <= rcpt_max; a policy_context longer than 127 bytes is cut. stream_id makes the
  * instances of one generator differ from every other's (use the connection index). */
-void bench_reqgen_init(struct bench_reqgen *g, const struct bench_reqgen_opts *opts,
-                       uint64_t seed, uint32_t stream_id);
+void bench_reqgen_init(struct bench_reqgen *g, const struct bench_reqgen_opts *opts, uint64_t seed,
+                       uint32_t stream_id);
 
 /* Writes the next request, including its closing empty line, into buf. Returns its length, or 0
  * when cap is too small (then nothing advances; BENCH_REQGEN_REQUEST_BYTES_MAX always fits).

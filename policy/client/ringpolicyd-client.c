@@ -77,12 +77,12 @@ struct client_opts {
 struct client {
     struct client_opts opts;
     struct bench_addr addr;
-    int fd;              /* -1 while not connected */
-    bool fd_used;        /* the connection has already carried a request */
-    char *req;           /* the request being built (CLIENT_REQUEST_BYTES_MAX + 1) */
+    int fd;       /* -1 while not connected */
+    bool fd_used; /* the connection has already carried a request */
+    char *req;    /* the request being built (CLIENT_REQUEST_BYTES_MAX + 1) */
     size_t req_len;
-    size_t attr_lines;   /* lines read from stdin for this request */
-    char *rbuf;          /* reply bytes (BENCH_REPLY_BYTES_DEFAULT) */
+    size_t attr_lines; /* lines read from stdin for this request */
+    char *rbuf;        /* reply bytes (BENCH_REPLY_BYTES_DEFAULT) */
     size_t rbuf_len;
     struct bench_reply_parser parser;
 };
@@ -108,16 +108,11 @@ static __attribute__((noreturn)) void usage_exit(FILE *out, int status)
 static void parse_args(int argc, char **argv, struct client_opts *o)
 {
     static const struct option longopts[] = {
-        {"host", required_argument, NULL, 'h'},
-        {"socket_path", required_argument, NULL, 's'},
-        {"keepalive", no_argument, NULL, 'k'},
-        {"no-keepalive", no_argument, NULL, 'K'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"no-verbose", no_argument, NULL, 'V'},
-        {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'H'},
-        {"usage", no_argument, NULL, 'H'},
-        {NULL, 0, NULL, 0},
+        {"host", required_argument, NULL, 'h'},    {"socket_path", required_argument, NULL, 's'},
+        {"keepalive", no_argument, NULL, 'k'},     {"no-keepalive", no_argument, NULL, 'K'},
+        {"verbose", no_argument, NULL, 'v'},       {"no-verbose", no_argument, NULL, 'V'},
+        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'H'},
+        {"usage", no_argument, NULL, 'H'},         {NULL, 0, NULL, 0},
     };
     *o = (struct client_opts){.host = CLIENT_DEFAULT_HOST,
                               .timeout_ms = CLIENT_TIMEOUT_S_DEFAULT * 1000};
@@ -319,8 +314,8 @@ static size_t recv_reply(struct client *cl)
             continue;
         if (pr == 0)
             die("no reply from %s within %d s", cl->addr.text, cl->opts.timeout_ms / 1000);
-        ssize_t n = recv(cl->fd, cl->rbuf + cl->rbuf_len, BENCH_REPLY_BYTES_DEFAULT - cl->rbuf_len,
-                         0);
+        ssize_t n =
+            recv(cl->fd, cl->rbuf + cl->rbuf_len, BENCH_REPLY_BYTES_DEFAULT - cl->rbuf_len, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno != ECONNRESET)

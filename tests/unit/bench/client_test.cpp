@@ -2,7 +2,7 @@
 // against a tiny policy server run by the test on 127.0.0.1 (port chosen by the kernel) or on a
 // Unix socket in a fresh temporary directory. Checks what is sent (request= and instance=
 // first, then the given lines in order, a new instance per request), what is printed, -k,
-// -v, the Unix socket forms, and every error path's exit status.
+// -v, the Unix socket forms, and every error path's exit status. The server is test_server.h.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -27,157 +27,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test_server.h"
+
 extern char **environ;
 
 namespace {
-
-const char *const hang = "<hang>"; // reply_fn result: send nothing, keep the connection open
-
-struct received {
-    int conn_idx;
-    std::string request;
-};
-
-// One thread, one connection at a time (the client is sequential). reply_fn maps a request to
-// the raw reply bytes; "" closes the connection without a reply.
-class policy_server {
-  public:
-    std::function<std::string(const std::string &)> reply_fn = [](const std::string &) {
-        return std::string("action=DUNNO\n\n");
-    };
-    int close_after = 0; // close each connection after this many replies (0: never)
-
-    explicit policy_server(bool unix_socket)
-    {
-        if (unix_socket) {
-            char tmpl[] = "/tmp/rpd-client-test-XXXXXX";
-            REQUIRE(mkdtemp(tmpl) != nullptr);
-            dir_ = tmpl;
-            path_ = dir_ + "/policy.sock";
-            listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            sockaddr_un sun{};
-            sun.sun_family = AF_UNIX;
-            std::strncpy(sun.sun_path, path_.c_str(), sizeof(sun.sun_path) - 1);
-            REQUIRE(bind(listen_fd_, (sockaddr *)&sun, sizeof(sun)) == 0);
-        } else {
-            listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            sockaddr_in sin{};
-            sin.sin_family = AF_INET;
-            sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            REQUIRE(bind(listen_fd_, (sockaddr *)&sin, sizeof(sin)) == 0);
-            socklen_t len = sizeof(sin);
-            REQUIRE(getsockname(listen_fd_, (sockaddr *)&sin, &len) == 0);
-            port_ = ntohs(sin.sin_port);
-        }
-        REQUIRE(listen(listen_fd_, 16) == 0);
-        REQUIRE(pipe2(stop_pipe_, O_CLOEXEC) == 0);
-    }
-
-    ~policy_server()
-    {
-        stop();
-        close(listen_fd_);
-        close(stop_pipe_[0]);
-        close(stop_pipe_[1]);
-        if (!path_.empty()) {
-            unlink(path_.c_str());
-            rmdir(dir_.c_str());
-        }
-    }
-
-    void start()
-    {
-        thread_ = std::thread([this] { run(); });
-    }
-
-    void stop()
-    {
-        if (!thread_.joinable())
-            return;
-        char c = 'x';
-        (void)!write(stop_pipe_[1], &c, 1);
-        thread_.join();
-    }
-
-    std::string address() const
-    {
-        return path_.empty() ? "127.0.0.1:" + std::to_string(port_) : path_;
-    }
-    const std::string &path() const { return path_; }
-
-    std::vector<received> requests()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return requests_;
-    }
-    int connections() const { return conn_count_.load(); }
-
-  private:
-    int listen_fd_ = -1;
-    int stop_pipe_[2] = {-1, -1};
-    int port_ = 0;
-    std::string dir_, path_;
-    std::thread thread_;
-    std::mutex mu_;
-    std::vector<received> requests_;
-    std::atomic<int> conn_count_{0};
-
-    // Waits for fd or the stop pipe. Returns false when stopping.
-    bool wait_readable(int fd)
-    {
-        pollfd pfd[2] = {{fd, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
-        while (poll(pfd, 2, -1) < 0 && errno == EINTR) {
-        }
-        return !(pfd[1].revents & POLLIN);
-    }
-
-    void run()
-    {
-        while (wait_readable(listen_fd_)) {
-            int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd < 0)
-                continue;
-            serve(fd, conn_count_++);
-            close(fd);
-        }
-    }
-
-    void serve(int fd, int conn_idx)
-    {
-        std::string buf;
-        int served = 0;
-        for (;;) {
-            size_t end;
-            while ((end = buf.find("\n\n")) == std::string::npos) {
-                char tmp[4096];
-                if (!wait_readable(fd))
-                    return;
-                ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
-                if (n <= 0)
-                    return;
-                buf.append(tmp, (size_t)n);
-            }
-            std::string request = buf.substr(0, end + 2);
-            buf.erase(0, end + 2);
-            {
-                std::lock_guard<std::mutex> lock(mu_);
-                requests_.push_back({conn_idx, request});
-            }
-            std::string reply = reply_fn(request);
-            if (reply == hang) {
-                char tmp[256];
-                while (wait_readable(fd) && recv(fd, tmp, sizeof(tmp), 0) > 0) {
-                }
-                return;
-            }
-            if (reply.empty())
-                return;
-            REQUIRE(send(fd, reply.data(), reply.size(), MSG_NOSIGNAL) == (ssize_t)reply.size());
-            if (close_after && ++served == close_after)
-                return;
-        }
-    }
-};
 
 struct run_result {
     int status = -1;
@@ -277,7 +131,7 @@ TEST_CASE("client: sends request= and a fresh instance first, prints actions", "
 {
     bool unix_socket = GENERATE(false, true);
     INFO((unix_socket ? "unix socket" : "tcp"));
-    policy_server srv(unix_socket);
+    test_server srv(unix_socket);
     srv.reply_fn = [](const std::string &req) {
         size_t at = req.find("client_address=");
         std::string ip = req.substr(at + 15, req.find('\n', at) - at - 15);
@@ -314,7 +168,7 @@ TEST_CASE("client: sends request= and a fresh instance first, prints actions", "
 
 TEST_CASE("client: a Unix socket path given to -h, and unix:PATH", "[client]")
 {
-    policy_server srv(true);
+    test_server srv(true);
     srv.start();
     run_result a = run_client({"-h", srv.path()}, "a=b\n\n");
     run_result b = run_client({"--host", "unix:" + srv.path()}, "a=b\n\n");
@@ -327,7 +181,7 @@ TEST_CASE("client: a Unix socket path given to -h, and unix:PATH", "[client]")
 
 TEST_CASE("client: -k uses one connection and survives the server closing it", "[client]")
 {
-    policy_server srv(false);
+    test_server srv(false);
     int close_after = GENERATE(0, 1, 2);
     INFO("server closes after " << close_after << " replies");
     srv.close_after = close_after;
@@ -343,7 +197,7 @@ TEST_CASE("client: -k uses one connection and survives the server closing it", "
 
 TEST_CASE("client: -v copies request and reply to stderr", "[client]")
 {
-    policy_server srv(false);
+    test_server srv(false);
     srv.reply_fn = [](const std::string &) { return std::string("action=dunno\n\n"); };
     srv.start();
     run_result r = run_client({"--verbose", "--host", srv.address()}, "foo=bar\n\n");
@@ -362,7 +216,7 @@ TEST_CASE("client: -v copies request and reply to stderr", "[client]")
 
 TEST_CASE("client: every action line of a reply is printed", "[client]")
 {
-    policy_server srv(false);
+    test_server srv(false);
     srv.reply_fn = [](const std::string &) {
         return std::string("action=PREPEND X-Test: 1\nother=x\naction=DUNNO\n\n");
     };
@@ -375,7 +229,7 @@ TEST_CASE("client: every action line of a reply is printed", "[client]")
 
 TEST_CASE("client: end of input", "[client]")
 {
-    policy_server srv(false);
+    test_server srv(false);
     srv.start();
     SECTION("nothing at all: exit 0, no connection")
     {
@@ -398,7 +252,7 @@ TEST_CASE("client: end of input", "[client]")
 
 TEST_CASE("client: errors exit 1 with one line on stderr", "[client]")
 {
-    policy_server srv(false);
+    test_server srv(false);
     SECTION("input line without '='; earlier requests are still answered")
     {
         srv.start();
@@ -443,7 +297,7 @@ TEST_CASE("client: errors exit 1 with one line on stderr", "[client]")
     }
     SECTION("no reply within --timeout")
     {
-        srv.reply_fn = [](const std::string &) { return std::string(hang); };
+        srv.reply_fn = [](const std::string &) { return std::string(test_server_hang); };
         srv.start();
         run_result r = run_client({"--timeout", "1", "-h", srv.address()}, "a=b\n\n");
         CHECK(r.status == 1);
