@@ -7,25 +7,26 @@
  * then returns `action`, else the nested chain's results, else nothing. `enabled`, `score` and
  * `action` are user-configurable.
  *
- * Owns: the compiled file patterns (create .. destroy, main thread) and one PCRE2 match data +
- * match context per shard (shard_start .. shard_stop). The file is read once, at start-up:
- * blank lines and lines whose first non-blank is `#` are skipped, a line keeps everything but
- * its LF (a CR stays, as Perl's chomp leaves it). A pattern that does not compile, an
- * unreadable file, or a file past REGEXLIST_PATTERNS_MAX patterns or REGEXLIST_LINE_BYTES_MAX
- * bytes in a line refuses the configuration naming the file and line (2.05 logged and skipped
- * bad patterns; spec 13.20 prefers this). A match that hits REGEXLIST_MATCH_LIMIT counts as no
- * match, so a pathological pattern cannot stall the shard (Perl would backtrack on).
+ * Owns: the compiled file patterns (create .. destroy, main thread); they are compiled and
+ * matched by the same code as POL_OPT_REGEX options (policy/regex.h: PCRE2, JIT where
+ * available, per-thread match data, a match that hits a PCRE2 limit counts as no match). The
+ * file is read once, at start-up: blank lines and lines whose first non-blank is `#` are
+ * skipped, a line keeps everything but its LF (a CR stays, as Perl's chomp leaves it). A
+ * pattern that does not compile, an unreadable file, a NUL byte in a line, or a file past
+ * REGEXLIST_PATTERNS_MAX patterns or REGEXLIST_LINE_BYTES_MAX bytes in a line refuses the
+ * configuration naming the file and line (2.05 logged and skipped bad patterns; spec 13.20
+ * prefers this).
  */
 #include "plugins/common.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <errno.h>
-#include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <eng/assert.h>
+
+#include "regex.h"
 
 /* Patterns one file may hold. A generated list of a few thousand entries is common; this
  * bounds start-up time and memory for a file that is not a pattern list at all. */
@@ -34,9 +35,6 @@
  * default link size) refuses long patterns anyway; this refuses binary junk before reading it
  * all into memory. */
 #define REGEXLIST_LINE_BYTES_MAX (1024u * 1024u)
-/* PCRE2 match limit (internal backtracking steps) per pattern and value: roughly a
- * millisecond of work; PCRE2's own default (10 million) could hold a shard for a second. */
-#define REGEXLIST_MATCH_LIMIT 100000u
 
 enum {
     OPT_KEY,
@@ -61,7 +59,7 @@ static const struct pol_opt_def regexlist_opts[] = {
 _Static_assert(sizeof regexlist_opts / sizeof regexlist_opts[0] == OPT_COUNT, "one def per option");
 
 struct regexlist_pattern {
-    pcre2_code *code;
+    struct pol_regex *re;
     char *text; /* as written in the file, NUL-terminated */
 };
 
@@ -72,18 +70,12 @@ struct regexlist_file {
     struct regexlist_pattern *patterns;
 };
 
-/* Shard data: what pcre2_match needs, reused by every match on the shard. */
-struct regexlist_shard {
-    pcre2_match_data *match_data;
-    pcre2_match_context *match_ctx;
-};
-
 static void file_free(struct regexlist_file *f)
 {
     if (f == NULL)
         return;
     for (size_t i = 0; i < f->count; i++) {
-        pcre2_code_free(f->patterns[i].code);
+        pol_regex_free(f->patterns[i].re);
         free(f->patterns[i].text);
     }
     free(f->patterns);
@@ -114,21 +106,21 @@ static int file_add(struct regexlist_file *f, const char *path, unsigned line_no
                  REGEXLIST_PATTERNS_MAX);
         return -1;
     }
-    int code = 0;
-    PCRE2_SIZE offset = 0;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)line, len, 0, &code, &offset, NULL);
+    if (memchr(line, '\0', len) != NULL) {
+        snprintf(err, err_len, "file %s line %u: the pattern contains a NUL byte", path, line_no);
+        return -1;
+    }
+    char why[512];
+    struct pol_regex *re = pol_regex_compile(line, why, sizeof why);
     if (re == NULL) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(code, msg, sizeof msg);
-        snprintf(err, err_len, "file %s line %u: invalid regex '%.*s': %s at offset %zu", path,
-                 line_no, (int)(len > 200 ? 200 : len), line, (const char *)msg, (size_t)offset);
+        snprintf(err, err_len, "file %s line %u: %s", path, line_no, why);
         return -1;
     }
     if (f->count == f->cap) {
         size_t cap = f->cap == 0 ? 16 : f->cap * 2;
         struct regexlist_pattern *grown = realloc(f->patterns, cap * sizeof *grown);
         if (grown == NULL) {
-            pcre2_code_free(re);
+            pol_regex_free(re);
             snprintf(err, err_len, "file %s: out of memory", path);
             return -1;
         }
@@ -137,11 +129,11 @@ static int file_add(struct regexlist_file *f, const char *path, unsigned line_no
     }
     char *text = strndup(line, len);
     if (text == NULL) {
-        pcre2_code_free(re);
+        pol_regex_free(re);
         snprintf(err, err_len, "file %s: out of memory", path);
         return -1;
     }
-    f->patterns[f->count++] = (struct regexlist_pattern){.code = re, .text = text};
+    f->patterns[f->count++] = (struct regexlist_pattern){.re = re, .text = text};
     return 0;
 }
 
@@ -158,7 +150,7 @@ static int file_read(struct regexlist_file *f, FILE *in, const char *path, char 
         size_t len = (size_t)got;
         line_no++;
         if (len > 0 && line[len - 1] == '\n')
-            len--;
+            line[--len] = '\0';
         if (len > REGEXLIST_LINE_BYTES_MAX) {
             snprintf(err, err_len, "file %s line %u: longer than %u bytes", path, line_no,
                      REGEXLIST_LINE_BYTES_MAX);
@@ -200,44 +192,6 @@ static int regexlist_create(struct pol_plugin *p, char *err, size_t err_len)
     return 0;
 }
 
-static int regexlist_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **shard_data,
-                                 char *err, size_t err_len)
-{
-    (void)sh;
-    const struct regexlist_file *f = pol_plugin_data(p);
-    if (f == NULL || f->count == 0)
-        return 0;
-    struct regexlist_shard *s = calloc(1, sizeof *s);
-    if (s != NULL) {
-        s->match_data = pcre2_match_data_create(1, NULL);
-        s->match_ctx = pcre2_match_context_create(NULL);
-    }
-    if (s == NULL || s->match_data == NULL || s->match_ctx == NULL) {
-        if (s != NULL) {
-            pcre2_match_data_free(s->match_data);
-            pcre2_match_context_free(s->match_ctx);
-        }
-        free(s);
-        snprintf(err, err_len, "out of memory for the pattern matcher");
-        return -1;
-    }
-    pcre2_set_match_limit(s->match_ctx, REGEXLIST_MATCH_LIMIT);
-    *shard_data = s;
-    return 0;
-}
-
-static void regexlist_shard_stop(struct pol_plugin *p, struct eng_shard *sh, void *shard_data)
-{
-    (void)p;
-    (void)sh;
-    struct regexlist_shard *s = shard_data;
-    if (s == NULL)
-        return;
-    pcre2_match_data_free(s->match_data);
-    pcre2_match_context_free(s->match_ctx);
-    free(s);
-}
-
 static void regexlist_destroy(struct pol_plugin *p)
 {
     file_free(pol_plugin_data(p));
@@ -245,8 +199,7 @@ static void regexlist_destroy(struct pol_plugin *p)
 }
 
 /* The first pattern matching value ("regex" option, then the file's), NULL for none. */
-static const char *first_match(const struct pol_plugin *p, const struct pol_req *r,
-                               const char *value, size_t len)
+static const char *first_match(const struct pol_plugin *p, const char *value, size_t len)
 {
     const struct pol_opt_value *regex = pol_opt(p, OPT_REGEX);
     if (regex->set && pol_regex_match(regex->re, value, len))
@@ -254,13 +207,8 @@ static const char *first_match(const struct pol_plugin *p, const struct pol_req 
     const struct regexlist_file *f = pol_plugin_data(p);
     if (f == NULL || f->count == 0)
         return NULL;
-    struct regexlist_shard *s = pol_plugin_shard_data(p, r);
-    ENG_ASSERT(s != NULL); /* shard_start made it because the file has patterns */
     for (size_t i = 0; i < f->count; i++) {
-        int rc = pcre2_match(f->patterns[i].code, (PCRE2_SPTR)value, len, 0, 0, s->match_data,
-                             s->match_ctx);
-        /* Errors (match limit, ...) count as "no match", see the top of this file. */
-        if (rc >= 0)
+        if (pol_regex_match(f->patterns[i].re, value, len))
             return f->patterns[i].text;
     }
     return NULL;
@@ -277,7 +225,7 @@ static int cached_outcome(struct pol_plugin *p, struct pol_req *r, const char *v
     const char *cached = pol_session_get(r, key, &cached_len);
     if (cached != NULL)
         return cached_len > 0 && cached[0] == '1';
-    const char *pattern = first_match(p, r, value, len);
+    const char *pattern = first_match(p, value, len);
     const char *store = pattern != NULL ? pol_req_printf(r, "1:%s", pattern) : "0";
     if (store == NULL || pol_session_set(r, key, store, strlen(store)) != 0)
         return -1;
@@ -318,8 +266,6 @@ const struct pol_plugin_type pol_type_RegexList = {
     .opt_count = OPT_COUNT,
     .flags = POL_TYPE_CHAIN | POL_TYPE_SCORING,
     .create = regexlist_create,
-    .shard_start = regexlist_shard_start,
-    .shard_stop = regexlist_shard_stop,
     .step = regexlist_step,
     .destroy = regexlist_destroy,
 };
