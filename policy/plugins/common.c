@@ -64,18 +64,6 @@ bool pol_builtin_opt_is(const struct pol_plugin *p, unsigned idx, const char *li
     return v->set && v->text_len == len && memcmp(v->text, literal, len) == 0;
 }
 
-const char *pol_builtin_subst_first(struct pol_req *r, const char *s, const char *pattern,
-                                    const char *value)
-{
-    ENG_ASSERT(s != NULL);
-    ENG_ASSERT(pattern != NULL && pattern[0] != '\0');
-    const char *at = strstr(s, pattern);
-    if (at == NULL)
-        return s;
-    size_t head_len = (size_t)(at - s);
-    return pol_req_printf(r, "%.*s%s%s", (int)head_len, s, value, at + strlen(pattern));
-}
-
 const char *pol_builtin_score_text(struct pol_req *r, const struct pol_plugin *p, size_t *len)
 {
     const char *score = pol_session_get(r, pol_plugin_score_field(p), len);

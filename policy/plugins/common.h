@@ -1,8 +1,7 @@
 /*
  * plugins/common.h: what the built-in plugins share: the declarations of their types (listed
  * by builtin.c) and a few helpers for patterns several mtpolicyd plugins repeat (return an
- * action or run the sub-chain; compare an option's text; sequential %NAME% substitution as
- * Perl's `s///` does it).
+ * action or run the sub-chain; compare an option's text; read the score as text).
  *
  * Everything here runs on the request's shard inside a step, allocates only from the request
  * arena and fails the request (POL_FAIL with a sentence) when the arena is full. Internal to
@@ -56,12 +55,6 @@ bool pol_builtin_subchain_adopted(struct pol_req *r);
 
 /* Perl's `$text eq $literal` for an option's configured text. */
 bool pol_builtin_opt_is(const struct pol_plugin *p, unsigned idx, const char *literal);
-
-/* Perl's `$s =~ s/PATTERN/value/` for a literal pattern: replaces the first occurrence only.
- * Returns s itself when pattern does not occur, a new string in the request arena otherwise,
- * NULL when the arena is full. */
-const char *pol_builtin_subst_first(struct pol_req *r, const char *s, const char *pattern,
-                                    const char *value);
 
 /* The score as the session holds it (text, so what Perl would print), "0" when unset. */
 const char *pol_builtin_score_text(struct pol_req *r, const struct pol_plugin *p, size_t *len);

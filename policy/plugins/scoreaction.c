@@ -37,15 +37,15 @@ static const char *expand_action(struct pol_req *r, const char *tmpl, const char
 {
     size_t ip_len = 0;
     const char *ip = pol_req_attr(r, "client_address", &ip_len);
-    const char *s = pol_builtin_subst_first(r, tmpl, "%IP%", ip != NULL ? ip : "unknown");
-    if (s != NULL)
-        s = pol_builtin_subst_first(r, s, "%SCORE%", score);
-    const char *detail_text = "";
-    if (s != NULL && detail != NULL)
-        detail_text = pol_req_printf(r, ", %s", detail);
-    if (s != NULL && detail_text != NULL)
-        return pol_builtin_subst_first(r, s, "%SCORE_DETAIL%", detail_text);
-    return NULL;
+    const char *detail_text = detail != NULL ? pol_req_printf(r, ", %s", detail) : "";
+    if (detail_text == NULL)
+        return NULL;
+    const struct pol_tvar vars[] = {
+        {"IP", ip != NULL ? ip : "unknown"},
+        {"SCORE", score},
+        {"SCORE_DETAIL", detail_text},
+    };
+    return pol_template_expand(r, tmpl, vars, sizeof vars / sizeof vars[0]);
 }
 
 static enum pol_step scoreaction_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
