@@ -4,15 +4,6 @@
 
 using namespace itest;
 
-namespace {
-
-std::vector<std::string> rq(std::vector<std::pair<std::string, std::string>> o = {})
-{
-    return postfix_request(o);
-}
-
-} // namespace
-
 TEST_CASE("Action texts, chain order and vhosts by port (D #1, #2)", "[diff][action]")
 {
     std::vector<VhostSpec> vhosts = {

@@ -6,11 +6,6 @@ using namespace itest;
 
 namespace {
 
-std::vector<std::string> rq(std::vector<std::pair<std::string, std::string>> o = {})
-{
-    return postfix_request(o);
-}
-
 /* One Condition (the options given) followed by a fallback Action, so "not matched" shows as
  * "defer fallback" rather than the default dunno. */
 std::string cond(const std::string &options)

@@ -8,11 +8,6 @@ using namespace itest;
 
 namespace {
 
-std::vector<std::string> rq(std::vector<std::pair<std::string, std::string>> o = {})
-{
-    return postfix_request(o);
-}
-
 std::string set(const std::string &name, const std::string &key, const std::string &value)
 {
     return "\n  <Plugin " + name + ">\n    module = \"SetField\"\n    key = \"" + key +

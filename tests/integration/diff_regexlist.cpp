@@ -7,11 +7,6 @@ using namespace itest;
 
 namespace {
 
-std::vector<std::string> rq(std::vector<std::pair<std::string, std::string>> o = {})
-{
-    return postfix_request(o);
-}
-
 /* One RegexList with the options given, then a fallback Action. */
 std::string rl(const std::string &options)
 {

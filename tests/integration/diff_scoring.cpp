@@ -7,11 +7,6 @@ using namespace itest;
 
 namespace {
 
-std::vector<std::string> rq(std::vector<std::pair<std::string, std::string>> o = {})
-{
-    return postfix_request(o);
-}
-
 /* A Condition named label that adds score when the request attribute `key` equals "1". */
 std::string scorer(const std::string &label, const std::string &key, const std::string &score,
                    const std::string &extra = "")

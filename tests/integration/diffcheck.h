@@ -32,6 +32,12 @@ struct DiffCase {
     std::string decision;     /* why ringpolicyd differs, e.g. "spec 16 #12" */
 };
 
+/* A Postfix-like request with some attributes replaced (see postfix_request). */
+inline std::vector<std::string> rq(std::vector<std::pair<std::string, std::string>> o = {})
+{
+    return postfix_request(o);
+}
+
 inline std::string summarize(const Reply &r)
 {
     switch (r.status) {
