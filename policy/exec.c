@@ -66,7 +66,7 @@ static int pools_init(struct pol_shard *ps, uint32_t requests_max)
     size_t small = pow2_at_least(SMALL_ATTR_BYTES + extra);
     size_t big = (size_t)s->g.max_request_bytes + extra +
                  (size_t)s->g.max_attributes *
-                     (sizeof(struct pol_req_attr) + 4 * POL_ARENA_ALIGN + 4 * sizeof(uint16_t));
+                     (sizeof(struct pol_attr) + 4 * POL_ARENA_ALIGN + 4 * sizeof(uint16_t));
     struct pol_arena_class cls[2] = {{small, requests_max},
                                      {big, requests_max / 16 > 4 ? requests_max / 16 : 4}};
     int rc = pol_arena_pool_init(&ps->arenas, cls, big > small ? 2 : 1);

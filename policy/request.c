@@ -57,7 +57,7 @@ int pol_req_wk_index(const char *name, size_t len)
 
 size_t pol_req_build_bytes(const struct pol_proto_attr *attrs, uint32_t count)
 {
-    size_t n = (size_t)count * sizeof(struct pol_req_attr) + POL_ARENA_ALIGN;
+    size_t n = (size_t)count * sizeof(struct pol_attr) + POL_ARENA_ALIGN;
     if (count > DEDUP_SLOTS / 2)
         n += sizeof(uint16_t) * 4 * (size_t)count; /* the dedup table in the arena */
     for (uint32_t i = 0; i < count; i++)
@@ -75,7 +75,7 @@ static uint32_t name_hash(const char *s, uint32_t len)
 
 /* Index of an earlier attribute with the same name, or -1; remembers this one otherwise. The
  * table holds index + 1 (0 = empty). */
-static int dedup(uint16_t *slots, uint32_t mask, const struct pol_req_attr *attrs, const char *name,
+static int dedup(uint16_t *slots, uint32_t mask, const struct pol_attr *attrs, const char *name,
                  uint32_t len, uint32_t idx)
 {
     for (uint32_t h = name_hash(name, len) & mask;; h = (h + 1) & mask) {
@@ -83,7 +83,7 @@ static int dedup(uint16_t *slots, uint32_t mask, const struct pol_req_attr *attr
             slots[h] = (uint16_t)(idx + 1);
             return -1;
         }
-        const struct pol_req_attr *a = &attrs[slots[h] - 1];
+        const struct pol_attr *a = &attrs[slots[h] - 1];
         if (a->name_len == len && memcmp(a->name, name, len) == 0)
             return slots[h] - 1;
     }
@@ -122,14 +122,14 @@ int pol_req_build(struct pol_req *r, const char *buf, const struct pol_proto_att
             return -ENOMEM;
     }
     memset(slots, 0, sizeof(uint16_t) * slots_n);
-    struct pol_req_attr *out = pol_arena_alloc(&r->arena, sizeof(*out) * (count ? count : 1));
+    struct pol_attr *out = pol_arena_alloc(&r->arena, sizeof(*out) * (count ? count : 1));
     if (!out)
         return -ENOMEM;
     uint32_t n = 0;
     for (uint32_t i = 0; i < count; i++) {
         const char *name = buf + attrs[i].name_off;
         int prev = dedup(slots, slots_n - 1, out, name, attrs[i].name_len, n);
-        struct pol_req_attr *a = prev >= 0 ? &out[prev] : &out[n++];
+        struct pol_attr *a = prev >= 0 ? &out[prev] : &out[n++];
         a->name = name;
         a->name_len = attrs[i].name_len;
         a->value = buf + attrs[i].value_off;
@@ -157,7 +157,7 @@ const char *pol_req_wk(const struct pol_req *r, enum pol_wk k, size_t *len)
     ENG_ASSERT(k < POL_WK_COUNT);
     if (r->wk[k] == 0)
         return NULL;
-    const struct pol_req_attr *a = &r->attrs[r->wk[k] - 1];
+    const struct pol_attr *a = &r->attrs[r->wk[k] - 1];
     if (len)
         *len = a->value_len;
     return a->value;
@@ -173,7 +173,7 @@ static const char *attr_n(const struct pol_req *r, const char *name, size_t name
     if (k >= 0)
         return pol_req_wk(r, (enum pol_wk)k, len);
     for (uint32_t i = 0; i < r->attr_count; i++) {
-        const struct pol_req_attr *a = &r->attrs[i];
+        const struct pol_attr *a = &r->attrs[i];
         if (a->name_len == name_len && memcmp(a->name, name, name_len) == 0) {
             if (len)
                 *len = a->value_len;
@@ -198,7 +198,7 @@ void pol_req_attr_at(const struct pol_req *r, size_t i, const char **name, size_
                      const char **value, size_t *value_len)
 {
     ENG_ASSERT(i < r->attr_count);
-    const struct pol_req_attr *a = &r->attrs[i];
+    const struct pol_attr *a = &r->attrs[i];
     if (name)
         *name = a->name;
     if (name_len)

@@ -54,7 +54,7 @@ enum pol_wk {
     POL_WK_COUNT
 };
 
-struct pol_req_attr {
+struct pol_attr {
     const char *name;
     const char *value;
     uint32_t name_len;
@@ -119,7 +119,7 @@ struct pol_req {
     uint32_t arena_class;
     struct pol_arena arena;
 
-    struct pol_req_attr *attrs; /* wire order, duplicates removed (later value wins) */
+    struct pol_attr *attrs; /* wire order, duplicates removed (later value wins) */
     uint32_t attr_count;
     uint16_t wk[POL_WK_COUNT]; /* index + 1 into attrs, 0 when absent */
 

@@ -385,7 +385,7 @@ static int vhosts_build(struct pol_server *s, const struct pol_cfg_node *root, c
     uint32_t n = count_blocks(root, "VirtualHost");
     if (n == 0) {
         pol_errf(err, err_len, file, 0, "no virtual hosts configured!");
-        return -1;
+        return -2;
     }
     s->vhosts = calloc(n, sizeof(*s->vhosts));
     if (!s->vhosts) {
@@ -456,9 +456,12 @@ int pol_server_from_cfg(struct pol_cfg *cfg, struct pol_server **out, char *err,
     const struct pol_cfg_node *root = pol_cfg_root(cfg);
     const char *file = root->file ? root->file : "?";
     /* Connections and globals first: plugins refer to both (plugin_dir, <Connection>). */
-    if (root_walk(s, root, err, err_len) != 0 || vhosts_build(s, root, file, err, err_len) != 0) {
+    int rc = root_walk(s, root, err, err_len);
+    if (rc == 0)
+        rc = vhosts_build(s, root, file, err, err_len);
+    if (rc != 0) {
         pol_server_free(s);
-        return -1;
+        return rc;
     }
     *out = s;
     return 0;
@@ -468,7 +471,7 @@ int pol_server_load(const char *path, struct pol_server **out, char *err, size_t
 {
     if (access(path, F_OK) != 0) {
         snprintf(err, err_len, "configuration file %s does not exist!", path);
-        return -1;
+        return -2;
     }
     struct pol_cfg *cfg = NULL;
     struct pol_cfg_error ce;

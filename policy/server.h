@@ -135,8 +135,10 @@ struct pol_server {
  * loading a configuration. Returns 0 or -ENOSPC (at most 32). */
 int pol_server_register_type(const struct pol_plugin_type *t);
 
-/* Loads the file (pol_cfg_load) and builds the model. Returns 0, or -1 with "FILE:LINE: ..."
- * in err. *out is owned by the caller (pol_server_free). */
+/* Loads the file (pol_cfg_load) and builds the model. Returns 0; -2 when the file does not
+ * exist or has no <VirtualHost> (2.05 exits 1 for those), -1 for any other error; err holds
+ * "FILE:LINE: ..." then. *out is owned by the caller (pol_server_free). The builders below
+ * return the same values. */
 int pol_server_load(const char *path, struct pol_server **out, char *err, size_t err_len);
 /* Builds from text, as if read from the file `name` (tests, testkit). */
 int pol_server_from_text(const char *name, const char *text, struct pol_server **out, char *err,
