@@ -73,6 +73,11 @@ struct bench_mail {
     uint32_t rcpt_count;
     uint64_t size_param; /* from MAIL FROM SIZE=, 0 when the client sent none */
     uint64_t size;       /* the message size seen at END-OF-MESSAGE */
+    /* The attribute lines that are the same in every request of the mail, rendered once when
+     * the mail starts: protocol_name .. sender, and etrn_domain .. policy_context. */
+    uint32_t fixed_head_len, fixed_tail_len;
+    char fixed_head[640];
+    char fixed_tail[640];
 };
 
 struct bench_reqgen {

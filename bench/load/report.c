@@ -112,6 +112,12 @@ static struct latency_summary latency_of(const struct bench_hist *h)
     };
 }
 
+/* The load generator's own CPU cost per answered request: what it takes from a shared box. */
+static double client_us_per_request(const struct load_result *r)
+{
+    return r->stats.requests ? r->client_cpu_s * 1e6 / (double)r->stats.requests : 0.0;
+}
+
 void load_report_text(FILE *out, const struct load_opts *o, const struct load_setup *s,
                       const struct load_result *r)
 {
@@ -136,10 +142,10 @@ void load_report_text(FILE *out, const struct load_opts *o, const struct load_se
         fprintf(out, ", (other) %llu", (unsigned long long)st->action_other);
     fprintf(out, "%s\n", st->action_kinds ? "" : " none");
     fprintf(out,
-            "client: %.2f s CPU in the window = %.0f%% of one core, %u threads, %llu "
-            "connects\n",
-            r->client_cpu_s, 100.0 * r->client_cpu_s / r->seconds, o->threads,
-            (unsigned long long)st->connects);
+            "client: %.2f s CPU in the window = %.0f%% of one core, %.1f us per request, %u "
+            "threads, %llu connects\n",
+            r->client_cpu_s, 100.0 * r->client_cpu_s / r->seconds, client_us_per_request(r),
+            o->threads, (unsigned long long)st->connects);
     char servers[2048], source[512];
     servers_text(servers, sizeof(servers), o);
     source_text(source, sizeof(source), o);
@@ -219,7 +225,8 @@ void load_report_json(FILE *out, const struct load_opts *o, const struct load_se
             (unsigned long long)st->err_closed, (unsigned long long)st->err_malformed,
             (unsigned long long)st->err_timeout, (unsigned long long)st->err_connect,
             (unsigned long long)st->err_warmup);
-    fprintf(out, "\"client_cpu_pct\":%.1f,\"connects\":%llu,", 100.0 * r->client_cpu_s / r->seconds,
+    fprintf(out, "\"client_cpu_pct\":%.1f,\"client_cpu_us_per_req\":%.2f,\"connects\":%llu,",
+            100.0 * r->client_cpu_s / r->seconds, client_us_per_request(r),
             (unsigned long long)st->connects);
     json_setup(out, o, s);
     fputs("}\n", out);

@@ -128,8 +128,8 @@ free_port() {
 
 # Waits until the server on port answers a request (and its process still lives).
 wait_ready() {
-    local port=$1 pid=$2 timeout_s=$3 i
-    for i in $(seq $((timeout_s * 10))); do
+    local port=$1 pid=$2 timeout_s=$3
+    for _ in $(seq $((timeout_s * 10))); do
         if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
         if printf 'client_address=192.0.2.1\n\n' |
             "$CLIENT" -t 2 -h "127.0.0.1:$port" >/dev/null 2>&1; then
@@ -414,10 +414,14 @@ for name in order:
         print(f"- {name}: " + ", ".join(f"{a} {100.0 * k / all_:.1f}%" for a, k in
                                         sorted(totals.items(), key=lambda x: -x[1])))
 
-cpu = [d.get("client_cpu_pct") for runs in points.values() for d in runs]
+cpu = [d.get("client_cpu_pct", 0) for runs in points.values() for d in runs]
+cpu_req = [d["client_cpu_us_per_req"] for runs in points.values() for d in runs
+           if d.get("client_cpu_us_per_req")]
 if cpu:
     print(f"\nLoad generator CPU during the measured windows: median {statistics.median(cpu):.0f}%, "
-          f"max {max(cpu):.0f}% of one core (the box has {os.cpu_count()} CPUs).")
+          f"max {max(cpu):.0f}% of one core (the box has {os.cpu_count()} CPUs)"
+          + (f"; {statistics.median(cpu_req):.1f} us per request (median), most of it the "
+             f"kernel's loopback TCP work" if cpu_req else "") + ".")
 
 mem_path = os.path.join(run, "memory.jsonl")
 mems = []
