@@ -85,6 +85,10 @@ struct eng_limits {
     uint32_t recv_buf_count;      /* provided buffers per shard, power of two. Default 1024. */
     uint32_t stage_bufs_per_shard;/* staging buffers per shard (partial requests). Default 4096. */
     uint32_t turn_warn_ms;        /* log a warning when one loop turn takes longer. Default 500. */
+    /* Added by the engine (after the fields above, so existing initialisers keep working): */
+    uint32_t send_bufs_per_shard; /* send buffers per shard (connections with output queued or
+                                     in flight). Default 4096. */
+    uint32_t polls_per_shard_max; /* eng_poll registrations per shard. Default 1024. */
 };
 
 struct eng_app_ops {
@@ -163,6 +167,18 @@ void eng_destroy(struct eng *e);
 /* Which backend eng_create chose ("io_uring" or "epoll") and the io_uring setup flags in use. */
 const char *eng_backend_name(const struct eng *e);
 unsigned eng_shard_count_of(const struct eng *e);
+/* One line describing the backend and why it was chosen, e.g. "io_uring (SINGLE_ISSUER|
+ * DEFER_TASKRUN, MSG_RING)" or "epoll (io_uring is disabled by kernel.io_uring_disabled=2)". */
+const char *eng_backend_desc(const struct eng *e);
+
+/* The address listener listen_idx (index into cfg.listens) is bound to, e.g. to learn the port
+ * the kernel chose for port 0. Returns 0 or -EINVAL for a bad index. */
+int eng_listen_bound(const struct eng *e, size_t listen_idx, struct sockaddr_storage *addr,
+                     socklen_t *addr_len);
+
+/* Formats an address as "127.0.0.1:10040", "[::1]:10040" or "unix:/path" (always
+ * NUL-terminated, truncated to fit). */
+void eng_addr_format(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len);
 
 /* Runs fn(sh, ctx) once on every shard's thread and waits until all have run it. From a
  * non-shard thread only (e.g. on_signal). Returns 0 or -errno. Not for the data path. */
@@ -281,6 +297,8 @@ void eng_poll_stop(struct eng_shard *sh, struct eng_poll *p);
  * Counters: per shard, plain (non-atomic) increments on the shard; summed on demand.
  */
 
+#define ENG_TURN_HIST_BUCKETS 24
+
 struct eng_stats {
     uint64_t accepted;
     uint64_t closed[ENG_CLOSE_REASON_COUNT];
@@ -292,6 +310,23 @@ struct eng_stats {
     uint64_t short_sends;
     uint64_t xmsg_sent, xmsg_overflow;
     uint64_t turns, turns_slow;
+    /* Added by the engine: */
+    uint64_t accept_overflow;   /* accepted past conns_per_shard_max by a multishot burst, closed */
+    uint64_t accept_errors;     /* accept failed (EMFILE, ENFILE, ENOMEM...); retried later */
+    uint64_t open_refused;      /* on_open returned < 0 */
+    uint64_t stage_oversize;    /* input beyond stage_bytes_max (closed ENG_CLOSE_OVERSIZE) */
+    uint64_t send_full;         /* eng_conn_send refused: queue would exceed send_bytes_max */
+    uint64_t send_nomem;        /* eng_conn_send refused: no send buffer left */
+    uint64_t sock_errors;       /* socket errors other than reset (closed ENG_CLOSE_ERROR) */
+    uint64_t xmsg_received;
+    uint64_t wakes_sent;        /* MSG_RING or eventfd wakes of a sleeping shard */
+    uint64_t submit_errors;     /* ring submit failed (retried next turn) */
+    uint64_t sq_full;           /* an operation waited a turn for room in the submission queue */
+    uint64_t poll_events;       /* eng_poll callbacks */
+    uint64_t timers_fired;
+    uint64_t turn_us_max;       /* longest turn (max, not a sum, in eng_stats_sum) */
+    uint64_t turn_us_hist[ENG_TURN_HIST_BUCKETS]; /* [i]: turns taking [2^i, 2^(i+1)) us
+                                                     ([0]: under 2 us) */
 };
 
 /* Sums every shard's counters (relaxed reads; exact once the shards are idle). */

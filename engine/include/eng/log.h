@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,9 @@ void eng_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void eng_logv(int level, const char *fmt, va_list ap);
 /* Writes this thread's buffered lines. */
 void eng_log_flush(void);
+
+/* Messages that could not be written (a full disk, no syslog socket). Added by the engine. */
+uint64_t eng_log_write_errors(void);
 
 /* The escaping of spec 5.2 into out (always NUL-terminated, truncated to fit). Returns the
  * length written. Exposed for tests and for plugins that log raw request data. */

@@ -1,0 +1,371 @@
+// conn_test.cpp: connections over real loopback sockets, on both backends: echo with one, two
+// and many connections, fragmented and pipelined input, staging across receive buffers, the
+// stage and send limits at N and N+1, running out of staging buffers, pause/resume, close,
+// eng_conn_find after close, TCP_NODELAY on accepted sockets, and real -ENOBUFS from a tiny
+// provided-buffer ring.
+#include "harness.h"
+
+using namespace th;
+
+static void pool_usage(eng *e, uint32_t out[3])
+{
+    out[0] = out[1] = out[2] = 0;
+    struct Ctx {
+        uint32_t *out;
+    } ctx{out};
+    REQUIRE(eng_run_on_shards(
+                e,
+                [](eng_shard *sh, void *, void *p) {
+                    uint32_t c, s, o;
+                    eng_test_pool_usage(sh, &c, &s, &o);
+                    Ctx *x = static_cast<Ctx *>(p);
+                    x->out[0] += c;
+                    x->out[1] += s;
+                    x->out[2] += o;
+                },
+                &ctx) == 0);
+}
+
+
+TEST_CASE("echo: one, two and many connections", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend, 2));
+        for (int count : {1, 2, 50}) {
+            std::vector<int> fds;
+            for (int i = 0; i < count; i++)
+                fds.push_back(connect_to(eng.bound()));
+            for (int round = 0; round < 3; round++) {
+                for (int i = 0; i < count; i++)
+                    REQUIRE(send_all(fds[i], "conn " + std::to_string(i) + " round " +
+                                                 std::to_string(round) + "\n"));
+                for (int i = 0; i < count; i++) {
+                    std::string want =
+                        "conn " + std::to_string(i) + " round " + std::to_string(round) + "\n";
+                    REQUIRE(recv_n(fds[i], want.size()) == want);
+                }
+            }
+            for (int fd : fds)
+                close(fd);
+        }
+        REQUIRE(eventually([] { return g_echo.closes == 53; }));
+        CHECK(g_echo.close_reason[ENG_CLOSE_PEER] == 53);
+        CHECK(g_echo.nodelay == 1); // TCP_NODELAY inherited from the listener
+        eng_stats st = eng.stats();
+        CHECK(st.accepted == 53);
+        CHECK(st.conns_open == 0);
+        CHECK(st.closed[ENG_CLOSE_PEER] == 53);
+    }
+}
+
+TEST_CASE("fragmented writes of 1, 2, 5, 10 and 100 bytes", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        std::string text;
+        for (int i = 0; i < 40; i++)
+            text += "line number " + std::to_string(i) + " with some words\n";
+        for (size_t frag : {1, 2, 5, 10, 100}) {
+            int fd = connect_to(eng.bound());
+            for (size_t off = 0; off < text.size(); off += frag) {
+                REQUIRE(send_all(fd, text.substr(off, frag)));
+                if (frag < 10 && off % 64 == 0)
+                    std::this_thread::sleep_for(std::chrono::microseconds(200));
+            }
+            REQUIRE(recv_n(fd, text.size()) == text);
+            close(fd);
+        }
+    }
+}
+
+TEST_CASE("pipelined input is answered in order", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        int fd = connect_to(eng.bound());
+        std::string text;
+        for (int i = 0; i < 5000; i++)
+            text += std::to_string(i) + "\n";
+        REQUIRE(send_all(fd, text));
+        REQUIRE(recv_n(fd, text.size()) == text);
+        close(fd);
+    }
+}
+
+TEST_CASE("lines staged across many small receive buffers", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        eng_config cfg = echo_config(backend);
+        cfg.limits.recv_buf_bytes = 64;
+        cfg.limits.recv_buf_count = 16;
+        Engine eng(cfg);
+        int fd = connect_to(eng.bound());
+        std::string text;
+        for (int i = 0; i < 30; i++)
+            text += std::string(1000 + i * 37, char('a' + i % 26)) + "\n";
+        REQUIRE(send_all(fd, text));
+        REQUIRE(recv_n(fd, text.size()) == text);
+        close(fd);
+        REQUIRE(eventually([&] { return eng.stats().conns_open == 0; }));
+        uint32_t u[3];
+        pool_usage(eng.e, u);
+        CHECK(u[0] == 0);
+        CHECK(u[1] == 0);
+        CHECK(u[2] == 0);
+    }
+}
+
+TEST_CASE("stage_bytes_max at N and N+1", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        eng_config cfg = echo_config(backend);
+        cfg.limits.stage_bytes_max = 256;
+        Engine eng(cfg);
+
+        // N: 256 unconsumed bytes are held; the newline completes the line.
+        int fd = connect_to(eng.bound());
+        std::string partial(256, 'n');
+        REQUIRE(send_all(fd, partial));
+        REQUIRE(eventually([&] {
+            uint32_t u[3];
+            pool_usage(eng.e, u);
+            return u[1] == 1; // staged
+        }));
+        REQUIRE(send_all(fd, "\n"));
+        REQUIRE(recv_n(fd, 257) == partial + "\n");
+        uint32_t u[3];
+        pool_usage(eng.e, u);
+        CHECK(u[1] == 0); // the staging buffer went back
+        CHECK(u[2] == 0); // and so did the send buffer
+
+        // N+1: one more byte closes the connection.
+        int fd2 = connect_to(eng.bound());
+        REQUIRE(send_all(fd2, std::string(257, 'o')));
+        REQUIRE(wait_eof(fd2));
+        REQUIRE(eventually([] { return g_echo.close_reason[ENG_CLOSE_OVERSIZE] == 1; }));
+        CHECK(eng.stats().stage_oversize == 1);
+        close(fd);
+        close(fd2);
+    }
+}
+
+TEST_CASE("no staging buffer left closes with ENG_CLOSE_NOMEM", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        eng_config cfg = echo_config(backend);
+        cfg.limits.stage_bufs_per_shard = 2;
+        Engine eng(cfg);
+        int a = connect_to(eng.bound()), b = connect_to(eng.bound()), c = connect_to(eng.bound());
+        REQUIRE(send_all(a, "partial a"));
+        REQUIRE(send_all(b, "partial b"));
+        REQUIRE(eventually([&] {
+            uint32_t u[3];
+            pool_usage(eng.e, u);
+            return u[1] == 2;
+        }));
+        REQUIRE(send_all(c, "partial c"));
+        REQUIRE(wait_eof(c));
+        REQUIRE(eventually([] { return g_echo.close_reason[ENG_CLOSE_NOMEM] == 1; }));
+        CHECK(eng.stats().stage_full == 1);
+        // The others still work.
+        REQUIRE(send_all(a, "\n"));
+        REQUIRE(recv_n(a, 10) == "partial a\n");
+        REQUIRE(send_all(b, "\n"));
+        REQUIRE(recv_n(b, 10) == "partial b\n");
+        close(a);
+        close(b);
+        close(c);
+    }
+}
+
+TEST_CASE("send_bytes_max at N and N+1", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        eng_config cfg = echo_config(backend);
+        cfg.limits.send_bytes_max = 1024;
+        Engine eng(cfg);
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "BIG 1023\n")); // 1023 + newline = 1024 bytes
+        REQUIRE(recv_n(fd, 1024) == std::string(1023, 'x') + "\n");
+        REQUIRE(send_all(fd, "BIG 1024\n")); // 1025 bytes: refused
+        REQUIRE(recv_n(fd, 8) == "ENOBUFS\n");
+        CHECK(eng.stats().send_full == 1);
+        close(fd);
+    }
+}
+
+TEST_CASE("a reply larger than the socket buffers arrives whole", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        eng_config cfg = echo_config(backend);
+        cfg.limits.send_bytes_max = 1 << 20;
+        cfg.limits.send_bufs_per_shard = 4;
+        Engine eng(cfg);
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "BIG 900000\n"));
+        // More than the socket buffers hold: the send waits for us to read.
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::string got = recv_n(fd, 900001, 10000);
+        eng_stats st = eng.stats();
+        INFO("bytes_out " << st.bytes_out << " short_sends " << st.short_sends << " send_full "
+                          << st.send_full << " send_nomem " << st.send_nomem);
+        REQUIRE(got.size() == 900001);
+        CHECK(got == std::string(900000, 'x') + "\n");
+        close(fd);
+    }
+}
+
+TEST_CASE("pause and resume keep input in order", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "before\nPAUSE 100\nafter 1\n"));
+        REQUIRE(recv_n(fd, 7) == "before\n");
+        // Arrives while paused: staged, echoed after the resume.
+        REQUIRE(send_all(fd, "after 2\n"));
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        REQUIRE(send_all(fd, "after 3\n"));
+        std::string want = "RESUMED\nafter 1\nafter 2\nafter 3\n";
+        REQUIRE(recv_n(fd, want.size()) == want);
+        // Paused with nothing staged: the next input is presented normally.
+        REQUIRE(send_all(fd, "PAUSE 30\n"));
+        REQUIRE(recv_n(fd, 8) == "RESUMED\n");
+        REQUIRE(send_all(fd, "again\n"));
+        REQUIRE(recv_n(fd, 6) == "again\n");
+        close(fd);
+    }
+}
+
+TEST_CASE("eng_conn_close sends what is queued, then closes", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "last words\nCLOSE\nignored\n"));
+        REQUIRE(recv_n(fd, 11) == "last words\n");
+        REQUIRE(wait_eof(fd));
+        REQUIRE(eventually([] { return g_echo.close_reason[ENG_CLOSE_APP] == 1; }));
+        close(fd);
+    }
+}
+
+TEST_CASE("on_open refusing a connection closes it without on_close", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        g_echo.open_result = -1;
+        int fd = connect_to(eng.bound());
+        REQUIRE(wait_eof(fd));
+        REQUIRE(eventually([&] { return eng.stats().open_refused == 1; }));
+        REQUIRE(eventually([&] { return eng.stats().conns_open == 0; }));
+        CHECK(g_echo.closes == 0);
+        close(fd);
+    }
+}
+
+TEST_CASE("eng_conn_find after close returns NULL", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "ID\n"));
+        std::string id_line = recv_n(fd, 1);
+        id_line += recv_n(fd, 64, 200);
+        uint64_t id = std::stoull(id_line);
+        struct Ctx {
+            uint64_t id;
+            bool found;
+        } ctx{id, false};
+        auto find = [](eng_shard *sh, void *, void *p) {
+            Ctx *x = static_cast<Ctx *>(p);
+            eng_conn *c = eng_conn_find(sh, x->id);
+            x->found = c != nullptr && eng_conn_id(c) == x->id;
+        };
+        REQUIRE(eng_run_on_shards(eng.e, find, &ctx) == 0);
+        CHECK(ctx.found);
+        close(fd);
+        REQUIRE(eventually([] { return g_echo.closes == 1; }));
+        // A new connection may reuse the slot; the old id must still not match it.
+        int fd2 = connect_to(eng.bound());
+        REQUIRE(send_all(fd2, "x\n"));
+        REQUIRE(recv_n(fd2, 2) == "x\n");
+        REQUIRE(eng_run_on_shards(eng.e, find, &ctx) == 0);
+        CHECK_FALSE(ctx.found);
+        CHECK(g_echo.last_id != id);
+        close(fd2);
+    }
+}
+
+TEST_CASE("a peer reset closes with ENG_CLOSE_RESET or PEER", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "hello\n"));
+        REQUIRE(recv_n(fd, 6) == "hello\n");
+        linger lg{1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(fd); // RST
+        REQUIRE(eventually([] { return g_echo.closes == 1; }));
+        CHECK(g_echo.close_reason[ENG_CLOSE_RESET] + g_echo.close_reason[ENG_CLOSE_PEER] == 1);
+    }
+}
+
+TEST_CASE("a tiny provided-buffer ring runs dry (-ENOBUFS) without losing data", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        eng_config cfg = echo_config(backend);
+        cfg.limits.recv_buf_bytes = 64;
+        cfg.limits.recv_buf_count = 2;
+        Engine eng(cfg);
+        const int n = 16;
+        std::vector<int> fds;
+        std::vector<std::string> texts;
+        for (int i = 0; i < n; i++) {
+            fds.push_back(connect_to(eng.bound()));
+            std::string t;
+            for (int j = 0; j < 200; j++)
+                t += "c" + std::to_string(i) + " line " + std::to_string(j) + "\n";
+            texts.push_back(t);
+        }
+        std::vector<std::thread> writers;
+        for (int i = 0; i < n; i++)
+            writers.emplace_back([&, i] { send_all(fds[i], texts[i]); });
+        for (int i = 0; i < n; i++)
+            REQUIRE(recv_n(fds[i], texts[i].size(), 10000) == texts[i]);
+        for (auto &w : writers)
+            w.join();
+        CHECK(eng.stats().recv_enobufs > 0);
+        for (int fd : fds)
+            close(fd);
+    }
+}
