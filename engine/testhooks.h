@@ -34,6 +34,13 @@ void eng_test_stage_fail_after(struct eng_shard *sh, uint32_t n);
 void eng_test_send_fail_after(struct eng_shard *sh, uint32_t n);
 
 
+/* A bare shard with only a timer wheel, bound to the calling thread, with a clock the test
+ * moves (pure timer tests). */
+struct eng_shard *eng_test_wheel_shard_new(uint64_t now_ms);
+void eng_test_wheel_advance(struct eng_shard *sh, uint64_t now_ms); /* sets now, runs timers */
+uint32_t eng_test_wheel_timeout(struct eng_shard *sh);              /* UINT32_MAX: none */
+void eng_test_wheel_shard_free(struct eng_shard *sh);
+
 /* Where syslog lines go (default /dev/log); NULL restores the default. */
 void eng_test_log_syslog_path(const char *path);
 

@@ -4,9 +4,10 @@
  * and cancelling are O(1) and never allocate. Each turn the loop processes every slot from the
  * last processed millisecond up to eng_now_ms and fires the timers that are due, in expiry
  * order; a timer more than 4.096 s out stays in its slot and is skipped until its turn comes, a
- * cost of one comparison per revolution. A bitmap of non-empty slots gives the next deadline for
- * the loop's wait without scanning the lists (it may wake early for a far timer, at most once
- * per revolution).
+ * cost of one comparison per revolution. The slot of the current millisecond is processed again
+ * on the next turn, so a timer armed by a callback for "now" fires on the next turn and never
+ * waits a revolution. A bitmap of non-empty slots gives the next deadline for the loop's wait
+ * without scanning the lists (it may wake early for a far timer, at most once per revolution).
  *
  * Owner: one shard; all functions run on its thread. Callbacks run from the loop, never inside
  * eng_timer_arm, and may arm or cancel any timer including their own. A timer armed with delay 0
@@ -143,7 +144,7 @@ void eng_wheel_run(struct eng_shard *sh)
         return;
     uint64_t span = sh->now_ms - w->next_ms + 1;
     if (w->armed_count == 0) {
-        w->next_ms = sh->now_ms + 1;
+        w->next_ms = sh->now_ms;
         return;
     }
     if (span >= ENG_WHEEL_SLOTS) {
@@ -154,7 +155,7 @@ void eng_wheel_run(struct eng_shard *sh)
         for (uint64_t ms = w->next_ms; ms <= sh->now_ms; ms++)
             slot_run(sh, slot_of(ms));
     }
-    w->next_ms = sh->now_ms + 1;
+    w->next_ms = sh->now_ms; /* this millisecond's slot again next turn (see above) */
 }
 
 /* Distance in slots from `from` to the next non-empty slot at or after it (circular), or
@@ -176,9 +177,44 @@ uint32_t eng_wheel_timeout_ms(const struct eng_shard *sh)
     const struct eng_wheel *w = sh->wheel;
     if (w->armed_count == 0)
         return UINT32_MAX;
-    uint32_t d = next_busy_slot(w, slot_of(w->next_ms));
-    if (d >= ENG_WHEEL_SLOTS)
-        return UINT32_MAX;
-    uint64_t due = w->next_ms + d;
+    /* The current slot: anything due there (armed for "now" by a callback) means no sleep; the
+     * rest of it belongs to later revolutions. */
+    const struct eng_timer *head = &w->slot[slot_of(w->next_ms)];
+    for (const struct eng_timer *t = head->next; t != head; t = t->next)
+        if (t->expires_ms <= sh->now_ms)
+            return 0;
+    uint32_t d = next_busy_slot(w, slot_of(w->next_ms + 1)) + 1;
+    uint64_t due = w->next_ms + d; /* at most one revolution ahead */
     return due <= sh->now_ms ? 0 : (uint32_t)(due - sh->now_ms);
+}
+
+/* Test hooks: a shard that has nothing but a wheel. */
+struct eng_shard *eng_test_wheel_shard_new(uint64_t now_ms)
+{
+    struct eng_shard *sh = calloc(1, sizeof(*sh));
+    ENG_ASSERT(sh != NULL);
+    sh->now_ms = now_ms;
+    ENG_ASSERT(eng_wheel_init(sh) == 0);
+    eng_tls_shard = sh;
+    return sh;
+}
+
+void eng_test_wheel_advance(struct eng_shard *sh, uint64_t now_ms)
+{
+    ENG_ASSERT(now_ms >= sh->now_ms);
+    sh->now_ms = now_ms;
+    eng_wheel_run(sh);
+}
+
+uint32_t eng_test_wheel_timeout(struct eng_shard *sh)
+{
+    return eng_wheel_timeout_ms(sh);
+}
+
+void eng_test_wheel_shard_free(struct eng_shard *sh)
+{
+    if (eng_tls_shard == sh)
+        eng_tls_shard = NULL;
+    free(sh->wheel);
+    free(sh);
 }
