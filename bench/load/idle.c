@@ -66,7 +66,7 @@ static void hold(unsigned hold_s, const sigset_t *sigs)
     }
 }
 
-int load_idle_run(const struct load_opts *o, const struct load_setup *s)
+int load_idle_run(const struct load_opts *o, const struct bench_setup *s)
 {
     sigset_t sigs;
     sigemptyset(&sigs);

@@ -348,8 +348,7 @@ static int run_load(const struct load_opts *o, struct load_result *res)
     for (unsigned t = 0; t < o->threads; t++)
         pthread_join(tids[t], NULL);
 
-    memset(&res->stats, 0, sizeof(res->stats));
-    bench_hist_init(&res->stats.latency);
+    load_stats_init(&res->stats);
     for (unsigned t = 0; t < o->threads; t++) {
         load_stats_merge(&res->stats, &workers[t].stats);
         load_worker_fini(&workers[t]);
@@ -368,8 +367,8 @@ int main(int argc, char **argv)
     if (opts.request_file)
         read_request_file(&opts);
     signal(SIGPIPE, SIG_IGN);
-    struct load_setup setup;
-    load_setup_collect(&setup, &opts, argc, argv);
+    struct bench_setup setup;
+    bench_setup_collect(&setup, argc, argv);
     if (opts.idle) {
         raise_fd_limit(opts.idle);
         return load_idle_run(&opts, &setup);

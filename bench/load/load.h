@@ -12,6 +12,7 @@
 
 #include "addr.h"
 #include "reqgen.h"
+#include "setup.h"
 #include "worker.h"
 
 #ifdef __cplusplus
@@ -39,31 +40,21 @@ struct load_opts {
     unsigned hold_s;
 };
 
-/* Everything needed to reproduce a number: where, on what, how. */
-struct load_setup {
-    char git[64];       /* the commit the tool was built from */
-    char kernel[128];   /* uname -r */
-    char cpu[128];      /* model name from /proc/cpuinfo */
-    long cpus;          /* online CPUs */
-    char command[2048]; /* the command line, shell-quoted, cut if longer */
-};
-
 struct load_result {
     struct load_stats stats;
     double seconds;
     double client_cpu_s; /* CPU time this process used during the measured window */
 };
 
-void load_setup_collect(struct load_setup *s, const struct load_opts *o, int argc, char **argv);
-void load_report_text(FILE *out, const struct load_opts *o, const struct load_setup *s,
+void load_report_text(FILE *out, const struct load_opts *o, const struct bench_setup *s,
                       const struct load_result *r);
-void load_report_json(FILE *out, const struct load_opts *o, const struct load_setup *s,
+void load_report_json(FILE *out, const struct load_opts *o, const struct bench_setup *s,
                       const struct load_result *r);
 /* Writes s as a JSON string (quotes included). */
 void load_json_string(FILE *out, const char *s);
 
 /* --idle: returns the exit status. */
-int load_idle_run(const struct load_opts *o, const struct load_setup *s);
+int load_idle_run(const struct load_opts *o, const struct bench_setup *s);
 
 void load_sleep_until(uint64_t deadline_ns);
 double load_rusage_seconds(const struct rusage *ru);

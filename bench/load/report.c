@@ -4,71 +4,9 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <sys/utsname.h>
-#include <unistd.h>
 
-#include "build_info.h"
 #include "hist.h"
 #include "load.h"
-
-static void cpu_model(char *out, size_t out_len)
-{
-    snprintf(out, out_len, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "model name", 10) != 0)
-            continue;
-        const char *colon = strchr(line, ':');
-        if (!colon)
-            continue;
-        colon++;
-        while (*colon == ' ' || *colon == '\t')
-            colon++;
-        snprintf(out, out_len, "%.*s", (int)strcspn(colon, "\n"), colon);
-        break;
-    }
-    fclose(f);
-}
-
-/* Appends arg to the command, single-quoted when it holds anything a shell would interpret. */
-static void command_append(char *cmd, size_t cmd_len, const char *arg)
-{
-    size_t used = strlen(cmd);
-    bool plain = *arg != '\0' && strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                             "0123456789-_./:=,@+") == strlen(arg);
-    char quoted[1024];
-    size_t q = 0;
-    if (!plain)
-        quoted[q++] = '\'';
-    for (const char *p = arg; *p && q < sizeof(quoted) - 6; p++) {
-        if (*p == '\'' && !plain) {
-            memcpy(quoted + q, "'\\''", 4);
-            q += 4;
-        } else {
-            quoted[q++] = *p;
-        }
-    }
-    if (!plain)
-        quoted[q++] = '\'';
-    quoted[q] = '\0';
-    snprintf(cmd + used, cmd_len - used, "%s%s", used ? " " : "", quoted);
-}
-
-void load_setup_collect(struct load_setup *s, const struct load_opts *o, int argc, char **argv)
-{
-    (void)o;
-    memset(s, 0, sizeof(*s));
-    snprintf(s->git, sizeof(s->git), "%s", LOAD_GIT_DESCRIBE);
-    struct utsname u;
-    snprintf(s->kernel, sizeof(s->kernel), "%s", uname(&u) == 0 ? u.release : "unknown");
-    cpu_model(s->cpu, sizeof(s->cpu));
-    s->cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    for (int i = 0; i < argc; i++)
-        command_append(s->command, sizeof(s->command), argv[i]);
-}
 
 static void servers_text(char *out, size_t out_len, const struct load_opts *o)
 {
@@ -118,7 +56,7 @@ static double client_us_per_request(const struct load_result *r)
     return r->stats.requests ? r->client_cpu_s * 1e6 / (double)r->stats.requests : 0.0;
 }
 
-void load_report_text(FILE *out, const struct load_opts *o, const struct load_setup *s,
+void load_report_text(FILE *out, const struct load_opts *o, const struct bench_setup *s,
                       const struct load_result *r)
 {
     const struct load_stats *st = &r->stats;
@@ -135,12 +73,8 @@ void load_report_text(FILE *out, const struct load_opts *o, const struct load_se
     fprintf(out, "latency us: p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu  mean %.1f\n",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean);
     fprintf(out, "actions:");
-    for (uint32_t i = 0; i < st->action_kinds; i++)
-        fprintf(out, "%s %s %llu", i ? "," : "", st->actions[i].name,
-                (unsigned long long)st->actions[i].count);
-    if (st->action_other)
-        fprintf(out, ", (other) %llu", (unsigned long long)st->action_other);
-    fprintf(out, "%s\n", st->action_kinds ? "" : " none");
+    bench_actions_print_text(out, &st->actions);
+    fputc('\n', out);
     fprintf(out,
             "client: %.2f s CPU in the window = %.0f%% of one core, %.1f us per request, %u "
             "threads, %llu connects\n",
@@ -159,19 +93,10 @@ void load_report_text(FILE *out, const struct load_opts *o, const struct load_se
 
 void load_json_string(FILE *out, const char *s)
 {
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
+    bench_json_string(out, s, strlen(s));
 }
 
-static void json_setup(FILE *out, const struct load_opts *o, const struct load_setup *s)
+static void json_setup(FILE *out, const struct load_opts *o, const struct bench_setup *s)
 {
     char source[512];
     source_text(source, sizeof(source), o);
@@ -198,7 +123,7 @@ static void json_setup(FILE *out, const struct load_opts *o, const struct load_s
     fputc('}', out);
 }
 
-void load_report_json(FILE *out, const struct load_opts *o, const struct load_setup *s,
+void load_report_json(FILE *out, const struct load_opts *o, const struct bench_setup *s,
                       const struct load_result *r)
 {
     const struct load_stats *st = &r->stats;
@@ -210,17 +135,10 @@ void load_report_json(FILE *out, const struct load_opts *o, const struct load_se
             "\"latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,"
             "\"max\":%llu,\"mean\":%.1f},",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean);
-    fprintf(out, "\"actions\":{");
-    for (uint32_t i = 0; i < st->action_kinds; i++) {
-        fputs(i ? "," : "", out);
-        load_json_string(out, st->actions[i].name);
-        fprintf(out, ":%llu", (unsigned long long)st->actions[i].count);
-    }
-    if (st->action_other)
-        fprintf(out, "%s\"(other)\":%llu", st->action_kinds ? "," : "",
-                (unsigned long long)st->action_other);
+    fprintf(out, "\"actions\":");
+    bench_actions_print_json(out, &st->actions);
     fprintf(out,
-            "},\"errors_detail\":{\"closed\":%llu,\"malformed\":%llu,\"timeouts\":%llu,"
+            ",\"errors_detail\":{\"closed\":%llu,\"malformed\":%llu,\"timeouts\":%llu,"
             "\"connect\":%llu,\"outside_window\":%llu},",
             (unsigned long long)st->err_closed, (unsigned long long)st->err_malformed,
             (unsigned long long)st->err_timeout, (unsigned long long)st->err_connect,

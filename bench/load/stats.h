@@ -9,39 +9,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "actions.h"
 #include "hist.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define LOAD_ACTIONS_MAX 32u       /* distinct action words counted; the rest go to "other" */
-#define LOAD_ACTION_NAME_BYTES 32u /* action word, lower case, cut to 31 bytes */
-
-struct load_action_count {
-    char name[LOAD_ACTION_NAME_BYTES];
-    uint64_t count;
-};
-
 struct load_stats {
-    uint64_t requests;      /* replies received in the window */
-    uint64_t err_closed;    /* the server closed or reset a connection with a request out */
-    uint64_t err_malformed; /* a reply we could not parse, without action, or too long */
-    uint64_t err_timeout;   /* no reply within timeout_ms */
-    uint64_t err_connect;   /* connects that failed */
-    uint64_t err_warmup;    /* errors of any kind outside the window (not in the above) */
-    uint64_t connects;      /* successful connects, warm-up included */
-    uint32_t action_kinds;  /* used entries of actions[] */
-    uint64_t action_other;  /* actions that found no free entry */
-    struct load_action_count actions[LOAD_ACTIONS_MAX];
-    struct bench_hist latency; /* microseconds, replies in the window */
+    uint64_t requests;            /* replies received in the window */
+    uint64_t err_closed;          /* the server closed or reset a connection with a request out */
+    uint64_t err_malformed;       /* a reply we could not parse, without action, or too long */
+    uint64_t err_timeout;         /* no reply within timeout_ms */
+    uint64_t err_connect;         /* connects that failed */
+    uint64_t err_warmup;          /* errors of any kind outside the window (not in the above) */
+    uint64_t connects;            /* successful connects, warm-up included */
+    struct bench_actions actions; /* replies in the window, by first word */
+    struct bench_hist latency;    /* microseconds, replies in the window */
 };
+
+/* Empties s. */
+void load_stats_init(struct load_stats *s);
 
 /* Adds src's counts to dst (actions merged by name). */
 void load_stats_merge(struct load_stats *dst, const struct load_stats *src);
-
-/* Counts one action value under its first word, lower-cased. */
-void load_stats_count_action(struct load_stats *s, const char *action, size_t len);
 
 uint64_t load_stats_errors(const struct load_stats *s);
 

@@ -91,7 +91,7 @@ int load_worker_init(struct load_worker *w, unsigned idx, struct load_shared *sh
     w->shared = shared;
     w->first_conn_idx = first_conn_idx;
     w->conn_count = conn_count;
-    bench_hist_init(&w->stats.latency);
+    load_stats_init(&w->stats);
     w->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epoll_fd < 0)
         return -errno;
@@ -254,7 +254,7 @@ static void conn_reply(struct load_worker *w, struct load_conn *c, size_t len, u
         w->stats.requests++;
         bench_hist_add(&w->stats.latency, (now - c->t_send_ns + 500) / 1000);
         for (uint32_t i = 0; i < r->action_count && i < BENCH_REPLY_ACTIONS_MAX; i++)
-            load_stats_count_action(&w->stats, c->rbuf + r->action_off[i], r->action_len[i]);
+            bench_actions_count(&w->stats.actions, c->rbuf + r->action_off[i], r->action_len[i]);
     }
     conn_send_next(w, c);
 }

@@ -89,56 +89,36 @@ std::vector<std::string> base_args(const test_server &srv)
 
 } // namespace
 
-TEST_CASE("load stats: actions counted by first word, lower case", "[load]")
+TEST_CASE("load stats: merge adds every counter, the actions and the histogram", "[load]")
 {
-    std::unique_ptr<load_stats> s(new load_stats());
-    bench_hist_init(&s->latency);
-    load_stats_count_action(s.get(), "REJECT go away", 14);
-    load_stats_count_action(s.get(), "reject", 6);
-    load_stats_count_action(s.get(), "PREPEND X-Score: 5", 18);
-    load_stats_count_action(s.get(), "DUNNO", 5);
-    load_stats_count_action(s.get(), "", 0);
-    REQUIRE(s->action_kinds == 4);
-    CHECK(std::string(s->actions[0].name) == "reject");
-    CHECK(s->actions[0].count == 2);
-    CHECK(std::string(s->actions[1].name) == "prepend");
-    CHECK(std::string(s->actions[2].name) == "dunno");
-    CHECK(std::string(s->actions[3].name).empty());
-
-    SECTION("more kinds than LOAD_ACTIONS_MAX go to other")
-    {
-        for (unsigned i = 0; i < LOAD_ACTIONS_MAX + 5; i++) {
-            std::string a = "a" + std::to_string(i);
-            load_stats_count_action(s.get(), a.c_str(), a.size());
-        }
-        CHECK(s->action_kinds == LOAD_ACTIONS_MAX);
-        CHECK(s->action_other == 4 + 5);
-    }
-    SECTION("long words are cut, not overflowed")
-    {
-        std::string longword(100, 'X');
-        load_stats_count_action(s.get(), longword.c_str(), longword.size());
-        CHECK(std::string(s->actions[4].name) == std::string(LOAD_ACTION_NAME_BYTES - 1, 'x'));
-    }
-    SECTION("merge adds by name and sums the rest")
-    {
-        std::unique_ptr<load_stats> t(new load_stats());
-        bench_hist_init(&t->latency);
-        load_stats_count_action(t.get(), "dunno", 5);
-        load_stats_count_action(t.get(), "defer_if_permit try later", 25);
-        t->requests = 7;
-        t->err_timeout = 2;
-        bench_hist_add(&t->latency, 100);
-        s->requests = 3;
-        s->err_closed = 1;
-        load_stats_merge(s.get(), t.get());
-        CHECK(s->requests == 10);
-        CHECK(load_stats_errors(s.get()) == 3);
-        CHECK(s->action_kinds == 5);
-        CHECK(s->actions[2].count == 2); // dunno
-        CHECK(std::string(s->actions[4].name) == "defer_if_permit");
-        CHECK(bench_hist_count(&s->latency) == 1);
-    }
+    std::unique_ptr<load_stats> s(new load_stats()), t(new load_stats());
+    load_stats_init(s.get());
+    load_stats_init(t.get());
+    bench_actions_count(&s->actions, "dunno", 5);
+    bench_actions_count(&t->actions, "dunno", 5);
+    bench_actions_count(&t->actions, "reject x", 8);
+    s->requests = 3;
+    s->err_closed = 1;
+    s->err_warmup = 4;
+    t->requests = 7;
+    t->err_timeout = 2;
+    t->err_malformed = 1;
+    t->err_connect = 5;
+    t->connects = 9;
+    bench_hist_add(&t->latency, 100);
+    load_stats_merge(s.get(), t.get());
+    CHECK(s->requests == 10);
+    CHECK(s->err_closed == 1);
+    CHECK(s->err_timeout == 2);
+    CHECK(s->err_malformed == 1);
+    CHECK(s->err_connect == 5);
+    CHECK(s->err_warmup == 4); // outside the window: not in the error total
+    CHECK(load_stats_errors(s.get()) == 9);
+    CHECK(s->connects == 9);
+    REQUIRE(s->actions.kind_count == 2);
+    CHECK(s->actions.kinds[0].count == 2);
+    CHECK(std::string(s->actions.kinds[1].name) == "reject");
+    CHECK(bench_hist_count(&s->latency) == 1);
 }
 
 TEST_CASE("load: closed loop over N connections, Postfix-shaped requests", "[load]")
