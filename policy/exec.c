@@ -179,7 +179,8 @@ void pol_shard_fini(struct pol_shard *ps)
     free(ps->plugin_data);
     free(ps->plugin_started);
     if (ps->sessions) {
-        log_session_stats(ps);
+        if (ps->sh) /* the daemon's shards; tests and the testkit stay quiet */
+            log_session_stats(ps);
         pol_sstore_destroy(ps->sessions);
     }
     free(ps->sess_scratch);
