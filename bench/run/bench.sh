@@ -155,7 +155,10 @@ start_server() {
     SERVER_PORT=$(free_port)
     case "$kind" in
     bare)
-        setsid "$BARE" --listen "127.0.0.1:$SERVER_PORT" >"$log" 2>&1 </dev/null &
+        local shards=()
+        [ "$SHARDS" != 0 ] && shards=(--shards "$SHARDS")
+        setsid "$BARE" --listen "127.0.0.1:$SERVER_PORT" "${shards[@]}" \
+            --conns-max $((IDLE + 1024)) >"$log" 2>&1 </dev/null &
         ;;
     ours | perl)
         local conf=$RUN/$name.c$conns.conf prog=$OURS
@@ -297,6 +300,7 @@ for c in $CONNS; do [ "$c" = 64 ] && PERL_MEM_CONNS=64; done
     echo "- git: $GIT_SHA${GIT_DIRTY:+ (working tree has uncommitted changes)}; build dir: $BUILD"
     echo "- machine: kernel $(uname -r), CPU \"$CPU_MODEL\" x $(nproc), $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, ulimit -n $(ulimit -n)"
     echo "- load: ringpolicyd-load, closed loop, generated Postfix 3.7 mails (1-5 recipients: RCPT each, then END-OF-MESSAGE, one instance per mail), threads ${THREADS:-one per CPU}; $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown"
+    echo "- bare: ringpolicyd-bare --shards $SHARDS (0 = one per CPU) --conns-max $((IDLE + 1024)), answering action=dunno to every request"
     echo "- all servers share this machine with the load generator (loopback); one server runs at a time"
     echo "- ringpolicyd: shards=$SHARDS (0 = one per CPU), max_connections=$((IDLE + 1024)) per shard, log_level=$LOG_LEVEL, no SessionCache (a fresh session per request, like 2.05 without one)"
     echo "- Perl mtpolicyd $(perl -MMail::MtPolicyd -e 'print $Mail::MtPolicyd::VERSION' 2>/dev/null || echo '?'): restarted for each connection count N with min_servers=N+2, min_spare_servers=2, max_spare_servers=4, max_servers=N+8, max_requests=1000000, keepalive_timeout=0, log_level=$LOG_LEVEL: one pre-forked worker per connection, all forked before measuring"
