@@ -226,6 +226,40 @@ static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char
  * <Connection NAME> and <SessionCache>
  */
 
+/* Whether `name` is an option of connection module `module` (spec 9). */
+static bool conn_option_known(const char *module, const char *name)
+{
+    static const struct {
+        const char *module;
+        const char *opts[8];
+    } known[] = {
+        {"Sql", {"dsn", "user", "password"}},
+        {"Memcached", {"servers", "namespace", "debug"}},
+        {"Redis", {"server", "sock", "sentinels", "service", "password", "db", "debug"}},
+        {"Ldap", {"host", "port", "starttls", "binddn", "password", "timeout", "keepalive"}},
+    };
+    if (strcmp(name, "module") == 0)
+        return true;
+    for (size_t m = 0; m < sizeof(known) / sizeof(known[0]); m++) {
+        if (strcmp(known[m].module, module) != 0)
+            continue;
+        for (size_t i = 0; i < 8 && known[m].opts[i]; i++)
+            if (strcmp(name, known[m].opts[i]) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* Other options and blocks are warned about and ignored (real files carry 1.x options). */
+static void conn_check_options(struct pol_server *s, const struct pol_cfg_node *b,
+                               const char *module)
+{
+    for (const struct pol_cfg_node *o = b->children; o; o = o->next)
+        if (o->is_block || !conn_option_known(module, o->name))
+            pol_server_warn(s, o->file, o->line, "Connection %s: %s %s ignored", b->value,
+                            o->is_block ? "block" : "option", o->name);
+}
+
 static int conn_add(struct pol_server *s, const struct pol_cfg_node *b, char *err, size_t err_len)
 {
     static const char *const modules[] = {"Sql", "Memcached", "Redis", "Ldap"};
@@ -251,6 +285,7 @@ static int conn_add(struct pol_server *s, const struct pol_cfg_node *b, char *er
     }
     s->conns = n;
     n[s->conn_count++] = (struct pol_conn_def){name, m->value, b->file, b->line, b};
+    conn_check_options(s, b, m->value);
     return 0;
 }
 

@@ -262,6 +262,15 @@ TEST_CASE("<Connection>: kept, and a plugin naming a missing one fails", "[serve
                   &s) == "");
     CHECK(s->conn_count == 2);
     CHECK(std::string(s->conns[1].name) == "maria");
+    CHECK(s->warning_count == 0);
+    pol_server_free(s);
+    REQUIRE(build("<Connection db>\nmodule = Sql\ndsn = x\nuser = u\nmemcached_servers = 1\n"
+                  "</Connection>\n" +
+                      vhost(none),
+                  &s) == "");
+    REQUIRE(s->warning_count == 1);
+    CHECK(std::string(s->warnings[0]) ==
+          "test.conf:5: Connection db: option memcached_servers ignored");
     pol_server_free(s);
     CHECK(build("<Connection x>\nmodule = Mongo\n</Connection>\n" + vhost(none))
               .rfind("test.conf:2: could not load connection x: unknown module Mongo", 0) == 0);
