@@ -11,7 +11,8 @@
  *
  * Owner: one shard. Callbacks run from the loop and may call eng_poll_update/stop/start on any
  * poll, including their own. An fd the kernel reports as invalid (POLLNVAL or -EBADF) is passed
- * to fn as POLLNVAL once and not polled again until eng_poll_update.
+ * to fn as POLLNVAL once and not polled again until eng_poll_update. An fd carries at most one
+ * started poll per shard (-EBUSY), because epoll registers an fd once.
  */
 #include <errno.h>
 #include <poll.h>
@@ -58,6 +59,10 @@ int eng_poll_start(struct eng_shard *sh, struct eng_poll *p, int fd, uint32_t ev
         return -EBADF;
     if (events == 0 || (events & ~(uint32_t)(POLLIN | POLLOUT)))
         return -EINVAL;
+    /* One poll per fd and shard (epoll registers an fd once); a scan, but start is rare. */
+    for (uint32_t i = 0; i < sh->polls_fresh; i++)
+        if (sh->polls[i].p && sh->polls[i].fd == fd)
+            return -EBUSY;
     uint32_t idx;
     if (sh->polls_free) {
         idx = sh->polls_free - 1;

@@ -286,7 +286,11 @@ struct eng_poll {
     eng_poll_fn *fn;    /* private */
 };
 
-/* events: POLLIN, POLLOUT or both. revents passed to fn may also hold POLLERR, POLLHUP. */
+/* events: POLLIN, POLLOUT or both. revents passed to fn may also hold POLLERR, POLLHUP, and
+ * POLLNVAL once for an fd the kernel rejects (then it is not polled again until
+ * eng_poll_update). Returns 0, -EINVAL (events), -EBADF (fd < 0), -EBUSY (this fd already has
+ * a started poll on this shard) or -ENOSPC (limits.polls_per_shard_max reached). fn first runs
+ * from the loop, never inside this call. */
 int eng_poll_start(struct eng_shard *sh, struct eng_poll *p, int fd, uint32_t events,
                    eng_poll_fn *fn);
 int eng_poll_update(struct eng_shard *sh, struct eng_poll *p, uint32_t events);

@@ -7,6 +7,9 @@
 //   CLOSE       eng_conn_close
 //   BIG <n>     send n bytes of 'x' then "\n" in one eng_conn_send ("ENOBUFS\n" if refused)
 //   ID          answer the connection's id
+//   TAG         answer the listener tag
+//   PEER        answer the peer address (eng_addr_format)
+//   SHARD       answer the shard index
 // Everything the app sees is counted in EchoStats (atomics: the test thread reads them).
 #ifndef ENG_TEST_HARNESS_H
 #define ENG_TEST_HARNESS_H
@@ -184,6 +187,20 @@ inline std::string recv_n(int fd, size_t want, int timeout_ms = 5000)
     return out;
 }
 
+// Reads one line (without its newline).
+inline std::string recv_line(int fd, int timeout_ms = 5000)
+{
+    std::string out;
+    while (out.empty() || out.back() != '\n') {
+        std::string c = recv_n(fd, 1, timeout_ms);
+        if (c.empty())
+            return out;
+        out += c;
+    }
+    out.pop_back();
+    return out;
+}
+
 // True if the peer closed (EOF or reset) within the timeout.
 inline bool wait_eof(int fd, int timeout_ms = 5000)
 {
@@ -315,6 +332,27 @@ inline bool echo_line(eng_conn *c, const char *line, size_t len)
     if (len == 2 && memcmp(line, "ID", 2) == 0) {
         char buf[32];
         int n = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)eng_conn_id(c));
+        eng_conn_send(c, buf, size_t(n));
+        return true;
+    }
+    if (len == 3 && memcmp(line, "TAG", 3) == 0) {
+        char buf[32];
+        int n = snprintf(buf, sizeof(buf), "%u\n", eng_conn_listener_tag(c));
+        eng_conn_send(c, buf, size_t(n));
+        return true;
+    }
+    if (len == 4 && memcmp(line, "PEER", 4) == 0) {
+        socklen_t plen;
+        const sockaddr *sa = eng_conn_peer(c, &plen);
+        char buf[200];
+        eng_addr_format(sa, plen, buf, sizeof(buf) - 1);
+        strcat(buf, "\n");
+        eng_conn_send(c, buf, strlen(buf));
+        return true;
+    }
+    if (len == 5 && memcmp(line, "SHARD", 5) == 0) {
+        char buf[32];
+        int n = snprintf(buf, sizeof(buf), "%u\n", eng_shard_index(eng_conn_shard(c)));
         eng_conn_send(c, buf, size_t(n));
         return true;
     }
