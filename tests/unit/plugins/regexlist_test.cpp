@@ -224,9 +224,9 @@ TEST_CASE("RegexList refuses a bad inline pattern and an unreadable file", "[reg
 
 TEST_CASE("RegexList file limits: patterns and line bytes at N and N+1", "[regexlist]")
 {
-    const size_t patterns_max = 100000;
+    const size_t patterns_max = 10000;
     const size_t line_bytes_max = 1024 * 1024;
-    SECTION("100000 patterns load; the last one matches")
+    SECTION("10000 patterns load; the last one matches")
     {
         std::string content;
         for (size_t i = 0; i < patterns_max; i++)
@@ -236,10 +236,10 @@ TEST_CASE("RegexList file limits: patterns and line bytes at N and N+1", "[regex
                                        "\"\n"
                                        "    action = \"reject many\"\n")));
         REQUIRE(k.ok());
-        CHECK(k.ask(req("sender=p99999\n")) == reply("reject many"));
-        CHECK(k.ask(req("sender=p100000\n")) == dunno);
+        CHECK(k.ask(req("sender=p9999\n")) == reply("reject many"));
+        CHECK(k.ask(req("sender=p10000\n")) == dunno);
     }
-    SECTION("100001 patterns are refused")
+    SECTION("10001 patterns are refused")
     {
         std::string content;
         for (size_t i = 0; i <= patterns_max; i++)
@@ -247,7 +247,7 @@ TEST_CASE("RegexList file limits: patterns and line bytes at N and N+1", "[regex
         TempFile file(content);
         Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() + "\"\n")));
         CHECK_FALSE(k.ok());
-        CHECK(k.error().find("line 100001") != std::string::npos);
+        CHECK(k.error().find("line 10001") != std::string::npos);
     }
     SECTION("a line of 1 MiB is read (a comment here), one byte more is refused")
     {
