@@ -35,6 +35,7 @@ SHARDS=0
 LOG_LEVEL=0
 ONLY="bare,ours,perl,memory"
 OUT=""
+SESSION=0
 
 usage() {
     cat <<EOF
@@ -49,6 +50,8 @@ usage: bench/run/bench.sh [options]
   --shards N           ringpolicyd shards (default 0: one per CPU)
   --log-level N        log_level in both configs (default 0: no per-request log lines)
   --only LIST          comma list of bare,ours,perl,memory (default all)
+  --session            give chain.conf a session cache: Memory for ringpolicyd, Memcached
+                       (a memcached started on a free loopback port) for the Perl mtpolicyd
   --quick              --duration 3 --warmup 1 --repeats 1 --idle 2000
   --out FILE           also write the report there
 EOF
@@ -66,6 +69,7 @@ while [ $# -gt 0 ]; do
     --shards) SHARDS=$2; shift 2 ;;
     --log-level) LOG_LEVEL=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --session) SESSION=1; shift ;;
     --quick) DURATION=3; WARMUP=1; REPEATS=1; IDLE=2000; shift ;;
     --out) OUT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -140,13 +144,31 @@ wait_ready() {
     return 1
 }
 
-# render SRC DST PORT CONNS: fills in a config template.
+# The <SessionCache> block for --session: in-process for ringpolicyd, memcached for Perl (2.05
+# has no in-process cache that workers share).
+MEMCACHED_PORT=""
+MEMCACHED_PID=""
+session_block() {
+    local kind=$1
+    [ "$SESSION" = 1 ] || return 0
+    if [ "$kind" = perl ]; then
+        printf '<Connection memcached>\n  module = "Memcached"\n  servers = "127.0.0.1:%s"\n</Connection>\n' "$MEMCACHED_PORT"
+        printf '<SessionCache>\n  module = "Memcached"\n  memcached = "memcached"\n</SessionCache>\n'
+    else
+        printf '<SessionCache>\n  module = "Memory"\n</SessionCache>\n'
+    fi
+}
+
+# render KIND SRC DST PORT CONNS: fills in a config template.
 render() {
-    local src=$1 dst=$2 port=$3 conns=$4
+    local kind=$1 src=$2 dst=$3 port=$4 conns=$5
+    session_block "$kind" >"$dst.session"
     sed -e "s/@PORT@/$port/g" -e "s/@LOG_LEVEL@/$LOG_LEVEL/" \
         -e "s/@MIN_SERVERS@/$((conns + 2))/" -e "s/@MIN_SPARE@/2/" -e "s/@MAX_SPARE@/4/" \
         -e "s/@MAX_SERVERS@/$((conns + 8))/" -e "s/@SHARDS@/$SHARDS/" \
-        -e "s/@MAX_CONNECTIONS@/$((IDLE + 1024))/" -e "s/@SESSION_CACHE@//" "$src" >"$dst"
+        -e "s/@MAX_CONNECTIONS@/$((IDLE + 1024))/" \
+        -e "/@SESSION_CACHE@/{r $dst.session" -e "d}" "$src" >"$dst"
+    rm -f "$dst.session"
 }
 
 # start_server KIND NAME CONF_TEMPLATE CONNS: sets SERVER_PID and SERVER_PORT, or returns 1.
@@ -163,7 +185,7 @@ start_server() {
     ours | perl)
         local conf=$RUN/$name.c$conns.conf prog=$OURS
         [ "$kind" = perl ] && prog=$PERL
-        render "$template" "$conf" "$SERVER_PORT" "$conns"
+        render "$kind" "$template" "$conf" "$SERVER_PORT" "$conns"
         setsid "$prog" -f -c "$conf" >"$log" 2>&1 </dev/null &
         ;;
     esac
@@ -188,12 +210,12 @@ start_server() {
     return 0
 }
 
-# CPU seconds used so far by a server: the process (all its threads) and its children (Perl's
-# workers), from /proc/PID/stat utime + stime.
+# CPU seconds used so far by a server: the process (all its threads), its children (Perl's
+# workers) and any helper pids given after it (Perl's memcached), from /proc/PID/stat.
 CLK_TCK=$(getconf CLK_TCK)
 server_cpu_s() {
     local pid ticks=0
-    for pid in "$1" $(pgrep -P "$1"); do
+    for pid in "$@" $(pgrep -P "$1"); do
         ticks=$((ticks + $(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
     done
     echo "$ticks $CLK_TCK" | awk '{printf "%.2f", $1 / $2}'
@@ -203,6 +225,9 @@ server_cpu_s() {
 # over the measured window (sampled after the warm-up and at the end).
 run_point() {
     local name=$1 conns=$2 port=$3 pid=$4 rep
+    local pids=("$pid")
+    # Perl's sessions live in memcached: its CPU is part of Perl's cost per request.
+    [ "$name" = perl-chain ] && [ -n "$MEMCACHED_PID" ] && pids+=("$MEMCACHED_PID")
     for rep in $(seq "$REPEATS"); do
         local base=$RUN/results/$name.$conns.$rep
         "$LOAD" --server "127.0.0.1:$port" --connections "$conns" --duration "$DURATION" \
@@ -211,9 +236,9 @@ run_point() {
         local load_pid=$!
         sleep "$WARMUP"
         local cpu0 cpu1
-        cpu0=$(server_cpu_s "$pid")
+        cpu0=$(server_cpu_s "${pids[@]}")
         sleep "$DURATION"
-        cpu1=$(server_cpu_s "$pid")
+        cpu1=$(server_cpu_s "${pids[@]}")
         wait "$load_pid"
         echo "$cpu0 $cpu1" | awk '{printf "%.2f\n", $2 - $1}' >"$base.cpu"
         echo "  $name c=$conns rep $rep: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f rps, p99 %d us, errors %d" % (d["rps"], d["latency_us"]["p99"], d["errors"]))' "$RUN/results/$name.$conns.$rep.json" 2>/dev/null || echo 'no result')" >&2
@@ -287,6 +312,24 @@ memory_idle() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# memcached for the Perl session cache (--session).
+if [ "$SESSION" = 1 ]; then
+    if ! command -v memcached >/dev/null; then
+        echo "bench.sh: --session needs memcached (apt-get install memcached)" >&2
+        exit 2
+    fi
+    MEMCACHED_PORT=$(free_port)
+    setsid memcached -u nobody -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 256 -c 4096 -t 2 \
+        >"$RUN/memcached.log" 2>&1 </dev/null &
+    MEMCACHED_PID=$!
+    STARTED+=("$MEMCACHED_PID")
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$MEMCACHED_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+fi
+
+# ---------------------------------------------------------------------------------------------
 # The setup, printed with the results.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 GIT_SHA=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
@@ -302,7 +345,12 @@ for c in $CONNS; do [ "$c" = 64 ] && PERL_MEM_CONNS=64; done
     echo "- load: ringpolicyd-load, closed loop, generated Postfix 3.7 mails (1-5 recipients: RCPT each, then END-OF-MESSAGE, one instance per mail), threads ${THREADS:-one per CPU}; $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown"
     echo "- bare: ringpolicyd-bare --shards $SHARDS (0 = one per CPU) --conns-max $((IDLE + 1024)), answering action=dunno to every request"
     echo "- all servers share this machine with the load generator (loopback); one server runs at a time"
-    echo "- ringpolicyd: shards=$SHARDS (0 = one per CPU), max_connections=$((IDLE + 1024)) per shard, log_level=$LOG_LEVEL, no SessionCache (a fresh session per request, like 2.05 without one)"
+    echo "- ringpolicyd: shards=$SHARDS (0 = one per CPU), max_connections=$((IDLE + 1024)) per shard, log_level=$LOG_LEVEL"
+    if [ "$SESSION" = 1 ]; then
+        echo "- session cache in chain.conf: ringpolicyd module=Memory, Perl module=Memcached (memcached 127.0.0.1:$MEMCACHED_PORT, 2 threads, 256 MiB, its CPU counted as Perl's); one.conf has none"
+    else
+        echo "- no SessionCache: a fresh session per request in both daemons (2.05's behaviour without one); --session adds one"
+    fi
     echo "- Perl mtpolicyd $(perl -MMail::MtPolicyd -e 'print $Mail::MtPolicyd::VERSION' 2>/dev/null || echo '?'): restarted for each connection count N with min_servers=N+2, min_spare_servers=2, max_spare_servers=4, max_servers=N+8, max_requests=1000000, keepalive_timeout=0, log_level=$LOG_LEVEL: one pre-forked worker per connection, all forked before measuring"
     echo "- command: $0 ${ARGS[*]}"
     echo "- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box skews absolute numbers; the ratios come from the same run)"
