@@ -9,7 +9,8 @@ extern "C" {
 #include "actions.h"
 }
 
-namespace {
+namespace
+{
 
 void count(bench_actions *a, const std::string &action)
 {

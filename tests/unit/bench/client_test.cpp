@@ -31,7 +31,8 @@
 
 extern char **environ;
 
-namespace {
+namespace
+{
 
 struct run_result {
     int status = -1;
@@ -305,8 +306,7 @@ TEST_CASE("client: errors exit 1 with one line on stderr", "[client]")
     }
     SECTION("connection refused")
     {
-        run_result r = run_client({"-h", "127.0.0.1:" + std::to_string(closed_port())},
-                                  "a=b\n\n");
+        run_result r = run_client({"-h", "127.0.0.1:" + std::to_string(closed_port())}, "a=b\n\n");
         CHECK(r.status == 1);
         CHECK(r.err.find("cannot connect to") != std::string::npos);
         CHECK(r.err.find("Connection refused") != std::string::npos);

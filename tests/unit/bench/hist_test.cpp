@@ -14,7 +14,8 @@ extern "C" {
 #include "hist.h"
 }
 
-namespace {
+namespace
+{
 
 // Nearest rank, in integers: per_mille 500 = p50, 999 = p99.9.
 uint64_t reference_percentile(const std::vector<uint64_t> &sorted, uint64_t per_mille)

@@ -22,7 +22,8 @@ extern "C" {
 
 extern char **environ;
 
-namespace {
+namespace
+{
 
 struct run_result {
     int status = -1;
@@ -290,14 +291,14 @@ TEST_CASE("load: --port-map adds one server per port", "[load]")
     if (pa == 65535)
         return; // no room for a second port; --server covers the spread below
     a.start();
-    run_result r = run_load({"--port-map", "127.0.0.1:" + std::to_string(pa) + "-" +
-                                               std::to_string(pa + 1),
-                             "--connections", "4", "--duration", "1", "--warmup", "0", "--json"});
+    run_result r =
+        run_load({"--port-map", "127.0.0.1:" + std::to_string(pa) + "-" + std::to_string(pa + 1),
+                  "--connections", "4", "--duration", "1", "--warmup", "0", "--json"});
     a.stop();
     INFO(r.out);
     CHECK(a.connections() == 2);
-    std::string servers = "\"servers\":[\"127.0.0.1:" + std::to_string(pa) + "\",\"127.0.0.1:" +
-                          std::to_string(pa + 1) + "\"]";
+    std::string servers = "\"servers\":[\"127.0.0.1:" + std::to_string(pa) +
+                          "\",\"127.0.0.1:" + std::to_string(pa + 1) + "\"]";
     CHECK(r.out.find(servers) != std::string::npos);
 }
 
@@ -306,8 +307,8 @@ TEST_CASE("load: two --server options share the connections", "[load]")
     test_server a(false), b(true);
     a.start();
     b.start();
-    run_result r = run_load({"--server", a.address(), "--server", b.address(), "--connections",
-                             "4", "--duration", "1", "--warmup", "0"});
+    run_result r = run_load({"--server", a.address(), "--server", b.address(), "--connections", "4",
+                             "--duration", "1", "--warmup", "0"});
     a.stop();
     b.stop();
     INFO(r.out);

@@ -9,7 +9,8 @@ extern "C" {
 #include "reply.h"
 }
 
-namespace {
+namespace
+{
 
 struct parsed {
     bench_reply_status status;

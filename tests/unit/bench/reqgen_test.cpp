@@ -14,16 +14,39 @@ extern "C" {
 #include "reqgen.h"
 }
 
-namespace {
+namespace
+{
 
 // TOOLCHAIN.md section 8, copied by hand rather than from the generator.
-const std::vector<std::string> postfix37_order = {
-    "request", "protocol_state", "protocol_name", "client_address", "client_name",
-    "client_port", "reverse_client_name", "server_address", "server_port", "helo_name",
-    "sender", "recipient", "recipient_count", "queue_id", "instance", "size", "etrn_domain",
-    "stress", "sasl_method", "sasl_username", "sasl_sender", "ccert_subject", "ccert_issuer",
-    "ccert_fingerprint", "ccert_pubkey_fingerprint", "encryption_protocol",
-    "encryption_cipher", "encryption_keysize", "policy_context"};
+const std::vector<std::string> postfix37_order = {"request",
+                                                  "protocol_state",
+                                                  "protocol_name",
+                                                  "client_address",
+                                                  "client_name",
+                                                  "client_port",
+                                                  "reverse_client_name",
+                                                  "server_address",
+                                                  "server_port",
+                                                  "helo_name",
+                                                  "sender",
+                                                  "recipient",
+                                                  "recipient_count",
+                                                  "queue_id",
+                                                  "instance",
+                                                  "size",
+                                                  "etrn_domain",
+                                                  "stress",
+                                                  "sasl_method",
+                                                  "sasl_username",
+                                                  "sasl_sender",
+                                                  "ccert_subject",
+                                                  "ccert_issuer",
+                                                  "ccert_fingerprint",
+                                                  "ccert_pubkey_fingerprint",
+                                                  "encryption_protocol",
+                                                  "encryption_cipher",
+                                                  "encryption_keysize",
+                                                  "policy_context"};
 
 struct request {
     std::vector<std::pair<std::string, std::string>> attrs;
@@ -148,7 +171,7 @@ TEST_CASE("reqgen: values vary between mails", "[reqgen]")
     CHECK(seen["recipient"].size() > 100);
     CHECK(seen["helo_name"].size() > 50);
     CHECK(seen["instance"].size() > 300);
-    CHECK(seen["sender"].count("") == 1);    // some bounces
+    CHECK(seen["sender"].count("") == 1); // some bounces
     CHECK(seen["client_name"].count("unknown") == 1);
     CHECK(seen["protocol_state"] == std::set<std::string>{"RCPT", "END-OF-MESSAGE"});
     CHECK(seen["server_port"] == std::set<std::string>{"25"});

@@ -11,7 +11,8 @@ extern "C" {
 #include "setup.h"
 }
 
-namespace {
+namespace
+{
 
 std::string json(const std::string &s)
 {

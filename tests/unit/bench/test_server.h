@@ -34,7 +34,8 @@ struct test_server_request {
     std::string request;
 };
 
-class test_server {
+class test_server
+{
   public:
     std::function<std::string(const std::string &)> reply_fn = [](const std::string &) {
         return std::string("action=DUNNO\n\n");
@@ -100,14 +101,20 @@ class test_server {
     {
         return path_.empty() ? "127.0.0.1:" + std::to_string(port_) : path_;
     }
-    const std::string &path() const { return path_; }
+    const std::string &path() const
+    {
+        return path_;
+    }
 
     std::vector<test_server_request> requests()
     {
         std::lock_guard<std::mutex> lock(mu_);
         return requests_;
     }
-    int connections() const { return conn_count_.load(); }
+    int connections() const
+    {
+        return conn_count_.load();
+    }
 
   private:
     struct conn {
