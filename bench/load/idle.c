@@ -66,6 +66,30 @@ static void hold(unsigned hold_s, const sigset_t *sigs)
     }
 }
 
+/* The line bench.sh waits for ("ready: ..." or a JSON object with "ready":true). */
+static void print_ready(const struct load_opts *o, const struct bench_setup *s, unsigned open_count,
+                        unsigned errors, int last_error)
+{
+    if (o->json) {
+        printf("{\"ready\":true,\"idle_connections\":%u,\"errors\":%u,\"last_error\":", open_count,
+               errors);
+        load_json_string(stdout, last_error ? strerror(-last_error) : "");
+        printf(",\"hold_s\":%u,\"setup\":{\"git\":", o->hold_s);
+        load_json_string(stdout, s->git);
+        printf(",\"kernel\":");
+        load_json_string(stdout, s->kernel);
+        printf(",\"command\":");
+        load_json_string(stdout, s->command);
+        printf("}}\n");
+    } else {
+        printf("ready: %u idle connections open, %u errors%s%s; holding for %u s (SIGTERM ends "
+               "sooner)\n",
+               open_count, errors, last_error ? ", last: " : "",
+               last_error ? strerror(-last_error) : "", o->hold_s);
+        printf("setup: git %s, kernel %s\ncommand: %s\n", s->git, s->kernel, s->command);
+    }
+}
+
 int load_idle_run(const struct load_opts *o, const struct bench_setup *s)
 {
     sigset_t sigs;
@@ -108,24 +132,7 @@ int load_idle_run(const struct load_opts *o, const struct bench_setup *s)
         }
         fds[open_count++] = fd;
     }
-    if (o->json) {
-        printf("{\"ready\":true,\"idle_connections\":%u,\"errors\":%u,\"last_error\":", open_count,
-               errors);
-        load_json_string(stdout, last_error ? strerror(-last_error) : "");
-        printf(",\"hold_s\":%u,\"setup\":{\"git\":", o->hold_s);
-        load_json_string(stdout, s->git);
-        printf(",\"kernel\":");
-        load_json_string(stdout, s->kernel);
-        printf(",\"command\":");
-        load_json_string(stdout, s->command);
-        printf("}}\n");
-    } else {
-        printf("ready: %u idle connections open, %u errors%s%s; holding for %u s (SIGTERM ends "
-               "sooner)\n",
-               open_count, errors, last_error ? ", last: " : "",
-               last_error ? strerror(-last_error) : "", o->hold_s);
-        printf("setup: git %s, kernel %s\ncommand: %s\n", s->git, s->kernel, s->command);
-    }
+    print_ready(o, s, open_count, errors, last_error);
     fflush(stdout);
     hold(o->hold_s, &sigs);
     for (unsigned i = 0; i < open_count; i++)
