@@ -2,6 +2,7 @@
 // several actions, CRLF, pipelined replies, the reply size limit at N and N+1, bad input.
 #include <catch2/catch.hpp>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -141,4 +142,33 @@ TEST_CASE("reply: status texts", "[reply]")
     CHECK(std::string(bench_reply_status_text(BENCH_REPLY_ERR_NO_EQUALS)) ==
           "reply line without '='");
     CHECK(std::string(bench_reply_status_text(BENCH_REPLY_ERR_TOO_BIG)) == "reply too long");
+}
+
+TEST_CASE("reply: random input gives the same outcome in any fragmentation", "[reply]")
+{
+    // Inputs built from the bytes that matter ('=', '\n', '\r', letters), seeded; the
+    // one-shot parse is the reference. A failure prints the seed and the input.
+    uint32_t seed = GENERATE(1u, 2u, 3u, 99u);
+    std::mt19937 rng(seed);
+    const char alphabet[] = {'=', '\n', '\r', 'a', 'c', 't', 'i', 'o', 'n', ' ', '\0', '\xff'};
+    for (int round = 0; round < 2000; round++) {
+        std::string in;
+        size_t len = std::uniform_int_distribution<size_t>(0, 80)(rng);
+        for (size_t i = 0; i < len; i++)
+            in += alphabet[std::uniform_int_distribution<size_t>(0, sizeof(alphabet) - 1)(rng)];
+        if (round % 3 == 0)
+            in = "action=" + in; // more replies that get somewhere
+        uint32_t bytes_max = std::uniform_int_distribution<uint32_t>(1, 100)(rng);
+        parsed whole = parse_fragmented(in, in.size() ? in.size() : 1, bytes_max);
+        for (size_t frag : {1, 2, 5, 10}) {
+            parsed part = parse_fragmented(in, frag, bytes_max);
+            INFO("seed " << seed << " round " << round << " frag " << frag << " input "
+                         << Catch::Detail::stringify(in));
+            REQUIRE(part.status == whole.status);
+            REQUIRE(part.consumed == whole.consumed);
+            REQUIRE(part.actions == whole.actions);
+            if (whole.status == BENCH_REPLY_DONE)
+                REQUIRE(whole.consumed <= bytes_max);
+        }
+    }
 }
