@@ -107,14 +107,17 @@ TEST_CASE("privilege drop: user, groups, chroot", "[proc]")
         WARN("not root: privilege drop not testable here");
         return;
     }
+    // getpwnam/getgrnam answer in static buffers: copy before the next call.
     passwd *pw = getpwnam("nobody");
-    group *ng = getgrnam("nogroup");
-    group *dg = getgrnam("daemon");
     REQUIRE(pw != nullptr);
-    REQUIRE(ng != nullptr);
-    REQUIRE(dg != nullptr);
     uid_t nobody = pw->pw_uid;
-    gid_t nogroup = ng->gr_gid, daemon_gid = dg->gr_gid;
+    gid_t nobody_gid = pw->pw_gid;
+    group *g = getgrnam("nogroup");
+    REQUIRE(g != nullptr);
+    gid_t nogroup = g->gr_gid;
+    g = getgrnam("daemon");
+    REQUIRE(g != nullptr);
+    gid_t daemon_gid = g->gr_gid;
 
     // User only: its primary group and its supplementary groups, none of root's.
     CHECK(in_child([&] {
@@ -123,7 +126,7 @@ TEST_CASE("privilege drop: user, groups, chroot", "[proc]")
                   return 1;
               gid_t gs[64];
               int n = getgroups(64, gs);
-              if (getuid() != nobody || geteuid() != nobody || getgid() != pw->pw_gid)
+              if (getuid() != nobody || geteuid() != nobody || getgid() != nobody_gid)
                   return 2;
               for (int i = 0; i < n; i++)
                   if (gs[i] == 0)
