@@ -81,8 +81,7 @@ static inline uint32_t content_len(const char *buf, uint32_t pos, uint32_t lf)
     return n;
 }
 
-static inline bool split_line(const char *buf, uint32_t pos, uint32_t n,
-                              struct pol_proto_attr *a)
+static inline bool split_line(const char *buf, uint32_t pos, uint32_t n, struct pol_proto_attr *a)
 {
     const char *eq = memchr(buf + pos, '=', n);
     if (eq == NULL) {
@@ -117,8 +116,7 @@ static uint32_t resplit(const char *buf, uint32_t end, struct pol_proto_attr *at
     }
 }
 
-static enum pol_proto_status fail(struct pol_proto_parser *p, enum pol_proto_status s,
-                                  uint32_t off)
+static enum pol_proto_status fail(struct pol_proto_parser *p, enum pol_proto_status s, uint32_t off)
 {
     p->err_off = off;
     return s;

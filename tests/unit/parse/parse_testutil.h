@@ -20,8 +20,9 @@
 
 static const size_t kFragmentSizes[] = {1, 2, 5, 10, 100, 0};
 
-class GuardBuf {
-public:
+class GuardBuf
+{
+  public:
     explicit GuardBuf(size_t capacity)
     {
         page_ = (size_t)sysconf(_SC_PAGESIZE);
@@ -35,7 +36,10 @@ public:
             throw std::runtime_error("mprotect failed");
         }
     }
-    ~GuardBuf() { munmap(map_, data_bytes_ + page_); }
+    ~GuardBuf()
+    {
+        munmap(map_, data_bytes_ + page_);
+    }
     GuardBuf(const GuardBuf &) = delete;
     GuardBuf &operator=(const GuardBuf &) = delete;
 
@@ -51,9 +55,12 @@ public:
         }
         return dst;
     }
-    const char *place(const std::string &s) { return place(s.data(), s.size()); }
+    const char *place(const std::string &s)
+    {
+        return place(s.data(), s.size());
+    }
 
-private:
+  private:
     size_t page_ = 0;
     size_t data_bytes_ = 0;
     char *map_ = nullptr;

@@ -23,15 +23,16 @@ extern "C" {
 #error "PARSE_TEST_DATA_DIR must be defined by the build"
 #endif
 
-namespace {
+namespace
+{
 
 using Attrs = std::vector<std::pair<std::string, std::string>>;
 
 struct Outcome {
     pol_proto_status status;
-    Attrs attrs;       // REQUEST only
-    size_t consumed;   // REQUEST only
-    uint32_t err_off;  // errors only, relative to the request's first byte
+    Attrs attrs;      // REQUEST only
+    size_t consumed;  // REQUEST only
+    uint32_t err_off; // errors only, relative to the request's first byte
     bool operator==(const Outcome &o) const
     {
         return status == o.status && attrs == o.attrs && consumed == o.consumed &&
@@ -53,7 +54,10 @@ Outcome request(Attrs attrs, size_t consumed)
 {
     return Outcome{POL_PROTO_REQUEST, std::move(attrs), consumed, 0};
 }
-Outcome error(pol_proto_status s, uint32_t off) { return Outcome{s, {}, 0, off}; }
+Outcome error(pol_proto_status s, uint32_t off)
+{
+    return Outcome{s, {}, 0, off};
+}
 
 const pol_proto_attr kPoison = {0xdeadbeef, 0xdeadbeef, 0xdeadbeef, 0xdeadbeef};
 
@@ -71,15 +75,15 @@ std::vector<Outcome> feed(const std::string &input, size_t frag, const pol_proto
     GuardBuf guard(input.size() + 1);
     const char *whole = guard.place(input);
     std::vector<Outcome> out;
-    size_t start = 0;  // first byte of the current request
-    size_t avail = 0;  // bytes delivered so far
+    size_t start = 0; // first byte of the current request
+    size_t avail = 0; // bytes delivered so far
     const size_t step = frag == 0 ? input.size() : frag;
     while (avail < input.size()) {
         avail = std::min(input.size(), avail + step);
         for (;;) {
             size_t len = avail - start;
-            const char *buf = copy_each_call ? guard.place(input.data() + start, len)
-                                             : whole + start;
+            const char *buf =
+                copy_each_call ? guard.place(input.data() + start, len) : whole + start;
             uint32_t count = 0;
             size_t consumed = 0;
             pol_proto_status s = pol_proto_parse(&p, buf, len, attrs.data(), &count, &consumed);
@@ -143,7 +147,7 @@ std::string postfix_request()
     return read_file(std::string(PARSE_TEST_DATA_DIR) + "/postfix-3.7-rcpt.txt");
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("defaults are the ones in the header", "[proto]")
 {
@@ -168,13 +172,13 @@ TEST_CASE("a real Postfix 3.7 request", "[proto]")
     REQUIRE(got[0].status == POL_PROTO_REQUEST);
     CHECK(got[0].consumed == in.size());
     REQUIRE(got[0].attrs.size() == 29);
-    CHECK(got[0].attrs[0] == std::make_pair(std::string("request"),
-                                            std::string("smtpd_access_policy")));
+    CHECK(got[0].attrs[0] ==
+          std::make_pair(std::string("request"), std::string("smtpd_access_policy")));
     CHECK(got[0].attrs[13] == std::make_pair(std::string("queue_id"), std::string("")));
-    CHECK(got[0].attrs[14] == std::make_pair(std::string("instance"),
-                                             std::string("5724.6b04e877.80ffc.0")));
-    CHECK(got[0].attrs[28] == std::make_pair(std::string("policy_context"),
-                                             std::string("tc-test")));
+    CHECK(got[0].attrs[14] ==
+          std::make_pair(std::string("instance"), std::string("5724.6b04e877.80ffc.0")));
+    CHECK(got[0].attrs[28] ==
+          std::make_pair(std::string("policy_context"), std::string("tc-test")));
     check(in, got);
     // Three pipelined copies, also with CRLF line ends.
     check(in + in + in, {got[0], got[0], got[0]});
@@ -207,7 +211,8 @@ TEST_CASE("line splitting and CR handling", "[proto]")
     check("a=b\r\r\n\n", {request({{"a", "b\r"}}, 7)});
     check("\ra=b\n\n", {request({{"\ra", "b"}}, 6)});
     // Values are opaque bytes, spaces and NULs included; names too.
-    check(std::string(" a = b \0c\xff\n\n", 12), {request({{" a ", std::string(" b \0c\xff", 6)}}, 12)});
+    check(std::string(" a = b \0c\xff\n\n", 12),
+          {request({{" a ", std::string(" b \0c\xff", 6)}}, 12)});
     // Duplicates stay, in wire order (the later-wins rule is the request's, not the parser's).
     check("a=1\nb=2\na=3\n\n", {request({{"a", "1"}, {"b", "2"}, {"a", "3"}}, 13)});
     // "\r\r\n" is the line "\r": not empty, no '='.
@@ -233,7 +238,10 @@ struct Direct {
     std::vector<pol_proto_attr> attrs = std::vector<pol_proto_attr>(POL_PROTO_ATTRS_DEFAULT);
     uint32_t count = 0;
     size_t consumed = 0;
-    Direct() { pol_proto_parser_init(&p, nullptr); }
+    Direct()
+    {
+        pol_proto_parser_init(&p, nullptr);
+    }
     pol_proto_status parse(const std::string &in, size_t len)
     {
         return pol_proto_parse(&p, in.data(), len, attrs.data(), &count, &consumed);

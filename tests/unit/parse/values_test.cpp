@@ -19,7 +19,8 @@ extern "C" {
 #include "values.h"
 }
 
-namespace {
+namespace
+{
 
 enum Kind { K_FINITE, K_PINF, K_NINF, K_NAN };
 
@@ -27,13 +28,13 @@ struct NumPerlRow {
     const char *s;
     size_t len;
     Kind kind;
-    double value;      // K_FINITE only
-    const char *perl;  // how perl prints the value
+    double value;     // K_FINITE only
+    const char *perl; // how perl prints the value
 };
 
 struct NumFormatRow {
     Kind kind;
-    double value;  // K_FINITE only
+    double value; // K_FINITE only
     const char *perl;
 };
 
@@ -42,7 +43,7 @@ struct TypeRow {
     size_t len;
     bool is_int, is_num, is_bool;
     Kind num_kind;
-    double num;  // Perl's value when is_num
+    double num; // Perl's value when is_num
 };
 
 struct Item {
@@ -105,7 +106,7 @@ GuardBuf &guard()
     return g;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("pol_num_perl matches perl's numification", "[values]")
 {
@@ -222,7 +223,8 @@ TEST_CASE("error messages are one readable line, cut at 64 bytes", "[values]")
     CHECK(std::string(err) == "\"a?b?\" is not a boolean (1, 0 or empty)");
     std::string longer(100, 'x');
     CHECK_FALSE(pol_value_bool(longer.data(), longer.size(), &b, err, sizeof err));
-    CHECK(std::string(err) == "\"" + std::string(64, 'x') + "...\" is not a boolean (1, 0 or empty)");
+    CHECK(std::string(err) ==
+          "\"" + std::string(64, 'x') + "...\" is not a boolean (1, 0 or empty)");
     // A small or missing buffer is fine.
     CHECK_FALSE(pol_value_bool("yes", 3, &b, err, 5));
     CHECK(std::string(err) == "\"yes");
@@ -248,8 +250,7 @@ TEST_CASE("lists split as Perl's split does", "[values]")
         std::vector<pol_value_slice> got(count + 1);
         CHECK(pol_value_list_split(s, r.len, r.sep, got.data(), got.size()) == count);
         for (size_t i = 0; i < count; i++) {
-            CHECK(std::string(got[i].ptr, got[i].len) ==
-                  std::string(r.items[i].s, r.items[i].len));
+            CHECK(std::string(got[i].ptr, got[i].len) == std::string(r.items[i].s, r.items[i].len));
             CHECK(got[i].ptr >= s);
             CHECK(got[i].ptr + got[i].len <= s + r.len);
         }
