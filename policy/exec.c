@@ -242,7 +242,7 @@ unsigned pol_exec_owner(const struct pol_server *srv, const struct pol_req *r, u
 {
     size_t len = 0;
     const char *inst = pol_req_wk(r, POL_WK_INSTANCE, &len);
-    if (srv->scache.kind != POL_SCACHE_MEMORY || !inst || shard_count <= 1)
+    if (srv->scache.kind != POL_SCACHE_MEMORY || !inst || len == 0 || shard_count <= 1)
         return home_index;
     return (unsigned)(XXH3_64bits(inst, len) % shard_count);
 }
@@ -271,7 +271,7 @@ static bool session_acquire(struct pol_shard *ps, struct pol_req *r)
 {
     size_t len = 0;
     const char *inst = pol_req_wk(r, POL_WK_INSTANCE, &len);
-    if (!ps->sessions || !inst)
+    if (!ps->sessions || !inst || len == 0)
         return true; /* None, or no instance: a throw-away session (spec 10.1, 12.3) */
     struct pol_sstore_ent *ent = NULL;
     switch (

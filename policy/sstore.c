@@ -160,25 +160,48 @@ static unsigned char *block_at(const struct pol_sstore *st, uint32_t b)
     return st->blocks + (size_t)b * POL_SSTORE_BLOCK_BYTES;
 }
 
-/* Writes a (possibly split) byte string over a fresh chain. */
-static uint32_t chain_write(struct pol_sstore *st, const char *a, size_t alen, const char *b,
-                            size_t blen, uint32_t count)
+/* Writing a fresh chain: its blocks are taken and linked first, then filled in order. */
+struct chain_writer {
+    struct pol_sstore *st;
+    uint32_t first;
+    uint32_t cur;
+    size_t off; /* in cur */
+};
+
+static void cw_start(struct chain_writer *w, struct pol_sstore *st, uint32_t count)
 {
-    uint32_t first = NO_BLOCK, prev = NO_BLOCK;
-    size_t off = 0, total = alen + blen;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t blk = block_get(st);
+    ENG_ASSERT(count > 0);
+    w->st = st;
+    w->first = w->cur = NO_BLOCK;
+    w->off = 0;
+    for (uint32_t i = 0, prev = NO_BLOCK; i < count; i++) {
+        uint32_t b = block_get(st);
+        st->block_next[b] = NO_BLOCK;
         if (prev == NO_BLOCK)
-            first = blk;
+            w->first = b;
         else
-            st->block_next[prev] = blk;
-        st->block_next[blk] = NO_BLOCK;
-        unsigned char *dst = block_at(st, blk);
-        for (size_t k = 0; k < POL_SSTORE_BLOCK_BYTES && off < total; k++, off++)
-            dst[k] = (unsigned char)(off < alen ? a[off] : b[off - alen]);
-        prev = blk;
+            st->block_next[prev] = b;
+        prev = b;
     }
-    return first;
+    w->cur = w->first;
+}
+
+static void cw_put(struct chain_writer *w, const char *p, size_t n)
+{
+    while (n > 0) {
+        if (w->off == POL_SSTORE_BLOCK_BYTES) {
+            w->cur = w->st->block_next[w->cur];
+            w->off = 0;
+        }
+        ENG_ASSERT(w->cur != NO_BLOCK);
+        size_t k = POL_SSTORE_BLOCK_BYTES - w->off;
+        if (k > n)
+            k = n;
+        memcpy(w->st->blocks + (size_t)w->cur * POL_SSTORE_BLOCK_BYTES + w->off, p, k);
+        w->off += k;
+        p += k;
+        n -= k;
+    }
 }
 
 /* Copies len bytes starting at byte skip of the chain. */
@@ -321,8 +344,11 @@ static struct pol_sstore_ent *ent_create(struct pol_sstore *st, uint64_t h, cons
     memset(e, 0, sizeof(*e));
     e->hash = h;
     e->key_len = (uint32_t)len;
+    struct chain_writer w;
+    cw_start(&w, st, need);
+    cw_put(&w, key, len);
     e->block_count = need;
-    e->first_block = chain_write(st, key, len, NULL, 0, need);
+    e->first_block = w.first;
     e->expires_ms = now_ms + st->cfg.expire_ms;
     e->in_use = true;
     struct pol_sstore_ent **b = &st->buckets[h & st->bucket_mask];
@@ -337,6 +363,7 @@ enum pol_sstore_acquire pol_sstore_acquire(struct pol_sstore *st, const char *ke
                                            struct pol_sstore_ent **ent)
 {
     ENG_ASSERT(w != NULL);
+    ENG_ASSERT(key_len > 0);
     expire_sweep(st, now_ms);
     uint64_t h = XXH3_64bits(key, key_len);
     struct pol_sstore_ent *e = lookup(st, h, key, key_len);
@@ -389,31 +416,53 @@ void pol_sstore_blob_read(const struct pol_sstore *st, const struct pol_sstore_e
         chain_read(st, ent->first_block, ent->key_len, out, ent->blob_len);
 }
 
-/* Rewrites the chain with key + blob. False when no memory could be found. */
+/* Finds the chain's block at position idx. */
+static uint32_t chain_at(const struct pol_sstore *st, uint32_t first, uint32_t idx)
+{
+    uint32_t b = first;
+    while (idx-- > 0)
+        b = st->block_next[b];
+    return b;
+}
+
+/* Resizes e's chain to count blocks in place: the key's blocks stay where they are, blocks are
+ * added at the end or the surplus is freed. False when no blocks could be found. */
+static bool chain_resize(struct pol_sstore *st, struct pol_sstore_ent *e, uint32_t count)
+{
+    ENG_ASSERT(e->block_count > 0);
+    ENG_ASSERT(count > 0);
+    if (count > e->block_count && !ensure_blocks(st, count - e->block_count))
+        return false;
+    uint32_t last =
+        chain_at(st, e->first_block, (count < e->block_count ? count : e->block_count) - 1);
+    if (count < e->block_count) {
+        chain_free(st, st->block_next[last], e->block_count - count);
+        st->block_next[last] = NO_BLOCK;
+    }
+    for (uint32_t i = e->block_count; i < count; i++) {
+        uint32_t b = block_get(st);
+        st->block_next[b] = NO_BLOCK;
+        st->block_next[last] = b;
+        last = b;
+    }
+    e->block_count = count;
+    return true;
+}
+
+/* Rewrites the blob after the key, in the session's own chain: nothing is allocated, and an
+ * existing session needs no more blocks than its new size. False (the old version kept) when
+ * it needs more and none can be found even after evicting other sessions. */
 static bool store_blob(struct pol_sstore *st, struct pol_sstore_ent *e, const char *blob,
                        size_t blob_len)
 {
-    char keybuf[512];
-    char *key = keybuf;
-    if (e->key_len > sizeof(keybuf) && !(key = malloc(e->key_len)))
-        return false; /* instance keys longer than 512 bytes are not Postfix's; rare path */
-    chain_read(st, e->first_block, 0, key, e->key_len);
-    chain_free(st, e->first_block, e->block_count);
-    e->block_count = 0;
-    uint32_t need = blocks_for((size_t)e->key_len + blob_len);
-    bool ok = ensure_blocks(st, need);
-    if (!ok) {
-        /* Keep at least the key so that the entry stays findable by its waiters. */
-        need = blocks_for(e->key_len);
-        ENG_ASSERT(st->free_blocks >= need); /* its own blocks were just freed */
-        blob_len = 0;
-    }
-    e->first_block = chain_write(st, key, e->key_len, blob, blob_len, need);
-    e->block_count = need;
+    if (!chain_resize(st, e, blocks_for((size_t)e->key_len + blob_len)))
+        return false;
+    struct chain_writer w = {st, e->first_block,
+                             chain_at(st, e->first_block, e->key_len / POL_SSTORE_BLOCK_BYTES),
+                             e->key_len % POL_SSTORE_BLOCK_BYTES};
+    cw_put(&w, blob, blob_len);
     e->blob_len = (uint32_t)blob_len;
-    if (key != keybuf)
-        free(key);
-    return ok;
+    return true;
 }
 
 void pol_sstore_release(struct pol_sstore *st, struct pol_sstore_ent *ent, const char *blob,
@@ -425,11 +474,11 @@ void pol_sstore_release(struct pol_sstore *st, struct pol_sstore_ent *ent, const
     if ((size_t)ent->key_len + blob_len > st->cfg.session_bytes_max) {
         st->stats.too_big++; /* blob is not read (it may be NULL) */
     } else if (blob) {
-        if (store_blob(st, ent, blob, blob_len))
+        if (store_blob(st, ent, blob, blob_len)) {
             ent->stored = true;
-        else {
+        } else {
             st->stats.store_failed++;
-            keep = ent->stored = false;
+            keep = ent->stored; /* a new session with nothing stored is dropped */
         }
     }
     ent->expires_ms = now_ms + st->cfg.expire_ms;

@@ -112,6 +112,8 @@ TEST_CASE("Memory: a request without instance gets a throw-away session", "[sess
                                  probe("flag", "once = f")));
     CHECK(k.ask("request=smtpd_access_policy\n") == "action=v\n\n");
     CHECK(k.ask("request=smtpd_access_policy\n") == "action=v\n\n");
+    CHECK(k.ask("request=smtpd_access_policy\ninstance=\n") == "action=v\n\n"); // empty
+    CHECK(k.session("", "k") == "<none>");
 }
 
 TEST_CASE("Memory: deletions persist", "[session]")

@@ -66,6 +66,29 @@ TEST_CASE("store, read back, overwrite; keys and blobs across several blocks", "
     CHECK(s.stats().bytes_used > 2 * POL_SSTORE_BLOCK_BYTES);
 }
 
+TEST_CASE("sessions grow and shrink in their own blocks", "[sstore]")
+{
+    Store s(8, 8 * POL_SSTORE_BLOCK_BYTES);
+    std::string key(POL_SSTORE_BLOCK_BYTES, 'k'); // exactly one block
+    s.put(key, "");
+    CHECK(s.get(key) == "");
+    CHECK(s.stats().blocks_used == 1);
+    std::string big(3 * POL_SSTORE_BLOCK_BYTES + 1, 'x');
+    s.put(key, big);
+    CHECK(s.get(key) == big);
+    CHECK(s.stats().blocks_used == 5);
+    s.put(key, "y");
+    CHECK(s.get(key) == "y");
+    CHECK(s.stats().blocks_used == 2);
+    // Growing a session to the whole budget works while it is the only one.
+    s.put("other", "z");
+    std::string all(7 * POL_SSTORE_BLOCK_BYTES - 5, 'w');
+    s.put("other", all);
+    CHECK(s.get("other") == all);
+    CHECK(s.get(key) == "<none>"); // evicted to make room
+    CHECK(s.stats().store_failed == 0);
+}
+
 TEST_CASE("expire: a session lives expire_ms after its last store", "[sstore]")
 {
     Store s(8, 1 << 20, 4096, 1000);
