@@ -122,13 +122,15 @@ static void conn_put(struct drv_worker *w, uint32_t ci)
     w->conn_free_head = ci;
 }
 
-/* Connects stream s's slot of server srv. Returns the pool index or NONE (counted). */
-static uint32_t conn_open(struct drv_worker *w, uint32_t s, unsigned srv, unsigned slot)
+/* Connects stream s's slot of server srv. Returns the pool index, or NONE (counted in
+ * err_connect when a request needed it; the connections opened ahead at start are not). */
+static uint32_t conn_open(struct drv_worker *w, uint32_t s, unsigned srv, unsigned slot,
+                          bool for_request)
 {
     struct rpl_server_stats *st = &w->stats.server[srv];
     uint32_t ci = conn_get(w);
     if (ci == NONE) {
-        st->err_connect++;
+        st->err_connect += for_request;
         return NONE;
     }
     const struct rpl_run_opts *o = w->sh->o;
@@ -139,7 +141,7 @@ static uint32_t conn_open(struct drv_worker *w, uint32_t s, unsigned srv, unsign
     int fd = bench_addr_connect(&o->servers[srv][stage], (int)o->timeout_ms, true, err,
                                 sizeof(err));
     if (fd < 0) {
-        st->err_connect++;
+        st->err_connect += for_request;
         conn_put(w, ci);
         return NONE;
     }
@@ -284,7 +286,7 @@ static void part_start(struct drv_worker *w, uint32_t s, unsigned srv, uint64_t 
     uint32_t ci = st->conn[srv][slot];
     st->part[srv] = PART_PENDING;
     st->pending++;
-    if (ci == NONE && (ci = conn_open(w, s, srv, slot)) != NONE)
+    if (ci == NONE && (ci = conn_open(w, s, srv, slot, true)) != NONE)
         arm_recv(w, ci);
     if (ci == NONE) {
         part_fail(w, s, srv, NULL, now); /* conn_open counted err_connect */
@@ -710,7 +712,7 @@ int drv_init(struct drv_worker *w, unsigned idx, struct drv_shared *sh, const ui
                 st->conn[srv][k] = NONE;
         for (unsigned srv = 0; srv < o->server_count; srv++)
             for (unsigned slot = 0; slot < sh->slot_count[srv] && st->count > 0; slot++)
-                w->open_conns += conn_open(w, i, srv, slot) != NONE;
+                w->open_conns += conn_open(w, i, srv, slot, false) != NONE;
     }
     return 0;
 }
@@ -773,6 +775,39 @@ static void loop_turn(struct drv_worker *w, uint64_t *now, bool stopping)
     io_uring_cq_advance(w->ring, n);
 }
 
+/* Closes every connection and reaps the completions that brings before the ring goes, so the
+ * kernel never writes into a freed buffer. On the worker's own thread: with SINGLE_ISSUER and
+ * DEFER_TASKRUN only the creator may wait on the ring. */
+static void ring_teardown(struct drv_worker *w)
+{
+    for (uint32_t ci = 0; ci < w->conn_cap; ci++) {
+        if (w->conns[ci].state == CONN_OPEN) {
+            w->conns[ci].busy = false;
+            conn_close(w, ci);
+        }
+    }
+    uint64_t until = drv_now_ns() + 1000000000ull;
+    bool left = true;
+    while (left && drv_now_ns() < until) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {0, 10000000};
+        io_uring_submit_and_wait_timeout(w->ring, &cqe, 1, &ts, NULL);
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(w->ring, head, cqe)
+        {
+            on_cqe(w, cqe, 0);
+            n++;
+        }
+        io_uring_cq_advance(w->ring, n);
+        left = false;
+        for (uint32_t ci = 0; ci < w->conn_cap; ci++)
+            left |= w->conns[ci].inflight > 0;
+    }
+    io_uring_queue_exit(w->ring);
+    free(w->ring);
+    w->ring = NULL;
+}
+
 void *drv_run(void *arg)
 {
     struct drv_worker *w = arg;
@@ -808,42 +843,20 @@ void *drv_run(void *arg)
         atomic_store_explicit(&w->progress, w->stats.requests, memory_order_relaxed);
     }
     atomic_store(&w->progress, w->stats.requests);
+    ring_teardown(w);
     return NULL;
 }
 
 void drv_fini(struct drv_worker *w)
 {
-    if (w->conns != NULL) {
-        for (uint32_t ci = 0; ci < w->conn_cap; ci++) {
-            struct drv_conn *c = &w->conns[ci];
-            if (c->state == CONN_OPEN) {
-                c->busy = false;
-                conn_close(w, ci);
-            }
-        }
+    if (w->ring != NULL) { /* drv_run never ran (its thread did not start) */
+        BENCH_ASSERT(w->ring->ring_fd <= 0);
+        free(w->ring);
+        w->ring = NULL;
     }
-    if (w->ring != NULL && w->ring->ring_fd > 0) {
-        /* Reap what the shutdowns completed before the buffers they point at are freed. */
-        uint64_t until = drv_now_ns() + 1000000000ull;
-        bool left = true;
-        while (left && drv_now_ns() < until) {
-            struct io_uring_cqe *cqe;
-            struct __kernel_timespec ts = {0, 10000000};
-            io_uring_submit_and_wait_timeout(w->ring, &cqe, 1, &ts, NULL);
-            unsigned head, n = 0;
-            io_uring_for_each_cqe(w->ring, head, cqe)
-            {
-                on_cqe(w, cqe, 0);
-                n++;
-            }
-            io_uring_cq_advance(w->ring, n);
-            left = false;
-            for (uint32_t ci = 0; ci < w->conn_cap; ci++)
-                left |= w->conns[ci].inflight > 0;
-        }
-        io_uring_queue_exit(w->ring);
-    }
-    free(w->ring);
+    for (uint32_t ci = 0; w->conns != NULL && ci < w->conn_cap; ci++)
+        if (w->conns[ci].fd >= 0)
+            close(w->conns[ci].fd); /* opened by drv_init, never run */
     free(w->streams);
     free(w->conns);
     free(w->heap);

@@ -14,27 +14,15 @@ extern "C" {
 #include "corpus.h"
 }
 
-#include "replay_testutil.h"
+#include "corpus_testutil.h"
 
 namespace {
 
-struct corpus_t {
-    rpl_corpus c;
-    corpus_t(const std::string &log, unsigned mask = 7u, int year = 2015)
+struct corpus_t : rpltest::log_corpus {
+    explicit corpus_t(const std::string &log, unsigned mask = 7u, int year = 2015)
+        : log_corpus(log, mask, year)
     {
-        rpl_load_opts o = {year, 0};
-        rpl_corpus_init(&c, &o);
-        rpl_corpus_begin_file(&c, 0);
-        for (const std::string &line : rpltest::split_lines(log))
-            REQUIRE(rpl_corpus_feed(&c, line.data(), line.size()) == 0);
-        REQUIRE(rpl_corpus_finish(&c) == 0);
-        REQUIRE(rpl_corpus_build(&c, mask) == 0);
     }
-    ~corpus_t() { rpl_corpus_free(&c); }
-    corpus_t(const corpus_t &) = delete;
-    corpus_t &operator=(const corpus_t &) = delete;
-
-    std::string str(rpl_str s) const { return std::string(c.strs + s.off, s.len); }
     const rpl_txn &txn_of(const rpl_req &r) const { return c.txns[r.txn_idx]; }
     std::string rcpt_of(const rpl_req &r) const
     {

@@ -13,7 +13,7 @@ extern "C" {
 #include "render.h"
 }
 
-#include "replay_testutil.h"
+#include "corpus_testutil.h"
 
 namespace {
 
@@ -45,23 +45,12 @@ request split(const std::string &wire)
     return r;
 }
 
-struct corpus_t {
-    rpl_corpus c;
+struct corpus_t : rpltest::log_corpus {
     rpl_render_opts o{};
-    explicit corpus_t(const std::string &log)
+    explicit corpus_t(const std::string &log) : log_corpus(log)
     {
-        rpl_load_opts lo = {2026, 0};
-        rpl_corpus_init(&c, &lo);
-        rpl_corpus_begin_file(&c, 0);
-        for (const std::string &line : rpltest::split_lines(log))
-            REQUIRE(rpl_corpus_feed(&c, line.data(), line.size()) == 0);
-        REQUIRE(rpl_corpus_finish(&c) == 0);
-        REQUIRE(rpl_corpus_build(&c, 7u) == 0);
         o.copy_span_us = rpl_copy_span_us(&c);
     }
-    ~corpus_t() { rpl_corpus_free(&c); }
-    corpus_t(const corpus_t &) = delete;
-    corpus_t &operator=(const corpus_t &) = delete;
     request render(uint64_t i, uint32_t copy = 0)
     {
         char buf[8192];
