@@ -354,6 +354,18 @@ Reply Conn::request(const std::vector<std::string> &attr_lines, int timeout_ms)
     return read_reply(timeout_ms);
 }
 
+bool Conn::reusable()
+{
+    if (fd_ < 0 || eof_ || !buf_.empty())
+        return false;
+    struct pollfd p = {fd_, POLLIN, 0};
+    if (poll(&p, 1, 0) == 0)
+        return true;
+    char ch;
+    ssize_t n = ::recv(fd_, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK); /* 0: EOF; >0: stray bytes */
+}
+
 bool Conn::wait_closed(int timeout_ms)
 {
     int64_t deadline = now_ms() + timeout_ms;
@@ -469,7 +481,19 @@ Endpoint DiffRig::endpoint(Impl impl, const std::string &vhost_name) const
 Reply DiffRig::ask(Impl impl, const std::string &vhost_name, const std::vector<std::string> &attrs,
                    int timeout_ms)
 {
-    return itest::ask(endpoint(impl, vhost_name), attrs, timeout_ms);
+    Conn &c = conns_[{impl, vhost_name}];
+    bool reused = c.reusable();
+    if (!reused)
+        c = Conn(endpoint(impl, vhost_name), timeout_ms);
+    Reply r = c.request(attrs, timeout_ms);
+    if (reused && r.status == Reply::CLOSED && r.raw.empty()) {
+        /* closed between our check and the request: once more on a new connection */
+        c = Conn(endpoint(impl, vhost_name), timeout_ms);
+        r = c.request(attrs, timeout_ms);
+    }
+    if (!r.ok())
+        c.close();
+    return r;
 }
 
 } // namespace itest

@@ -639,6 +639,10 @@ int Daemon::stop(int grace_ms)
         return -1;
     if (!reaped_) {
         kill(pid_, SIGTERM);
+        /* The Perl master waits 2-3 s for its workers; nothing is tested about how the Perl
+           daemon stops, so it gets a short grace before the whole group is killed. */
+        if (impl_ == Impl::Perl && grace_ms > 300)
+            grace_ms = 300;
         if (wait_exit(grace_ms) < 0) {
             kill(-pid_, SIGKILL);
             reap(true);

@@ -181,8 +181,9 @@ class Daemon {
     int send_signal(int signo);   /* kill(pid, signo); 0 or -errno */
     /* Waits for the process to exit; its status (code, or 128+signal), or -1 on timeout. */
     int wait_exit(int timeout_ms);
-    /* SIGTERM, wait up to grace_ms, then SIGKILL to the process group; the exit status. Also
-     * SIGKILLs leftovers of the group (Perl workers) so no process outlives the test. */
+    /* SIGTERM, wait up to grace_ms (at most 300 ms for the Perl daemon), then SIGKILL to the
+     * process group; the exit status. Also SIGKILLs leftovers of the group (Perl workers) so no
+     * process outlives the test. */
     int stop(int grace_ms = 5000);
 
     std::string log() const;
@@ -282,6 +283,9 @@ class Conn {
     {
         return eof_;
     }
+    /* True when the connection can carry another request right now: open, nothing unread,
+     * and the peer has not closed it (checked without waiting). */
+    bool reusable();
     void shutdown_write();
     void close();
 
@@ -331,6 +335,10 @@ class DiffRig {
     }
     Daemon &daemon(Impl impl);
     Endpoint endpoint(Impl impl, const std::string &vhost_name) const;
+    /* One request. Each (daemon, vhost) keeps one connection open between requests (new
+     * connections to the Perl daemon cost up to 250 ms while it forks workers); a connection
+     * the daemon closed is replaced, and a request that meets a closed reused connection is
+     * sent again on a new one. */
     Reply ask(Impl impl, const std::string &vhost_name, const std::vector<std::string> &attrs,
               int timeout_ms = 5000);
     const std::string &error() const
@@ -345,6 +353,7 @@ class DiffRig {
     std::map<std::string, std::string> files_;
     std::map<std::string, uint16_t> perl_ports_, ring_ports_;
     std::unique_ptr<Daemon> perl_, ring_;
+    std::map<std::pair<Impl, std::string>, Conn> conns_;
 };
 
 } // namespace itest
