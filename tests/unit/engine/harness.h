@@ -356,7 +356,10 @@ inline bool echo_line(eng_conn *c, const char *line, size_t len)
         eng_conn_send(c, buf, size_t(n));
         return true;
     }
-    eng_conn_send(c, line, len + 1); // with its newline
+    if (eng_conn_send(c, line, len + 1) < 0) { // with its newline
+        eng_conn_close(c);                     // no buffer for the answer: give up
+        return false;
+    }
     return true;
 }
 
