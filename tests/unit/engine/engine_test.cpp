@@ -233,3 +233,142 @@ TEST_CASE("eng_stop before eng_run: run returns at once", "[engine]")
         eng_destroy(e);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The start-up probe, with io_uring really blocked: a seccomp filter in a forked child makes
+// io_uring_setup fail as a container profile or kernel.io_uring_disabled would.
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+
+extern "C" {
+#include "eng/log.h"
+}
+
+namespace {
+
+int block_io_uring_setup(int err)
+{
+    sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned(err) & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof(f) / sizeof(f[0])), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+std::string slurp(const std::string &path)
+{
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+// In a child with io_uring_setup failing with err: AUTO falls back to epoll (and logs why), URING
+// fails with a sentence. Returns the child's exit code (0 = as expected).
+int probe_child(int err, const char *why, const std::string &log)
+{
+    fflush(nullptr);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        if (block_io_uring_setup(err) < 0)
+            _exit(10);
+        eng_log_config lc{};
+        lc.level = 4;
+        lc.target = ENG_LOG_FILE;
+        lc.path = log.c_str();
+        char msg[512];
+        if (eng_log_open(&lc, msg, sizeof(msg)) < 0)
+            _exit(11);
+        eng_config cfg = echo_config(ENG_BACKEND_AUTO, 1);
+        eng *e;
+        if (eng_create(&cfg, &e, msg, sizeof(msg)) < 0)
+            _exit(12);
+        bool epoll = std::string(eng_backend_name(e)) == "epoll";
+        bool desc = std::string(eng_backend_desc(e)).find(why) != std::string::npos;
+        eng_destroy(e);
+        if (!epoll)
+            _exit(13);
+        if (!desc)
+            _exit(14);
+        cfg.backend = ENG_BACKEND_URING;
+        int rc = eng_create(&cfg, &e, msg, sizeof(msg));
+        if (rc != -err)
+            _exit(15);
+        if (std::string(msg).find(why) == std::string::npos)
+            _exit(16);
+        eng_log_close();
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 100;
+}
+
+} // namespace
+
+TEST_CASE("io_uring blocked: AUTO falls back to epoll and says why, URING fails", "[engine]")
+{
+    std::string log = "/tmp/ringpolicyd-probe-test-" + std::to_string(getpid());
+    CHECK(probe_child(EPERM, "seccomp", log) == 0);
+    std::string text = slurp(log);
+    CHECK(text.find("io_uring is not usable (io_uring_setup is blocked (EPERM)") !=
+          std::string::npos);
+    CHECK(text.find("using the epoll backend") != std::string::npos);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 1); // one line
+    unlink(log.c_str());
+    CHECK(probe_child(ENOSYS, "this kernel has no io_uring", log) == 0);
+    unlink(log.c_str());
+    CHECK(probe_child(ENOMEM, "ulimit -l", log) == 0);
+    unlink(log.c_str());
+}
+
+TEST_CASE("a slow turn is counted and logged once", "[engine]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        std::string log = "/tmp/ringpolicyd-slow-test-" + std::to_string(getpid());
+        eng_log_config lc{};
+        lc.level = 4;
+        lc.target = ENG_LOG_FILE;
+        lc.path = log.c_str();
+        char msg[256];
+        REQUIRE(eng_log_open(&lc, msg, sizeof(msg)) == 0);
+        {
+            eng_config cfg = echo_config(backend);
+            cfg.limits.turn_warn_ms = 5;
+            Engine eng(cfg);
+            for (int i = 0; i < 3; i++)
+                REQUIRE(eng_run_on_shards(
+                            eng.e,
+                            [](eng_shard *, void *, void *) {
+                                std::this_thread::sleep_for(std::chrono::milliseconds(30));
+                            },
+                            nullptr) == 0);
+            REQUIRE(eventually([&] { return eng.stats().turns_slow >= 3; }));
+            CHECK(eng.stats().turn_us_max >= 30000);
+        }
+        eng_log_close();
+        std::string text = slurp(log);
+        CHECK(text.find("shard 0: one loop turn took") != std::string::npos);
+        CHECK(std::count(text.begin(), text.end(), '\n') == 1); // rate-limited
+        unlink(log.c_str());
+    }
+}
