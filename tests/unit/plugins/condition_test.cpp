@@ -236,6 +236,20 @@ TEST_CASE("Condition runs its sub-chain on a match and returns its results", "[c
     }
 }
 
+TEST_CASE("Condition returns every result of its sub-chain, aborting or not", "[condition]")
+{
+    // 2.05 returns the sub-chain's results as they are: results that do not abort let the
+    // outer chain go on, and Postfix gets all the actions in order.
+    register_two_results();
+    Kit k(conf(
+        cond("c", "    key = \"client_address\"\n    invert = 1\n" + plugin("two", "TwoResults")) +
+        action("end", "reject end")));
+    REQUIRE(k.ok());
+    CHECK(k.ask(req("client_address=192.0.2.1\n")) ==
+          "action=first\naction=second\naction=reject end\n\n");
+    CHECK(k.ask(req("")) == reply("reject end"));
+}
+
 TEST_CASE("Condition refuses bad options at start-up", "[condition]")
 {
     CHECK_FALSE(Kit(conf(cond("c", "    match = \"x\"\n"))).ok()); // no key

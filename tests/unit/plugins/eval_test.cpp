@@ -22,6 +22,18 @@ TEST_CASE("Eval stores the sub-chain's actions and returns nothing", "[eval]")
     CHECK(k.session("e1", "captured") == "reject inner");
 }
 
+TEST_CASE("Eval joins several actions with LF", "[eval]")
+{
+    register_two_results();
+    Kit k(conf("  <Plugin ev>\n    module = \"Eval\"\n    store_in = \"captured\"\n" +
+                   plugin("two", "TwoResults") + action("inner-end", "reject inner") +
+                   "  </Plugin>\n" + end_action,
+               true));
+    REQUIRE(k.ok());
+    CHECK(k.ask(req("instance=j1\n")) == reply("reject end"));
+    CHECK(k.session("j1", "captured") == "first\nsecond\nreject inner");
+}
+
 TEST_CASE("Eval's stored answer can be used later in the chain", "[eval]")
 {
     // 2.05: the second request answers "two": c1 (invert, no test) matches, its sub-chain

@@ -8,6 +8,8 @@
 #include <string>
 
 extern "C" {
+#include "pol/plugin.h"
+#include "server.h"
 #include "testkit.h"
 }
 
@@ -114,6 +116,28 @@ class Kit
     struct pol_testkit *kit_ = nullptr;
     std::string error_;
 };
+
+// A test-only plugin type `TwoResults`: two results that do not abort ("first", "second"), as
+// a plugin returning several results would give them. Registered once per process.
+inline enum pol_step two_results_step(struct pol_plugin *, struct pol_req *r, void *)
+{
+    if (pol_result(r, "first", 5, false) != 0 || pol_result(r, "second", 6, false) != 0)
+        return pol_req_fail(r, "out of memory");
+    return POL_NEXT;
+}
+
+inline void register_two_results()
+{
+    static const struct pol_plugin_type type = [] {
+        struct pol_plugin_type t = {};
+        t.api_version = POL_PLUGIN_API_VERSION;
+        t.module = "TwoResults";
+        t.step = two_results_step;
+        return t;
+    }();
+    static const int rc = pol_server_register_type(&type);
+    (void)rc;
+}
 
 // The reply Postfix would receive for one action.
 inline std::string reply(const std::string &action)
