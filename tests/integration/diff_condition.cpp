@@ -133,8 +133,15 @@ TEST_CASE("Condition variable references and duplicate attributes", "[diff][cond
     run_cases(rig, vhosts, cases);
 }
 
-TEST_CASE("Condition with an unknown scope fails the request", "[diff][condition]")
+TEST_CASE("Condition with an unknown scope: 2.05 fails the request, ringpolicyd refuses the "
+          "configuration",
+          "[diff][condition]")
 {
+    /* 2.05 checks the scope of `key` per request (spec 12.1: the plugin fails, and with
+       on_error = continue the chain goes on). ringpolicyd parses `key` as a variable reference
+       when it loads the configuration (spec 1: option types are checked at start-up; 16 #20:
+       validate at start-up), so the same file is refused there, naming the key's line. This is
+       a difference by design that the README must list. */
     std::vector<VhostSpec> vhosts = {
         {"bad_scope", cond("    key = \"x:sender\"\n    match = \"a\"\n    action = \"reject x\""),
          ""},
@@ -142,17 +149,26 @@ TEST_CASE("Condition with an unknown scope fails the request", "[diff][condition
          cond("    key = \"x:sender\"\n    match = \"a\"\n    on_error = \"continue\"\n"
               "    action = \"reject x\""), ""},
     };
-    DiffRig rig(vhosts);
-    ITEST_START_RIG(rig);
-
-    std::vector<DiffCase> cases = {
-        {"bad_scope", rq(), "<closed>", "", ""},
-        {"bad_scope_continue", rq(), "defer fallback", "", ""},
-    };
-    run_cases(rig, vhosts, cases);
-    if (rig.has_ring())
-        CHECK(rig.daemon(Impl::Ring).wait_log("plugin cond failed: ", 2000));
-    CHECK(rig.daemon(Impl::Perl).wait_log("plugin cond failed: ", 2000));
+    {
+        DiffRig rig(vhosts);
+        ITEST_START_RIG_PERL_ONLY(rig);
+        CHECK(summarize(rig.ask(Impl::Perl, "bad_scope", rq())) == "<closed>");
+        CHECK(summarize(rig.ask(Impl::Perl, "bad_scope_continue", rq())) == "defer fallback");
+        CHECK(rig.daemon(Impl::Perl).wait_log("plugin cond failed: ", 2000));
+    }
+    if (!is_executable(ringpolicyd_bin())) {
+        note_partial_skip("ringpolicyd is not built: its refusal was not checked");
+        return;
+    }
+    for (auto &v : vhosts) {
+        std::string port = std::to_string(free_tcp_port());
+        Daemon ring(Impl::Ring, "port = \"127.0.0.1:" + port + "\"\n<VirtualHost " + port +
+                                    ">\n  name = \"x\"\n" + v.body + "</VirtualHost>\n");
+        RunResult r = ring.run({"--check"});
+        INFO(v.name << ": status " << r.status << "\n" << r.out << r.err);
+        CHECK(r.status > 0);
+        CHECK(contains(r.out + r.err, ring.config_path() + ":7")); /* the key line */
+    }
 }
 
 TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")

@@ -115,6 +115,14 @@ inline void run_cases(DiffRig &rig, const std::vector<VhostSpec> &vhosts,
         REQUIRE(started_);                                                                         \
     } while (0)
 
+/* The same, for a rig that runs only the Perl daemon. */
+#define ITEST_START_RIG_PERL_ONLY(rig)                                                             \
+    do {                                                                                           \
+        bool started_ = (rig).start(false);                                                        \
+        INFO((rig).error());                                                                       \
+        REQUIRE(started_);                                                                         \
+    } while (0)
+
 } // namespace itest
 
 #endif

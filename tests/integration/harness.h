@@ -326,9 +326,10 @@ class DiffRig {
             std::map<std::string, std::string> files = {});
     DiffRig(const DiffRig &) = delete;
     DiffRig &operator=(const DiffRig &) = delete;
-    /* Starts the Perl daemon (need_perl) and ringpolicyd when built (else note_partial_skip).
+    /* Starts the Perl daemon (need_perl) and ringpolicyd when built (else note_partial_skip;
+     * with_ring false: only the Perl daemon, for configurations ringpolicyd refuses by design).
      * Returns false with the reason in error() when a daemon refused to start. */
-    bool start();
+    bool start(bool with_ring = true);
     bool has_ring() const
     {
         return ring_ != nullptr;

@@ -122,7 +122,9 @@ TEST_CASE("bad plugin blocks are start-up errors naming file and line", "[plugin
     struct Bad {
         const char *what;
         std::string plugin; /* starts on line 4 of the file (see below) */
-        int line;           /* the line the message must name */
+        int line;           /* the line the message must name: the offending option's
+                               (module = ... for loading errors), or the block's when an
+                               option is missing */
     } cases[] = {
         {"unknown option of a .so plugin",
          "  <Plugin h>\n    module = \"" + helloworld_so() + "\"\n    colour = \"red\"\n  </Plugin>\n",
@@ -131,16 +133,16 @@ TEST_CASE("bad plugin blocks are start-up errors naming file and line", "[plugin
          "  <Plugin h>\n    module = \"" + helloworld_so() + "\"\n    score = \"lots\"\n  </Plugin>\n",
          6},
         {"a missing .so", "  <Plugin h>\n    module = \"/nonexistent/Nothing.so\"\n  </Plugin>\n",
-         4},
+         5},
         {"a .so without the plugin entry point",
          "  <Plugin h>\n    module = \"" + itest_build_dir() + "/NotAPlugin.so\"\n  </Plugin>\n",
-         4},
+         5},
         {"a .so refusing the host's API version",
          "  <Plugin h>\n    module = \"" + itest_build_dir() + "/WrongApi.so\"\n  </Plugin>\n",
-         4},
+         5},
         {"a file that is not a shared object",
-         "  <Plugin h>\n    module = \"" + itest_dir() + "/harness.h\"\n  </Plugin>\n", 4},
-        {"an unknown module name", "  <Plugin h>\n    module = \"NoSuchPlugin\"\n  </Plugin>\n", 4},
+         "  <Plugin h>\n    module = \"" + itest_dir() + "/harness.h\"\n  </Plugin>\n", 5},
+        {"an unknown module name", "  <Plugin h>\n    module = \"NoSuchPlugin\"\n  </Plugin>\n", 5},
         {"a plugin without module", "  <Plugin h>\n    action = \"reject\"\n  </Plugin>\n", 4},
     };
     for (auto &c : cases) {
