@@ -74,3 +74,15 @@ TEST_CASE("ClearFields without options, or with empty ones, changes nothing", "[
     CHECK(k.session("c5", "x.y") == "3");
     CHECK(k.session("c5", "xzy") == "4");
 }
+
+TEST_CASE("ClearFields logs what it clears", "[clearfields]")
+{
+    Kit k(conf(four + clear("    fields = \"abd , nothere\"\n    fields_prefix = \"x.,zz\"\n")));
+    REQUIRE(k.ok());
+    LogCapture log;
+    REQUIRE(log.ok());
+    CHECK(k.ask(req("")) == dunno);
+    // 2.05, same configuration.
+    CHECK(log.has_line("test: clearing fields abd, nothere"));
+    CHECK(log.has_line("test: clearing fields with prefixes: x., zz"));
+}

@@ -261,3 +261,17 @@ TEST_CASE("Condition refuses bad options at start-up", "[condition]")
     Kit bad_re(conf(cond("c", "    key = \"a\"\n    re_match = \"a(\"\n")));
     CHECK(bad_re.error().find("test.conf:") == 0);
 }
+
+TEST_CASE("Condition logs KEY matched VALUE at its log_level", "[condition]")
+{
+    Kit k(conf(cond("c", "    key = \"r:client_address\"\n    match = \"127.0.0.1\"\n") +
+               cond("quiet", "    key = \"client_address\"\n    match = \"127.0.0.1\"\n"
+                             "    log_level = 5\n")));
+    REQUIRE(k.ok());
+    LogCapture log(ENG_LOG_DEBUG);
+    REQUIRE(log.ok());
+    CHECK(k.ask(req("client_address=127.0.0.1\n")) == dunno);
+    // 2.05: "test: client_address matched 127.0.0.1" (the key as configured).
+    CHECK(log.has_line("test: r:client_address matched 127.0.0.1"));
+    CHECK(log.text().find("test: client_address matched") == std::string::npos);
+}

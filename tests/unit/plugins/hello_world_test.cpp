@@ -144,3 +144,17 @@ TEST_CASE("A module path that does not exist is refused naming it", "[hello_worl
     CHECK_FALSE(k.ok());
     CHECK(k.error().find("/nonexistent/HelloWorld.so") != std::string::npos);
 }
+
+TEST_CASE("HelloWorld logs at its log_level", "[hello_world]")
+{
+    Kit k(conf(hello("    log_level = 2\n")));
+    REQUIRE(k.ok());
+    LogCapture log(ENG_LOG_NOTICE);
+    REQUIRE(log.ok());
+    CHECK(k.ask(req("client_address=192.0.2.9\n")) == reply("reject Hello World!"));
+    CHECK(log.has_line("test: saying hello to 192.0.2.9"));
+    Kit quiet(conf(hello()));
+    REQUIRE(quiet.ok());
+    CHECK(quiet.ask(req("client_address=192.0.2.10\n")) == reply("reject Hello World!"));
+    CHECK(log.text().find("192.0.2.10") == std::string::npos);
+}

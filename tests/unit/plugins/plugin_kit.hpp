@@ -5,9 +5,14 @@
 #ifndef PLUGIN_KIT_HPP
 #define PLUGIN_KIT_HPP
 
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <unistd.h>
 
 extern "C" {
+#include "eng/log.h"
 #include "pol/plugin.h"
 #include "server.h"
 #include "testkit.h"
@@ -138,6 +143,54 @@ inline void register_two_results()
     static const int rc = pol_server_register_type(&type);
     (void)rc;
 }
+
+// Sends the log (at `level`) to a temporary file while it lives, for checking plugin messages.
+// The testkit runs on this thread, which is not a shard, so every line is written at once.
+class LogCapture
+{
+  public:
+    explicit LogCapture(int level = ENG_LOG_DEBUG)
+    {
+        char name[] = "/tmp/plugins_log.XXXXXX";
+        int fd = mkstemp(name);
+        if (fd >= 0)
+            close(fd);
+        path_ = name;
+        struct eng_log_config cfg = {};
+        cfg.level = level;
+        cfg.target = ENG_LOG_FILE;
+        cfg.path = path_.c_str();
+        char err[256];
+        ok_ = fd >= 0 && eng_log_open(&cfg, err, sizeof err) == 0;
+    }
+    ~LogCapture()
+    {
+        eng_log_close();
+        std::remove(path_.c_str());
+    }
+    LogCapture(const LogCapture &) = delete;
+    LogCapture &operator=(const LogCapture &) = delete;
+
+    bool ok() const
+    {
+        return ok_;
+    }
+    std::string text() const
+    {
+        std::ifstream in(path_, std::ios::binary);
+        std::ostringstream s;
+        s << in.rdbuf();
+        return s.str();
+    }
+    bool has_line(const std::string &line) const
+    {
+        return ("\n" + text()).find("\n" + line + "\n") != std::string::npos;
+    }
+
+  private:
+    std::string path_;
+    bool ok_ = false;
+};
 
 // The reply Postfix would receive for one action.
 inline std::string reply(const std::string &action)

@@ -276,3 +276,19 @@ TEST_CASE("RegexList stops a pathological match and counts it as no match", "[re
     CHECK(k.ask(req("sender=" + std::string(40, 'a') + "!\n")) == dunno);
     CHECK(k.ask(req("sender=aaaa\n")) == reply("reject a"));
 }
+
+TEST_CASE("RegexList logs a match and a missing attribute", "[regexlist]")
+{
+    TempFile file(listed_file);
+    Kit k(conf(regexlist("rl", "    key = \"sender\"\n    file = \"" + file.path() +
+                                   "\"\n"
+                                   "    action = \"reject listed\"\n")));
+    REQUIRE(k.ok());
+    LogCapture log;
+    REQUIRE(log.ok());
+    CHECK(k.ask(req("sender=x@spam.com\n")) == reply("reject listed"));
+    CHECK(k.ask(req("")) == dunno);
+    // 2.05, same requests.
+    CHECK(log.has_line("test: sender=x@spam.com matched rl"));
+    CHECK(log.has_line("test: no attribute 'sender' in request"));
+}

@@ -56,3 +56,15 @@ TEST_CASE("Stress action is user-configurable", "[stress]")
     REQUIRE(without.ok());
     CHECK(without.ask(req("stress=yes\n")) == reply("defer configured"));
 }
+
+TEST_CASE("Stress logs when Postfix is under stress", "[stress]")
+{
+    Kit k(conf(plugin("st", "Stress", "    action = \"defer\"\n")));
+    REQUIRE(k.ok());
+    LogCapture log;
+    REQUIRE(log.ok());
+    CHECK(k.ask(req("stress=no\n")) == dunno);
+    CHECK(log.text().find("stress feature") == std::string::npos);
+    CHECK(k.ask(req("stress=yes\n")) == reply("defer"));
+    CHECK(log.has_line("test: MTA has stress feature turned on"));
+}
