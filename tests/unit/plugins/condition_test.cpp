@@ -275,3 +275,21 @@ TEST_CASE("Condition logs KEY matched VALUE at its log_level", "[condition]")
     CHECK(log.has_line("test: r:client_address matched 127.0.0.1"));
     CHECK(log.text().find("test: client_address matched") == std::string::npos);
 }
+
+TEST_CASE("Condition key: an empty reference reads nothing, an unknown scope is refused",
+          "[condition]")
+{
+    Kit empty(conf(cond("c", "    key = \"\"\n    invert = 1\n    action = \"reject empty\"\n")));
+    REQUIRE(empty.ok());
+    CHECK(empty.ask(req("foo=1\n")) == dunno);
+    // 2.05 fails every request with "unknown scope x while retrieving variable for x:foo";
+    // ringpolicyd refuses the configuration instead.
+    Kit unknown(conf(cond("c", "    key = \"x:foo\"\n    match = \"1\"\n")));
+    CHECK_FALSE(unknown.ok());
+    CHECK(unknown.error().find("unknown scope x") != std::string::npos);
+    // A colon after a scope belongs to the name.
+    Kit colon(conf(cond("c", "    key = \"r:x:foo\"\n    match = \"1\"\n"
+                             "    action = \"reject colon\"\n")));
+    REQUIRE(colon.ok());
+    CHECK(colon.ask(req("x:foo=1\n")) == reply("reject colon"));
+}
