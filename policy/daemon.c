@@ -450,9 +450,15 @@ static int log_open(const struct pol_server *s, const struct pol_daemon_opts *o,
 static int listeners_build(struct daemon *d, char *err, size_t err_len)
 {
     struct pol_listen specs[POL_LISTEN_MAX];
-    int n = pol_listen_parse(d->srv->g.port, d->srv->g.host, specs, POL_LISTEN_MAX, err, err_len);
-    if (n < 0)
+    char why[POL_ERR_MAX];
+    int n =
+        pol_listen_parse(d->srv->g.port, d->srv->g.host, specs, POL_LISTEN_MAX, why, sizeof(why));
+    if (n < 0) {
+        const struct pol_cfg_node *root = pol_cfg_root(d->srv->cfg);
+        const struct pol_cfg_node *port = pol_cfg_option(root, "port");
+        pol_errf(err, err_len, port ? port->file : root->file, port ? port->line : 0, "%s", why);
         return -1;
+    }
     d->listens = calloc((size_t)n, sizeof(*d->listens));
     d->keys = calloc((size_t)n, sizeof(*d->keys));
     if (!d->listens || !d->keys) {
@@ -472,11 +478,13 @@ static int listeners_build(struct daemon *d, char *err, size_t err_len)
  * first request; we refuse to start). */
 static int listeners_check(const struct daemon *d, char *err, size_t err_len)
 {
+    const struct pol_cfg_node *root = pol_cfg_root(d->srv->cfg);
+    const struct pol_cfg_node *port = pol_cfg_option(root, "port");
     for (size_t i = 0; i < d->listen_count; i++)
         if (!pol_server_vhost_by_key(d->srv, d->keys[i])) {
-            snprintf(err, err_len,
-                     "%s: port %s has no <VirtualHost %s> (2.05 would fail every request on it)",
-                     d->srv->g.port, d->keys[i], d->keys[i]);
+            pol_errf(err, err_len, port ? port->file : root->file, port ? port->line : 0,
+                     "port %s has no <VirtualHost %s> (2.05 would fail every request on it)",
+                     d->keys[i], d->keys[i]);
             return -1;
         }
     return 0;
@@ -543,8 +551,10 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
         (struct pol_proto_limits){g->max_request_bytes, g->max_line_bytes, g->max_attributes};
     if (g->error_action && *g->error_action) {
         size_t n = strlen(g->error_action) + sizeof("action=\n\n");
-        if (!(d->error_reply = malloc(n)))
+        if (!(d->error_reply = malloc(n))) {
+            snprintf(err, err_len, "out of memory");
             return -ENOMEM;
+        }
         d->error_reply_len = (size_t)snprintf(d->error_reply, n, "action=%s\n\n", g->error_action);
     }
     return eng_create(&cfg, &d->eng, err, err_len);
@@ -621,7 +631,8 @@ int pol_daemon_main(const struct pol_daemon_opts *o)
     if (listeners_check(&d, err, sizeof(err)) != 0 ||
         engine_create(&d, &opts, err, sizeof(err)) != 0 ||
         become_daemon(&d, &opts, err, sizeof(err)) != 0) {
-        fprintf(stderr, "ringpolicyd: %s\n", err);
+        if (!(opts.foreground && !d.srv->g.log_file)) /* else the log is standard error */
+            fprintf(stderr, "%s\n", err);
         eng_log(ENG_LOG_ERR, "%s", err);
         daemon_free(&d);
         return 255;
