@@ -61,7 +61,22 @@ std::string exchange(const Endpoint &ep, const std::string &data, bool half_clos
     c.send(data);
     if (half_close)
         c.shutdown_write();
-    bool closed = c.wait_closed(settle_ms);
+    /* Wait up to 8 s for the first byte or the close (a Perl daemon that just started may
+       still be forking workers), then until the peer closes or stays silent for settle_ms. */
+    bool closed = false;
+    size_t seen = 0;
+    int64_t deadline = now_ms() + 8000, last_change = now_ms();
+    while (!closed) {
+        closed = c.wait_closed(50);
+        if (c.pending().size() != seen) {
+            seen = c.pending().size();
+            last_change = now_ms();
+        }
+        if (seen > 0 && now_ms() - last_change >= settle_ms)
+            break;
+        if (seen == 0 && now_ms() >= deadline)
+            break;
+    }
     std::string shown;
     for (char ch : c.pending()) {
         if (ch == '\n')

@@ -16,7 +16,7 @@ std::string slow_config(uint16_t port, int ms)
     return simple_config(port,
                          "  <Plugin nap>\n    module = \"Sleep\"\n    ms = " + std::to_string(ms) +
                              "\n  </Plugin>\n" + action_plugin("answer", "reject after nap"),
-                         "plugin_dir = \"" + itest_build_dir() + "\"\nlog_level = 3\n");
+                         "plugin_dir = \"" + itest_build_dir() + "\"\nlog_level = 4\n");
 }
 
 void stop_with_requests_in_flight(int signo)
@@ -38,7 +38,13 @@ void stop_with_requests_in_flight(int signo)
     for (size_t i = 0; i < busy.size(); i++)
         REQUIRE(busy[i].send(encode_request(
             postfix_request({{"instance", "inflight-" + std::to_string(i)}}))));
-    sleep_ms(200); /* all requests are now sleeping in the chain */
+    /* Wait until every request is sleeping in the chain (the Sleep plugin logs at level 4):
+       only then are they all in flight from the daemon's point of view. */
+    int64_t deadline = now_ms() + 5000;
+    while (count_of(d->log(), "sleeping 800 ms") < static_cast<size_t>(busy_count) &&
+           now_ms() < deadline)
+        sleep_ms(10);
+    REQUIRE(count_of(d->log(), "sleeping 800 ms") == static_cast<size_t>(busy_count));
     REQUIRE(d->send_signal(signo) == 0);
 
     int answered = 0;
@@ -46,7 +52,10 @@ void stop_with_requests_in_flight(int signo)
         Reply r = c.read_reply(10000);
         answered += r.actions == std::vector<std::string>{"reject after nap"};
     }
-    CHECK(answered == busy_count);
+    {
+        INFO("daemon log:\n" << d->log());
+        CHECK(answered == busy_count);
+    }
     for (auto &c : idle)
         CHECK(c.wait_closed(10000));
     CHECK(d->wait_exit(15000) == 0);
