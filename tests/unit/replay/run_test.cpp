@@ -187,8 +187,8 @@ std::string make_log(int procs, int mails, int gap_s = 1)
         for (int p = 0; p < procs; p++, t += gap_s) {
             snprintf(ts, sizeof(ts), "Nov 24 %02d:%02d:%02d mx ", t / 3600, t / 60 % 60, t % 60);
             std::string pid = std::to_string(100 + p), ip = "192.0.2." + std::to_string(1 + p);
-            char qid[16];
-            snprintf(qid, sizeof(qid), "A%04X%04X", p, m);
+            char qid[32];
+            snprintf(qid, sizeof(qid), "A%04X%04X", (unsigned)p & 0xffffu, (unsigned)m & 0xffffu);
             log += ts + ("postfix/smtpd[" + pid + "]: connect from c" + pid + "[" + ip + "]\n");
             log += ts + ("postfix/smtpd[" + pid + "]: " + qid + ": client=c" + pid + "[" + ip + "]\n");
             log += ts + ("postfix/qmgr[9]: " + std::string(qid) + ": from=<s@x>, size=100, nrcpt=2 (queue active)\n");
