@@ -103,9 +103,17 @@ REPORT=$RUN/report.md
 # ---------------------------------------------------------------------------------------------
 # Processes we start, and stopping them (by pid only).
 STARTED=()
+# forget ARRAY PID: drops a stopped pid from the list cleanup works through (a pid number may be
+# reused by an unrelated process later).
+forget() {
+    local -n list=$1
+    local keep=() p
+    for p in "${list[@]}"; do [ "$p" = "$2" ] || keep+=("$p"); done
+    list=("${keep[@]}")
+}
 stop_pid() {
     local pid=$1
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; forget STARTED "$pid"; return 0; }
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
@@ -114,10 +122,27 @@ stop_pid() {
     done
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+    forget STARTED "$pid"
+    return 0
+}
+# Servers run under setsid, so each is the leader of its own process group: stopping the group
+# also stops the Perl workers, which are left running (and spinning) if only their master dies.
+GROUPS_STARTED=()
+stop_group() {
+    local pgid=$1
+    kill -TERM -- "-$pgid" 2>/dev/null
+    for _ in $(seq 100); do
+        pgrep -g "$pgid" >/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pgid" 2>/dev/null
+    wait "$pgid" 2>/dev/null
+    forget GROUPS_STARTED "$pgid"
     return 0
 }
 cleanup() {
     for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+    for pgid in "${GROUPS_STARTED[@]}"; do stop_group "$pgid"; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -190,11 +215,11 @@ start_server() {
         ;;
     esac
     SERVER_PID=$!
-    STARTED+=("$SERVER_PID")
+    GROUPS_STARTED+=("$SERVER_PID")
     if ! wait_ready "$SERVER_PORT" "$SERVER_PID" 30; then
         skip "$name: did not answer on 127.0.0.1:$SERVER_PORT within 30 s (log: $log)"
         tail -5 "$log" >&2
-        stop_pid "$SERVER_PID"
+        stop_group "$SERVER_PID"
         return 1
     fi
     if [ "$kind" = perl ]; then
@@ -253,13 +278,13 @@ bench_target() {
             start_server perl "$name" "$template" "$conns" || continue
             run_point "$name" "$conns" "$SERVER_PORT" "$SERVER_PID"
             [ "$conns" = "$PERL_MEM_CONNS" ] && perl_worker_memory "$SERVER_PID" "$name"
-            stop_pid "$SERVER_PID"
+            stop_group "$SERVER_PID"
         done
         return
     fi
     start_server "$kind" "$name" "$template" 0 || return
     for conns in $CONNS; do run_point "$name" "$conns" "$SERVER_PORT" "$SERVER_PID"; done
-    stop_pid "$SERVER_PID"
+    stop_group "$SERVER_PID"
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
@@ -295,7 +320,7 @@ memory_idle() {
     if ! grep -q '^ready:' "$out"; then
         skip "memory $name: the idle connections were not opened ($(head -1 "$out"))"
         stop_pid "$load_pid"
-        stop_pid "$pid"
+        stop_group "$pid"
         return
     fi
     sleep 1
@@ -307,7 +332,7 @@ memory_idle() {
     local alive=yes
     printf 'client_address=192.0.2.1\n\n' | "$CLIENT" -t 5 -h "127.0.0.1:$port" >/dev/null 2>&1 || alive=no
     stop_pid "$load_pid"
-    stop_pid "$pid"
+    stop_group "$pid"
     echo "{\"name\":\"$name\",\"idle\":$IDLE,\"open\":${open:-0},\"errors\":${errors:-0},\"rss_kb_before\":${before:-0},\"rss_kb_after\":${after:-0},\"answers_while_held\":\"$alive\"}" >>"$RUN/memory.jsonl"
 }
 
@@ -322,7 +347,7 @@ if [ "$SESSION" = 1 ]; then
     setsid memcached -u nobody -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 256 -c 4096 -t 2 \
         >"$RUN/memcached.log" 2>&1 </dev/null &
     MEMCACHED_PID=$!
-    STARTED+=("$MEMCACHED_PID")
+    GROUPS_STARTED+=("$MEMCACHED_PID")
     for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/127.0.0.1/$MEMCACHED_PORT") 2>/dev/null && break
         sleep 0.1
@@ -500,6 +525,12 @@ for m in perl_lines:
           f"master {m['master_rss_kb'] / 1024:.1f} MiB.")
 PY
 
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_END%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
+    note "the machine was busy: load average $LOAD_END at the end on $(nproc) CPUs; absolute numbers are low and noisy, compare the ratios and the CPU per request"
+else
+    note "load average at the end: $LOAD_END"
+fi
 {
     if [ -s "$RUN/notes" ]; then echo; echo "Notes:"; sed 's/^/- /' "$RUN/notes"; fi
     if [ -s "$RUN/skipped" ]; then echo; cat "$RUN/skipped"; fi
