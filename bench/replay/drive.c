@@ -85,14 +85,12 @@ uint64_t drv_now_ns(void)
 
 int64_t drv_recorded_us(const struct drv_shared *sh, uint64_t g)
 {
-    uint64_t copy = g / sh->req_count;
-    const struct rpl_req *r = &sh->o->corpus->reqs[g % sh->req_count];
-    return r->t_us + (int64_t)copy * sh->span_us;
+    return sh->pace_us[g % sh->req_count] + (int64_t)(g / sh->req_count) * sh->copy_pace_us;
 }
 
 static uint64_t sched_ns_of(const struct drv_shared *sh, uint64_t start_ns, uint64_t g)
 {
-    double rel_us = (double)(drv_recorded_us(sh, g) - sh->t0_us) / sh->o->speed;
+    double rel_us = (double)drv_recorded_us(sh, g) / sh->o->speed;
     return start_ns + (uint64_t)(rel_us * 1000.0);
 }
 

@@ -24,8 +24,9 @@ extern "C" {
 struct drv_shared {
     const struct rpl_run_opts *o;
     uint64_t req_count;        /* corpus requests per copy */
-    int64_t t0_us;             /* recorded time of the schedule's first request */
-    int64_t span_us;           /* between copies */
+    const int64_t *pace_us;    /* per corpus request: recorded time from the first request,
+                                  with gaps over max_gap_us cut to it (the open loop's pace) */
+    int64_t copy_pace_us;      /* the same between the starts of two copies */
     uint8_t slot_of[RPL_SERVERS_MAX][RPL_STAGE_COUNT]; /* stage -> connection slot */
     uint8_t slot_count[RPL_SERVERS_MAX];
     _Atomic uint64_t start_ns; /* CLOCK_MONOTONIC of the schedule's time 0; 0 until go */
@@ -69,7 +70,7 @@ void drv_fini(struct drv_worker *w);
 
 uint64_t drv_now_ns(void);
 
-/* Recorded time of schedule position g (for tests and the report). */
+/* Recorded time of schedule position g from the schedule's start, gaps cut (see pace_us). */
 int64_t drv_recorded_us(const struct drv_shared *sh, uint64_t g);
 
 #ifdef __cplusplus

@@ -40,6 +40,7 @@ struct cli {
     struct rpl_run_opts run;
     struct rpl_gen_opts gen;
     double duration_s;
+    double max_gap_s;
 };
 
 static void usage(FILE *out)
@@ -58,6 +59,7 @@ static void usage(FILE *out)
           "          --against-port-map STAGE=PORT (repeatable; for --against)\n"
           "          --max-speed (closed loop, the default) | --speed X (open loop, X times the\n"
           "          recorded pace) | --rate R (open loop at R requests/s on average)\n"
+          "          --max-gap S (open loop: recorded pauses over S seconds are cut to S)\n"
           "          --connections N (streams, i.e. smtpd processes, at most; default 16)\n"
           "          --threads N (default 1)  --duration S  --timeout-ms MS (default 10000)\n"
           "          --json  --progress | --no-progress  --show-diffs N (default 10)\n"
@@ -72,7 +74,7 @@ enum {
     OPT_MAX_SPEED, OPT_RATE, OPT_MULTIPLY, OPT_CONNECTIONS, OPT_DURATION, OPT_JSON, OPT_YEAR,
     OPT_STAGES, OPT_REQUESTS, OPT_TIMEOUT, OPT_THREADS, OPT_PROGRESS, OPT_NO_PROGRESS,
     OPT_SHOW_DIFFS, OPT_SERVER_ADDRESS, OPT_SERVER_PORT, OPT_POLICY_CONTEXT, OPT_STATS,
-    OPT_GENERATE, OPT_SESSIONS, OPT_SEED, OPT_SESSION_RATE, OPT_START, OPT_PIDS, OPT_RFC3339,
+    OPT_MAX_GAP, OPT_GENERATE, OPT_SESSIONS, OPT_SEED, OPT_SESSION_RATE, OPT_START, OPT_PIDS, OPT_RFC3339,
     OPT_HELP,
 };
 
@@ -101,6 +103,7 @@ static const struct option long_opts[] = {
     {"server-port", required_argument, 0, OPT_SERVER_PORT},
     {"policy-context", required_argument, 0, OPT_POLICY_CONTEXT},
     {"stats", no_argument, 0, OPT_STATS},
+    {"max-gap", required_argument, 0, OPT_MAX_GAP},
     {"generate", required_argument, 0, OPT_GENERATE},
     {"sessions", required_argument, 0, OPT_SESSIONS},
     {"seed", required_argument, 0, OPT_SEED},
@@ -232,6 +235,7 @@ static int parse_args(int argc, char **argv, struct cli *c)
             break;
         case OPT_POLICY_CONTEXT: c->run.render.policy_context = optarg; break;
         case OPT_STATS: c->stats = true; break;
+        case OPT_MAX_GAP: ok = parse_positive("max-gap", optarg, &c->max_gap_s); break;
         case OPT_GENERATE:
             c->generate = optarg;
             if (rpl_gen_mix_parse(optarg, &c->gen.mix) != 0) {
@@ -333,16 +337,10 @@ static int replay(struct cli *c, const struct rpl_corpus *corpus, int argc, char
                 fprintf(stderr, "ringpolicyd-replay: %s\n", err);
                 return EXIT_START;
             }
-    double span_s = (double)(corpus->t_last_us - corpus->t_first_us) / 1e6;
     o->open_loop = c->speed > 0 || c->rate > 0;
     o->speed = c->speed;
-    if (c->rate > 0) {
-        if (span_s <= 0 || corpus->req_count < 2) {
-            fprintf(stderr, "ringpolicyd-replay: --rate needs logs that span some time\n");
-            return EXIT_USAGE;
-        }
-        o->speed = c->rate / ((double)corpus->req_count / span_s);
-    }
+    o->rate = c->rate;
+    o->max_gap_us = (int64_t)(c->max_gap_s * 1e6);
     o->duration_ms = (uint64_t)(c->duration_s * 1000.0);
     o->progress = c->progress < 0 ? isatty(STDERR_FILENO) : c->progress;
     struct rpl_report_setup setup;

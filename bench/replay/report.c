@@ -73,8 +73,9 @@ static void mode_text(char *out, size_t len, const struct rpl_run_opts *o,
                       const struct rpl_run_result *r)
 {
     if (o->open_loop)
-        snprintf(out, len, "open loop at %g x the recorded pace (%.0f s of log in %.0f s)",
-                 o->speed, r->recorded_seconds, r->recorded_seconds / o->speed);
+        snprintf(out, len, "open loop at %g x the recorded pace%s (%.0f s of log in %.0f s)",
+                 r->speed, o->max_gap_us > 0 ? ", long pauses cut" : "", r->recorded_seconds,
+                 r->recorded_seconds / r->speed);
     else
         snprintf(out, len, "closed loop (as fast as the server answers)");
 }
@@ -152,11 +153,12 @@ static void json_setup(FILE *out, const struct rpl_run_opts *o, const struct rpl
     fprintf(out, ",\"cpu\":");
     json_str(out, s->base.cpu);
     fprintf(out,
-            ",\"cpus\":%ld,\"mode\":\"%s\",\"speed\":%g,\"multiply\":%u,\"streams\":%llu,"
+            ",\"cpus\":%ld,\"mode\":\"%s\",\"speed\":%g,\"max_gap_s\":%g,\"multiply\":%u,"
+            "\"streams\":%llu,"
             "\"connections\":%llu,\"threads\":%u,\"timeout_ms\":%u,\"scheduled\":%llu,"
             "\"recorded_seconds\":%.3f,\"client_cpu_s\":%.3f,\"stages\":",
-            s->base.cpus, o->open_loop ? "open" : "closed", o->open_loop ? o->speed : 0.0,
-            o->multiply, (unsigned long long)r->stream_count, (unsigned long long)r->conn_count,
+            s->base.cpus, o->open_loop ? "open" : "closed", o->open_loop ? r->speed : 0.0,
+            (double)o->max_gap_us / 1e6, o->multiply, (unsigned long long)r->stream_count, (unsigned long long)r->conn_count,
             o->threads, o->timeout_ms, (unsigned long long)r->scheduled, r->recorded_seconds,
             s->client_cpu_s);
     json_str(out, s->stages_text);

@@ -11,6 +11,7 @@
 #include "run.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,25 @@ void rpl_server_stats_merge(struct rpl_server_stats *dst, const struct rpl_serve
 uint64_t rpl_server_stats_errors(const struct rpl_server_stats *s)
 {
     return s->err_closed + s->err_malformed + s->err_timeout + s->err_connect;
+}
+
+/* Each request's time from the first, with recorded pauses longer than max_gap_us cut to it:
+ * a log's quiet night need not be waited for at any speed. */
+static int64_t *pace_build(const struct rpl_corpus *c, int64_t max_gap_us, int64_t copy_span_us,
+                           int64_t *copy_pace_us)
+{
+    int64_t *pace = malloc((size_t)c->req_count * sizeof(*pace));
+    if (pace == NULL)
+        return NULL;
+    int64_t gap_max = max_gap_us > 0 ? max_gap_us : INT64_MAX;
+    pace[0] = 0;
+    for (uint64_t i = 1; i < c->req_count; i++) {
+        int64_t gap = c->reqs[i].t_us - c->reqs[i - 1].t_us;
+        pace[i] = pace[i - 1] + (gap < gap_max ? gap : gap_max);
+    }
+    int64_t between = copy_span_us - (c->reqs[c->req_count - 1].t_us - c->reqs[0].t_us);
+    *copy_pace_us = pace[c->req_count - 1] + (between < gap_max ? between : gap_max);
+    return pace;
 }
 
 static void merge_stats(struct rpl_run_stats *dst, const struct rpl_run_stats *src,
@@ -242,12 +262,29 @@ int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *e
     memset(&sh, 0, sizeof(sh));
     sh.o = &o;
     sh.req_count = c->req_count;
-    sh.t0_us = c->reqs[0].t_us;
-    sh.span_us = o.render.copy_span_us;
     slots_compute(&o, &sh);
+    int64_t *pace = pace_build(c, o.max_gap_us, o.render.copy_span_us, &sh.copy_pace_us);
+    if (pace == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    sh.pace_us = pace;
+    if (o.open_loop && o.rate > 0) {
+        /* Over the schedule's span (one more copy step for a schedule of one request). */
+        int64_t span = drv_recorded_us(&sh, n - 1);
+        double span_s = (double)(span > 0 ? span : sh.copy_pace_us) / 1e6;
+        o.speed = o.rate * span_s / (double)n;
+    }
+    if (o.open_loop && !(o.speed > 0)) {
+        free(pace);
+        snprintf(err, err_len, "open loop needs a speed or a rate above 0");
+        return -EINVAL;
+    }
+    res->speed = o.speed;
 
     uint64_t *items = NULL, *first = NULL;
     if (schedule_build(c, n, stream_total, &items, &first) != 0) {
+        free(pace);
         snprintf(err, err_len, "out of memory for a schedule of %llu requests",
                  (unsigned long long)n);
         return -ENOMEM;
@@ -273,7 +310,7 @@ int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *e
             last = ws[i].last_done_ns > last ? ws[i].last_done_ns : last;
         }
         res->seconds = (double)(last - atomic_load(&sh.start_ns)) / 1e9;
-        res->recorded_seconds = (double)(drv_recorded_us(&sh, n - 1) - sh.t0_us) / 1e6;
+        res->recorded_seconds = (double)drv_recorded_us(&sh, n - 1) / 1e6;
         rc = merge_samples(res, ws, o.threads, o.diff_show_max);
     }
     for (unsigned i = 0; ws != NULL && i < inited; i++) {
@@ -283,6 +320,7 @@ int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *e
     free(ws);
     free(items);
     free(first);
+    free(pace);
     return rc;
 }
 

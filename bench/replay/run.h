@@ -48,7 +48,9 @@ struct rpl_run_opts {
     uint32_t conn_cap;     /* streams at most (connections = streams x distinct addresses) */
     unsigned threads;      /* worker threads, 1..RPL_THREADS_MAX */
     bool open_loop;
-    double speed;          /* open loop: recorded pace x speed */
+    double speed;          /* open loop: recorded pace x speed (when rate is 0) */
+    double rate;           /* open loop: requests per second on average over the schedule */
+    int64_t max_gap_us;    /* open loop: recorded pauses longer than this are cut to it */
     uint64_t max_requests; /* 0: all */
     uint64_t duration_ms;  /* 0: no limit; no new request is sent after it */
     uint32_t timeout_ms;   /* per request */
@@ -104,7 +106,8 @@ struct rpl_run_result {
     uint64_t stream_count;
     uint64_t conn_count;    /* connections opened at the start */
     double seconds;         /* from the first send to the last reply */
-    double recorded_seconds;/* span of the schedule at the recorded pace */
+    double recorded_seconds;/* span of the schedule at the recorded pace (gaps cut) */
+    double speed;           /* the pace factor used (from rate when given) */
 };
 
 /* Runs the replay. Returns 0 (even if requests failed: see the counts), or -errno with one

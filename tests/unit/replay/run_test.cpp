@@ -478,6 +478,48 @@ TEST_CASE("open loop: requests leave at their scheduled time; latency counts que
     }
 }
 
+TEST_CASE("open loop pace: --rate sets the speed, --max-gap cuts long pauses", "[run]")
+{
+    SECTION("rate: 8 requests over 3 s of log at 80 per second take 0.1 s, speed 30")
+    {
+        corpus_t c(make_log(1, 4), 1u);
+        stub_server srv(dunno);
+        run_t t(&c.c);
+        t.server(0, srv.addr());
+        t.o.open_loop = true;
+        t.o.rate = 80;
+        REQUIRE(t.run() == 0);
+        CHECK(t.r.speed == Approx(30.0));
+        CHECK(t.r.seconds >= 0.09);
+        CHECK(t.r.total.requests == 8);
+    }
+    SECTION("max_gap: an hour's pause in the log becomes one second")
+    {
+        std::string log = make_log(1, 1);
+        std::string later = make_log(1, 1);
+        size_t p;
+        while ((p = later.find("Nov 24 00:00:00")) != std::string::npos)
+            later.replace(p, 15, "Nov 24 01:00:00");
+        while ((p = later.find("A00000000")) != std::string::npos)
+            later.replace(p, 9, "B00000000");
+        corpus_t c(log + later, 1u);
+        REQUIRE(c.c.req_count == 4);
+        stub_server srv(dunno);
+        run_t t(&c.c);
+        t.server(0, srv.addr());
+        t.o.open_loop = true;
+        t.o.speed = 10;
+        t.o.max_gap_us = 1000000;
+        REQUIRE(t.run() == 0);
+        CHECK(t.r.recorded_seconds == Approx(1.0));
+        CHECK(t.r.seconds >= 0.09);
+        CHECK(t.r.seconds < 60.0); // not the 360 s the uncut pause would take at speed 10
+        std::vector<stub_server::record> recs = srv.records();
+        REQUIRE(recs.size() == 4);
+        CHECK(recs[2].at_ns - recs[0].at_ns >= 80000000ull);
+    }
+}
+
 TEST_CASE("port map: END-OF-MESSAGE to its own server", "[run]")
 {
     corpus_t c(make_log(3, 2), 7u);
