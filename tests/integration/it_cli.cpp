@@ -324,3 +324,49 @@ TEST_CASE("log_file receives the log", "[cli]")
     CHECK(contains(read_file(logfile), "test: instance=5f3c.6571a2b3.1d2e3.0, type="));
     CHECK_FALSE(contains(d->log(), "test: instance="));
 }
+
+TEST_CASE("1.x and pre-fork options are accepted (real files carry them)", "[cli]")
+{
+    uint16_t port = free_tcp_port();
+    std::string globals = "db_dsn = \"dbi:SQLite:dbname=/nonexistent.sqlite\"\n"
+                          "memcached_servers = \"127.0.0.1:11211\"\n"
+                          "session_lock_wait = 10\n"
+                          "min_servers = 4\nmin_spare_servers = 4\nmax_spare_servers = 12\n"
+                          "max_servers = 25\nmax_requests = 1000\n"
+                          "program_name = \"mtpolicyd\"\nsyslog_ident = \"ringtest\"\n"
+                          "syslog_facility = \"mail\"\n";
+    std::string config = "port = \"127.0.0.1:" + std::to_string(port) + "\"\n" + globals +
+                         vhost_block(std::to_string(port), "old",
+                                     "  unknown_vhost_option = 1\n" +
+                                         action_plugin("a", "reject old config"));
+    auto d = start_ring(config, Endpoint::tcp(port));
+    CHECK(ask(Endpoint::tcp(port), postfix_request()).actions ==
+          std::vector<std::string>{"reject old config"});
+    /* the Perl daemon takes the same file */
+    if (is_executable(perl_bin())) {
+        uint16_t pp = free_tcp_port();
+        Daemon perl(Impl::Perl, replace_all(config, std::to_string(port), std::to_string(pp)));
+        perl.set_ready(Endpoint::tcp(pp));
+        REQUIRE(perl.start());
+        CHECK(ask(Endpoint::tcp(pp), postfix_request()).actions ==
+              std::vector<std::string>{"reject old config"});
+    }
+}
+
+TEST_CASE("--shards=N and the shards option", "[cli]")
+{
+    uint16_t port = free_tcp_port();
+    for (const std::vector<std::string> &args :
+         {std::vector<std::string>{"--shards=1"}, std::vector<std::string>{"--shards=3"}}) {
+        INFO(args[0]);
+        auto d = start_ring(simple_config(port, action_plugin("a", "reject sharded")),
+                            Endpoint::tcp(port), args);
+        for (int i = 0; i < 20; i++)
+            CHECK(ask(Endpoint::tcp(port), postfix_request()).actions ==
+                  std::vector<std::string>{"reject sharded"});
+        CHECK(d->stop() == 0);
+    }
+    auto d = start_ring(simple_config(port, action_plugin("a", "reject sharded"), "shards = 1\n"),
+                        Endpoint::tcp(port));
+    CHECK(ask(Endpoint::tcp(port), postfix_request()).ok());
+}

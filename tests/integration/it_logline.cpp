@@ -174,3 +174,34 @@ TEST_CASE("t= is real milliseconds (spec 16 #11); 2.05 logs hundredths", "[logli
     CHECK(t_perl >= 29); /* 300 ms of sleep is logged as t=30ms by 2.05 */
     CHECK(t_perl < 290);
 }
+
+TEST_CASE("log_level = 0 means errors only (spec 16 #15); 2.05 logs nothing", "[logline][diff]")
+{
+    uint16_t p = free_tcp_port();
+    std::string config = simple_config(p, "  <Plugin a>\n    module = \"Action\"\n"
+                                          "    action = \"reject quiet\"\n  </Plugin>\n",
+                                       "log_level = 0\n");
+    auto d = start_ring(config, Endpoint::tcp(p));
+    CHECK(ask(Endpoint::tcp(p), postfix_request({{"instance", "quiet-1"}})).ok());
+    Conn bad(Endpoint::tcp(p));
+    REQUIRE(bad.ok());
+    REQUIRE(bad.send("request=smtpd_access_policy\nno equals sign\n\n"));
+    CHECK(bad.wait_closed(3000));
+    CHECK(d->wait_log("[" + std::to_string(p) + "]: error while reading request", 2000));
+    CHECK_FALSE(contains(d->log(), "instance=quiet-1")); /* level 1: not written */
+
+    if (!is_executable(perl_bin())) {
+        note_partial_skip("the Perl mtpolicyd is not installed: its log_level 0 was not checked");
+        return;
+    }
+    uint16_t pp = free_tcp_port();
+    Daemon perl(Impl::Perl, replace_all(config, std::to_string(p), std::to_string(pp)));
+    perl.set_ready(Endpoint::tcp(pp));
+    REQUIRE(perl.start());
+    Conn pbad(Endpoint::tcp(pp));
+    REQUIRE(pbad.ok());
+    REQUIRE(pbad.send("request=smtpd_access_policy\nno equals sign\n\n"));
+    CHECK(pbad.wait_closed(5000));
+    sleep_ms(300);
+    CHECK_FALSE(contains(perl.log(), "error while reading request"));
+}
