@@ -171,8 +171,8 @@ static void answer(struct dconn *dc, struct pol_req *r)
         }
         if (eng_log_enabled(ENG_LOG_WARNING)) {
             char line[ENG_LOG_LINE_MAX];
-            pol_exec_result_line(r, pol_exec_now_us(), line, sizeof(line));
-            eng_log(ENG_LOG_WARNING, "%s", line);
+            size_t n = pol_exec_result_line(r, pol_exec_now_us(), line, sizeof(line));
+            pol_log_bytes(ENG_LOG_WARNING, line, n);
         }
         conn_next(dc);
         return;
@@ -540,8 +540,14 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     cfg.app_conn_bytes = sizeof(struct dconn);
     cfg.drain_timeout_ms = g->drain_timeout_s * 1000u;
     cfg.limits.conns_per_shard_max = g->max_connections;
-    /* Room to stage one whole request of the largest size: the parser refuses it first. */
+    /* Input held for a connection: a whole request of the largest size (the parser refuses a
+     * bigger one first), or what a client pipelines while its request is answered (the
+     * connection is paused then): max_pipelined_bytes. Past it the engine closes the connection
+     * (counted as stage_oversize). The staging pool is a MAP_NORESERVE mapping, so only bytes
+     * actually staged are resident. */
     cfg.limits.stage_bytes_max = g->max_request_bytes + 1024;
+    if (cfg.limits.stage_bytes_max < g->max_pipelined_bytes)
+        cfg.limits.stage_bytes_max = g->max_pipelined_bytes;
     cfg.ops = &d_ops;
     cfg.app_global = d;
     /* One request per connection, plus a reserve for timed-out requests whose asynchronous

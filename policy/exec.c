@@ -390,6 +390,7 @@ static int build_reply(struct pol_req *r)
         tl += x->len;
     }
     t[tl] = '\0';
+    r->result_len = tl;
     r->reply_len = pol_proto_encode_reply(out, bytes, acts, lens, n);
     ENG_ASSERT(r->reply_len > 0);
     r->reply = out;
@@ -550,17 +551,43 @@ void *pol_plugin_shard_data(const struct pol_plugin *p, const struct pol_req *r)
     return r->ps->plugin_data[p->index];
 }
 
+/* Appends bytes (NUL included) to a line, truncating at its end. */
+static void line_put(char *out, size_t out_len, size_t *n, const char *s, size_t len)
+{
+    if (*n + 1 >= out_len)
+        return;
+    if (len > out_len - 1 - *n)
+        len = out_len - 1 - *n;
+    memcpy(out + *n, s, len);
+    *n += len;
+}
+
+static void line_puts(char *out, size_t out_len, size_t *n, const char *s)
+{
+    line_put(out, out_len, n, s, strlen(s));
+}
+
 size_t pol_exec_result_line(const struct pol_req *r, uint64_t now_us, char *out, size_t out_len)
 {
-    size_t il = 0, tl = 0;
+    ENG_ASSERT(out_len > 0);
+    size_t il = 0, tl = 0, n = 0;
     const char *inst = pol_req_wk(r, POL_WK_INSTANCE, &il);
     const char *type = pol_req_wk(r, POL_WK_REQUEST, &tl);
-    uint64_t ms = now_us > r->start_us ? (now_us - r->start_us + 500) / 1000 : 0;
-    int n = snprintf(out, out_len, "%s: instance=%.*s, type=%.*s, t=%llums, plugin=%s, result=%s",
-                     r->vhost ? r->vhost->name : "", (int)il, inst ? inst : "", (int)tl,
-                     type ? type : "", (unsigned long long)ms, r->last_match ? r->last_match : "",
-                     r->result_text ? r->result_text : "");
-    if (n < 0)
-        return 0;
-    return (size_t)n < out_len ? (size_t)n : out_len - 1;
+    char ms[32];
+    snprintf(ms, sizeof(ms), "%llu",
+             (unsigned long long)(now_us > r->start_us ? (now_us - r->start_us + 500) / 1000 : 0));
+    /* Request values are bytes: instance and type are copied as they are, NUL included. */
+    line_puts(out, out_len, &n, r->vhost ? r->vhost->name : "");
+    line_puts(out, out_len, &n, ": instance=");
+    line_put(out, out_len, &n, inst ? inst : "", il);
+    line_puts(out, out_len, &n, ", type=");
+    line_put(out, out_len, &n, type ? type : "", tl);
+    line_puts(out, out_len, &n, ", t=");
+    line_puts(out, out_len, &n, ms);
+    line_puts(out, out_len, &n, "ms, plugin=");
+    line_puts(out, out_len, &n, r->last_match ? r->last_match : "");
+    line_puts(out, out_len, &n, ", result=");
+    line_put(out, out_len, &n, r->result_text ? r->result_text : "", r->result_len);
+    out[n] = '\0';
+    return n;
 }

@@ -13,6 +13,7 @@
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "eng/assert.h"
 
@@ -24,11 +25,40 @@ struct pol_regex {
 static __thread pcre2_match_data *tl_md;
 static __thread unsigned long tl_errors;
 
+/* Perl reads a pattern that comes from a variable (m/$regex/, as mtpolicyd does) without
+ * interpolation, so the interpolation escapes \Q \E \U \L \u \l \F are not special there: the
+ * regex engine passes them through as the letters. PCRE2 gives them meaning (quoting) or
+ * refuses them, so they become the plain letters here. A backslash that is itself escaped
+ * (\\Q) is left alone. out has room for strlen(pattern) + 1 bytes. */
+static void perl_unescape_interpolation(const char *pattern, char *out)
+{
+    size_t slashes = 0;
+    for (const char *p = pattern; *p; p++) {
+        if (*p == '\\') {
+            slashes++;
+            *out++ = *p;
+            continue;
+        }
+        if (slashes % 2 == 1 && strchr("QEULulF", *p))
+            out--; /* drop the escaping backslash */
+        slashes = 0;
+        *out++ = *p;
+    }
+    *out = '\0';
+}
+
 struct pol_regex *pol_regex_compile(const char *pattern, char *err, size_t err_len)
 {
     int ec = 0;
     PCRE2_SIZE eo = 0;
-    pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+    char *perl = malloc(strlen(pattern) + 1);
+    if (!perl) {
+        snprintf(err, err_len, "out of memory compiling regex '%s'", pattern);
+        return NULL;
+    }
+    perl_unescape_interpolation(pattern, perl);
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)perl, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+    free(perl);
     if (!code) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof(msg));

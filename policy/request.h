@@ -141,6 +141,7 @@ struct pol_req {
     size_t reply_len;
     const char *last_match;
     const char *result_text; /* actions joined with ',' for the result line */
+    size_t result_len;
     char detail[POL_REQ_DETAIL_MAX];
 
     uint64_t start_us; /* session lookup started (spec 5.3) */

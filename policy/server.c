@@ -82,6 +82,7 @@ static void globals_default(struct pol_globals *g)
     g->max_request_bytes = POL_PROTO_REQUEST_BYTES_DEFAULT;
     g->max_line_bytes = POL_PROTO_LINE_BYTES_DEFAULT;
     g->max_attributes = POL_PROTO_ATTRS_DEFAULT;
+    g->max_pipelined_bytes = 1u << 20;
     g->drain_timeout_s = 10;
 }
 
@@ -215,6 +216,8 @@ static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char
         return strict_uint(o, 16, 64 << 20, &g->max_line_bytes, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "max_attributes") == 0)
         return strict_uint(o, 1, 65000, &g->max_attributes, err, err_len) == 0 ? 1 : -1;
+    else if (strcmp(n, "max_pipelined_bytes") == 0)
+        return strict_uint(o, 0, 1u << 30, &g->max_pipelined_bytes, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "drain_timeout") == 0)
         return strict_uint(o, 0, 86400, &g->drain_timeout_s, err, err_len) == 0 ? 1 : -1;
     else

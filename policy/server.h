@@ -101,15 +101,17 @@ struct pol_globals {
     /* pre-fork pool sizing of 2.05: accepted, kept as hints only */
     uint32_t min_servers, min_spare_servers, max_spare_servers, max_servers, max_requests;
     /* ringpolicyd's own */
-    unsigned shards;            /* 0 = one per CPU */
-    const char *error_action;   /* NULL or "": close without reply (2.05) */
-    const char *plugin_dir;     /* default RINGPOLICYD_PLUGIN_DIR */
-    enum eng_backend backend;   /* auto | uring | epoll */
-    uint32_t max_connections;   /* per shard, default POL_MAX_CONNECTIONS_DEFAULT */
-    uint32_t max_request_bytes; /* default 65536 */
-    uint32_t max_line_bytes;    /* default 16384 */
-    uint32_t max_attributes;    /* default 256 */
-    uint32_t drain_timeout_s;   /* default 10 */
+    unsigned shards;              /* 0 = one per CPU */
+    const char *error_action;     /* NULL or "": close without reply (2.05) */
+    const char *plugin_dir;       /* default RINGPOLICYD_PLUGIN_DIR */
+    enum eng_backend backend;     /* auto | uring | epoll */
+    uint32_t max_connections;     /* per shard, default POL_MAX_CONNECTIONS_DEFAULT */
+    uint32_t max_request_bytes;   /* default 65536 */
+    uint32_t max_line_bytes;      /* default 16384 */
+    uint32_t max_attributes;      /* default 256 */
+    uint32_t max_pipelined_bytes; /* input held for one connection while its request is being
+                                     answered (pipelining). Default 1 MiB */
+    uint32_t drain_timeout_s;     /* default 10 */
 };
 
 #define POL_MAX_CONNECTIONS_DEFAULT 4096u
@@ -166,6 +168,9 @@ struct pol_plugin *pol_plugin_build(struct pol_server *s, const struct pol_cfg_n
 void pol_plugin_free(struct pol_plugin *p);
 /* plugin.c: unloads every shared object the server loaded. */
 void pol_plugin_unload_all(struct pol_server *s);
+
+/* helpers.c: logs msg[0..len) at level, NUL bytes included (escaped as \0 by the log). */
+void pol_log_bytes(int level, const char *msg, size_t len);
 
 /* Writes "FILE:LINE: msg" (or "FILE: msg" when line is 0) into err. */
 void pol_errf(char *err, size_t err_len, const char *file, unsigned line, const char *fmt, ...)

@@ -15,7 +15,8 @@ extern "C" {
 #include "server.h"
 }
 
-namespace {
+namespace
+{
 
 struct Outcome {
     pol_req_outcome outcome;
@@ -29,10 +30,10 @@ std::vector<Outcome> outcomes;
 void record(pol_req *r)
 {
     char a[512], b[512];
-    pol_exec_result_line(r, r->start_us + 1499, a, sizeof a);
-    pol_exec_result_line(r, r->start_us + 1500, b, sizeof b);
-    outcomes.push_back(
-        {r->outcome, r->final, r->reply ? std::string(r->reply, r->reply_len) : "", a, b});
+    size_t na = pol_exec_result_line(r, r->start_us + 1499, a, sizeof a);
+    size_t nb = pol_exec_result_line(r, r->start_us + 1500, b, sizeof b);
+    outcomes.push_back({r->outcome, r->final, r->reply ? std::string(r->reply, r->reply_len) : "",
+                        std::string(a, na), std::string(b, nb)});
     if (r->final)
         pol_shard_req_free(r);
 }
@@ -115,8 +116,8 @@ TEST_CASE("POL_WAIT inside a nested sub-chain resumes at the right depth", "[exe
 
 TEST_CASE("deadline while a plugin waits: answer now, release after the resume", "[exec]")
 {
-    Shard sh(memory_cache() + vhost(probe("slow", "wait = 1\nset = touched=yes") +
-                                    probe("next", "action = never")));
+    Shard sh(memory_cache() +
+             vhost(probe("slow", "wait = 1\nset = touched=yes") + probe("next", "action = never")));
     pol_req *r = sh.start(rq("inst-t"));
     pol_exec_timeout(r);
     REQUIRE(outcomes.size() == 1);
@@ -130,8 +131,7 @@ TEST_CASE("deadline while a plugin waits: answer now, release after the resume",
     CHECK(sh.ps.free_req_count == sh.ps.req_count);
 }
 
-TEST_CASE("requests of one instance wait for its session and see each other's changes",
-          "[exec]")
+TEST_CASE("requests of one instance wait for its session and see each other's changes", "[exec]")
 {
     Shard sh(memory_cache() +
              vhost(probe("slow", "wait = 1\nscore = 2.5") + probe("show", "keyvar = s:score")));
@@ -155,8 +155,8 @@ TEST_CASE("requests of one instance wait for its session and see each other's ch
 
 TEST_CASE("deadline while queued for the session: answered and released at once", "[exec]")
 {
-    Shard sh(memory_cache() + vhost(probe("slow", "wait = 1\nscore = 1") +
-                                    probe("show", "keyvar = s:score")));
+    Shard sh(memory_cache() +
+             vhost(probe("slow", "wait = 1\nscore = 1") + probe("show", "keyvar = s:score")));
     pol_req *a = sh.start(rq("q"));
     pol_req *b = sh.start(rq("q"));
     REQUIRE(b->phase == POL_PHASE_SESSION_WAIT);
@@ -196,6 +196,17 @@ TEST_CASE("the result line (spec 5.3) with real milliseconds", "[exec]")
     REQUIRE(outcomes.size() == 2);
     CHECK(outcomes[1].line_1499us ==
           "test: instance=, type=, t=1ms, plugin=rbl, result=reject blocked");
+}
+
+TEST_CASE("the result line keeps NUL bytes of request values", "[exec]")
+{
+    Shard sh(vhost(probe("p1", "keyvar = instance")));
+    static const char rq_nul[] = "request=smtpd_access_policy\ninstance=a\0b\n";
+    static const char line[] = "test: instance=a\0b, type=smtpd_access_policy, t=1ms, "
+                               "plugin=p1, result=a\0b";
+    sh.start(std::string(rq_nul, sizeof rq_nul - 1));
+    REQUIRE(outcomes.size() == 1);
+    CHECK(outcomes[0].line_1499us == std::string(line, sizeof line - 1));
 }
 
 TEST_CASE("the testkit keeps the last result line", "[exec]")

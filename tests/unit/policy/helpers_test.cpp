@@ -7,6 +7,11 @@
 
 #include "kit.hpp"
 
+extern "C" {
+#include "server.h"
+}
+
+
 namespace {
 
 std::string d4_scores()
@@ -92,6 +97,14 @@ TEST_CASE("templates replace the first occurrence of each placeholder only", "[h
     Kit k(vhost(probe("t", "tmpl = \"%IP% and %IP% score %SCORE% %NONE%\"")));
     CHECK(k.ask("client_address=10.1.2.3\n") == "action=10.1.2.3 and %IP% score 0 %NONE%\n\n");
     CHECK(k.ask("request=x\n") == "action= and %IP% score 0 %NONE%\n\n"); // unavailable: empty
+}
+
+TEST_CASE("pol_log_bytes logs NUL bytes escaped and percent signs as they are", "[helpers]")
+{
+    LogCapture log(2);
+    pol_log_bytes(1, "x\0y%d%%s\0", 9);
+    pol_log_bytes(3, "not at level 3", 14);
+    CHECK(log.text() == "x\\0y%d%%s\\0\n");
 }
 
 TEST_CASE("plugin messages carry the virtual host and the plugin's log_level", "[helpers]")

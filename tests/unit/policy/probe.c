@@ -119,8 +119,8 @@ static void result_step(struct pol_plugin *p, struct pol_req *r)
     if (pol_opt(p, OPT_KEYVAR)->set) {
         size_t len = 0;
         const char *v = pol_req_var(r, pol_opt(p, OPT_KEYVAR)->var, &len);
-        if (v)
-            result(p, r, v);
+        if (v) /* the value's bytes, NUL included */
+            pol_result(r, v, len, !pol_opt(p, OPT_NOABORT)->b);
     }
     const char *ip = pol_req_attr(r, "client_address", NULL);
     if (pol_opt(p, OPT_RE)->set && ip && pol_regex_match(pol_opt(p, OPT_RE)->re, ip, strlen(ip)))
@@ -162,8 +162,8 @@ static int probe_cron(struct pol_plugin *p, const char *const *tasks, size_t n, 
                       size_t err_len)
 {
     size_t used = strlen(probe_cron_log);
-    snprintf(probe_cron_log + used, sizeof(probe_cron_log) - used, "%s%s(%s%s)",
-             used ? " " : "", pol_plugin_name(p), n ? tasks[0] : "", n > 1 ? ",..." : "");
+    snprintf(probe_cron_log + used, sizeof(probe_cron_log) - used, "%s%s(%s%s)", used ? " " : "",
+             pol_plugin_name(p), n ? tasks[0] : "", n > 1 ? ",..." : "");
     if (pol_opt(p, OPT_CRON_FAIL)->b) {
         snprintf(err, err_len, "cron of %s failed on purpose", pol_plugin_name(p));
         return -1;

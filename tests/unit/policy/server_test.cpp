@@ -182,7 +182,7 @@ TEST_CASE("ringpolicyd's own global options are strictly typed", "[server]")
     pol_server *s = nullptr;
     REQUIRE(build("shards = 3\nerror_action = dunno\nbackend = epoll\nmax_connections = 10\n"
                   "max_request_bytes = 1000\nmax_line_bytes = 500\nmax_attributes = 20\n"
-                  "drain_timeout = 2\nplugin_dir = /tmp\n" +
+                  "drain_timeout = 2\nplugin_dir = /tmp\nmax_pipelined_bytes = 4096\n" +
                       vhost(probe("p", "")),
                   &s) == "");
     CHECK(s->g.shards == 3);
@@ -193,6 +193,7 @@ TEST_CASE("ringpolicyd's own global options are strictly typed", "[server]")
     CHECK(s->g.max_line_bytes == 500);
     CHECK(s->g.max_attributes == 20);
     CHECK(s->g.drain_timeout_s == 2);
+    CHECK(s->g.max_pipelined_bytes == 4096);
     CHECK(std::string(s->g.plugin_dir) == "/tmp");
     pol_server_free(s);
     CHECK(build("shards = many\n" + vhost(probe("p", ""))) ==
