@@ -71,10 +71,12 @@ static void conn_abort(struct eng_shard *sh, struct eng_conn *c, enum eng_close_
     work_add(sh, c);
 }
 
+/* A closing connection (eng_conn_close, or the peer's EOF) could not send what it had queued
+ * within drain_timeout_ms: give up on it. */
 static void close_timer_fire(struct eng_shard *sh, struct eng_timer *t)
 {
     struct eng_conn *c = (struct eng_conn *)((char *)t - offsetof(struct eng_conn, close_timer));
-    conn_abort(sh, c, ENG_CLOSE_APP);
+    conn_abort(sh, c, (enum eng_close_reason)c->close_reason);
 }
 
 void eng_conn_open(struct eng_shard *sh, uint16_t listener, int fd)
@@ -298,8 +300,12 @@ static void recv_complete(struct eng_shard *sh, struct eng_conn *c, const struct
     } else if (cqe->res == 0) {
         c->flags |= CONN_EOF;
         c->flags &= ~(uint32_t)CONN_RECV_WANT;
-        if (!(c->flags & CONN_CLOSING))
+        if (!(c->flags & CONN_CLOSING)) {
             c->close_reason = ENG_CLOSE_PEER;
+            /* What is queued may still go out (a half-close), but not forever. */
+            if (c->send_queued > 0 && !eng_timer_armed(&c->close_timer))
+                eng_timer_arm(sh, &c->close_timer, sh->eng->cfg.drain_timeout_ms);
+        }
     } else {
         ENG_ASSERT(!more);
         op_error(sh, c, -cqe->res, true);

@@ -282,6 +282,8 @@ static uint32_t turn_timeout(struct eng_shard *sh)
     if (sh->work_head || sh->polls_work)
         return 0;
     uint32_t t = eng_wheel_timeout_ms(sh);
+    if (!sh->evfd_armed && t > 1)
+        t = 1; /* the eventfd poll waits for room in the SQ: eng_stop must still reach us */
     if (sh->xout_dirty && t > 1)
         t = 1; /* a destination ring was full: retry soon without spinning */
     return t;

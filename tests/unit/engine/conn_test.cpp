@@ -424,3 +424,26 @@ TEST_CASE("an idle keep-alive connection costs the process under 2 KiB", "[conn]
         REQUIRE(eventually([&] { return eng.stats().conns_open == 0; }));
     }
 }
+
+TEST_CASE("a half-closed peer still gets its answers, then the close", "[conn]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        Engine eng(echo_config(backend));
+        int fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "one\n"));
+        REQUIRE(shutdown(fd, SHUT_WR) == 0);
+        REQUIRE(recv_n(fd, 4) == "one\n");
+        REQUIRE(wait_eof(fd));
+        close(fd);
+        // Busy (paused) when the EOF arrives: the work finishes first.
+        fd = connect_to(eng.bound());
+        REQUIRE(send_all(fd, "PAUSE 100\ntwo\n"));
+        REQUIRE(shutdown(fd, SHUT_WR) == 0);
+        REQUIRE(recv_n(fd, 12) == "RESUMED\ntwo\n");
+        REQUIRE(wait_eof(fd));
+        close(fd);
+        REQUIRE(eventually([] { return g_echo.close_reason[ENG_CLOSE_PEER] == 2; }));
+    }
+}
