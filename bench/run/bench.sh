@@ -189,7 +189,8 @@ render() {
     local kind=$1 src=$2 dst=$3 port=$4 conns=$5
     session_block "$kind" >"$dst.session"
     sed -e "s/@PORT@/$port/g" -e "s/@LOG_LEVEL@/$LOG_LEVEL/" \
-        -e "s/@MIN_SERVERS@/$((conns + 2))/" -e "s/@MIN_SPARE@/2/" -e "s/@MAX_SPARE@/4/" \
+        -e "s/@MIN_SERVERS@/$((conns + 2))/" -e "s/@MIN_SPARE@/2/" \
+        -e "s/@MAX_SPARE@/$((conns + 4))/" \
         -e "s/@MAX_SERVERS@/$((conns + 8))/" -e "s/@SHARDS@/$SHARDS/" \
         -e "s/@MAX_CONNECTIONS@/$((IDLE + 1024))/" \
         -e "/@SESSION_CACHE@/{r $dst.session" -e "d}" "$src" >"$dst"
@@ -376,7 +377,7 @@ for c in $CONNS; do [ "$c" = 64 ] && PERL_MEM_CONNS=64; done
     else
         echo "- no SessionCache: a fresh session per request in both daemons (2.05's behaviour without one); --session adds one"
     fi
-    echo "- Perl mtpolicyd $(perl -MMail::MtPolicyd -e 'print $Mail::MtPolicyd::VERSION' 2>/dev/null || echo '?'): restarted for each connection count N with min_servers=N+2, min_spare_servers=2, max_spare_servers=4, max_servers=N+8, max_requests=1000000, keepalive_timeout=0, log_level=$LOG_LEVEL: one pre-forked worker per connection, all forked before measuring"
+    echo "- Perl mtpolicyd $(perl -MMail::MtPolicyd -e 'print $Mail::MtPolicyd::VERSION' 2>/dev/null || echo '?'): restarted for each connection count N with min_servers=N+2, min_spare_servers=2, max_spare_servers=N+4 (so the idle pool is not cut back before the load arrives), max_servers=N+8, max_requests=1000000, keepalive_timeout=0, log_level=$LOG_LEVEL: one pre-forked worker per connection, all forked before measuring"
     echo "- command: $0 ${ARGS[*]}"
     echo "- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box skews absolute numbers; the ratios come from the same run)"
     echo
