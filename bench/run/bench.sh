@@ -278,6 +278,10 @@ bench_target() {
         for conns in $CONNS; do
             start_server perl "$name" "$template" "$conns" || continue
             run_point "$name" "$conns" "$SERVER_PORT" "$SERVER_PID"
+            local workers
+            workers=$(pgrep -c -P "$SERVER_PID" || true)
+            [ "$workers" -ge "$conns" ] ||
+                note "$name c=$conns: only $workers Perl workers left after the runs (fewer than the connections)"
             [ "$conns" = "$PERL_MEM_CONNS" ] && perl_worker_memory "$SERVER_PID" "$name"
             stop_group "$SERVER_PID"
         done
