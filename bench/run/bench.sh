@@ -383,7 +383,7 @@ for c in $CONNS; do [ "$c" = 64 ] && PERL_MEM_CONNS=64; done
     fi
     echo "- Perl mtpolicyd $(perl -MMail::MtPolicyd -e 'print $Mail::MtPolicyd::VERSION' 2>/dev/null || echo '?'): restarted for each connection count N with min_servers=N+2, min_spare_servers=2, max_spare_servers=N+4 (so the idle pool is not cut back before the load arrives), max_servers=N+8, max_requests=1000000, keepalive_timeout=0, log_level=$LOG_LEVEL: one pre-forked worker per connection, all forked before measuring"
     echo "- command: $0 ${ARGS[*]}"
-    echo "- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box skews absolute numbers; the ratios come from the same run)"
+    echo "- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg), memory available $(awk '/^MemAvailable/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) (other work on the box skews absolute numbers; the ratios come from the same run)"
     echo
 } >"$REPORT"
 cat "$REPORT" >&2
@@ -530,6 +530,10 @@ for m in perl_lines:
           f"master {m['master_rss_kb'] / 1024:.1f} MiB.")
 PY
 
+AVAIL_END_KB=$(awk '/^MemAvailable/ {print $2}' /proc/meminfo)
+if [ "${AVAIL_END_KB:-0}" -lt 2097152 ]; then
+    note "memory was short: $((AVAIL_END_KB / 1024)) MiB available at the end; paging skews every number, most of all the Perl daemon's (many processes)"
+fi
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_END%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
     note "the machine was busy: load average $LOAD_END at the end on $(nproc) CPUs; absolute numbers are low and noisy, compare the ratios and the CPU per request"
