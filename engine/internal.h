@@ -57,6 +57,19 @@ static inline enum eng_op eng_ud_op(uint64_t ud)
 static inline uint32_t eng_ud_idx(uint64_t ud) { return (uint32_t)ud; }
 static inline uint32_t eng_ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & ENG_UD_GEN_MASK; }
 
+/* The xshard wake handshake is Dekker-style: each side publishes, then a seq_cst fence, then
+ * looks at the other side. ThreadSanitizer does not model fences, so its builds make those
+ * accesses seq_cst themselves instead (same guarantee, slower). */
+#ifdef __SANITIZE_THREAD__
+#define ENG_DEKKER_FENCE() ((void)0)
+#define ENG_DEKKER_STORE memory_order_seq_cst
+#define ENG_DEKKER_LOAD memory_order_seq_cst
+#else
+#define ENG_DEKKER_FENCE() atomic_thread_fence(memory_order_seq_cst)
+#define ENG_DEKKER_STORE memory_order_release
+#define ENG_DEKKER_LOAD memory_order_acquire
+#endif
+
 /* Counters are written by their shard only and read by eng_stats_sum from any thread: relaxed
  * atomic stores of a plain increment (a plain mov on x86, no lock prefix). */
 #define ENG_STAT_ADD(sh, field, n)                                                                \

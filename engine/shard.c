@@ -308,7 +308,7 @@ static void wait_once(struct eng_shard *sh, uint32_t timeout)
     if (timeout > 0) {
         /* Dekker with eng_xshard_flush: publish that we may sleep, then look once more. */
         atomic_store_explicit(&sh->sleeping, 1, memory_order_seq_cst);
-        atomic_thread_fence(memory_order_seq_cst);
+        ENG_DEKKER_FENCE();
         if (eng_xshard_pending(sh))
             timeout = 0;
     }

@@ -56,7 +56,7 @@ static bool ring_push(struct eng_xring *r, struct eng_xmsg *m)
     if (tail - head == ENG_XRING_CAP)
         return false;
     r->slot[tail & (ENG_XRING_CAP - 1)] = m;
-    atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+    atomic_store_explicit(&r->tail, tail + 1, ENG_DEKKER_STORE);
     return true;
 }
 
@@ -97,7 +97,6 @@ unsigned eng_xshard_drain(struct eng_shard *sh)
             /* Free the slot before running m: its handler may answer on the reverse ring. */
             atomic_store_explicit(&r->head, head, memory_order_release);
             ENG_ASSERT(m != NULL);
-            m->next = NULL;
             m->fn(sh, m);
             ran++;
         }
@@ -114,7 +113,7 @@ bool eng_xshard_pending(const struct eng_shard *sh)
     for (unsigned src = 0; src < e->shard_count; src++) {
         struct eng_xring *r = xring(e, src, sh->index);
         if (atomic_load_explicit(&r->head, memory_order_relaxed) !=
-            atomic_load_explicit(&r->tail, memory_order_acquire))
+            atomic_load_explicit(&r->tail, ENG_DEKKER_LOAD))
             return true;
     }
     return false;
@@ -127,23 +126,25 @@ void eng_xshard_flush(struct eng_shard *sh)
         return;
     struct eng *e = sh->eng;
     bool still_dirty = false;
-    atomic_thread_fence(memory_order_seq_cst);
     for (unsigned dst = 0; dst < e->shard_count; dst++) {
         struct eng_xout *o = &sh->xout[dst];
         struct eng_xring *r = xring(e, sh->index, dst);
-        while (o->ovf_head && ring_push(r, o->ovf_head)) {
+        while (o->ovf_head) {
             struct eng_xmsg *m = o->ovf_head;
-            o->ovf_head = m->next;
-            if (!o->ovf_head)
+            struct eng_xmsg *next = m->next; /* m belongs to the destination once pushed */
+            if (!ring_push(r, m))
+                break;
+            o->ovf_head = next;
+            if (!next)
                 o->ovf_tail = NULL;
         }
         if (o->ovf_head)
             still_dirty = true; /* the destination will drain its ring and we retry */
         if (!o->wake_want)
             continue;
-        atomic_thread_fence(memory_order_seq_cst);
+        ENG_DEKKER_FENCE();
         struct eng_shard *d = &e->shards[dst];
-        if (dst != sh->index && atomic_load_explicit(&d->sleeping, memory_order_acquire)) {
+        if (dst != sh->index && atomic_load_explicit(&d->sleeping, ENG_DEKKER_LOAD)) {
             if (sh->ring->ops->prep_wake(sh->ring, d->ring, eng_ud(ENG_OP_WAKE, sh->index, 0)) <
                 0) {
                 still_dirty = true;

@@ -7,6 +7,12 @@
 
 using namespace th;
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define ENG_TEST_SANITIZED 1 // timing and memory numbers mean nothing here
+#else
+#define ENG_TEST_SANITIZED 0
+#endif
+
 static void pool_usage(eng *e, uint32_t out[3])
 {
     out[0] = out[1] = out[2] = 0;
@@ -364,7 +370,10 @@ TEST_CASE("a tiny provided-buffer ring runs dry (-ENOBUFS) without losing data",
             REQUIRE(recv_n(fds[i], texts[i].size(), 10000) == texts[i]);
         for (auto &w : writers)
             w.join();
-        CHECK(eng.stats().recv_enobufs > 0);
+        if (ENG_TEST_SANITIZED)
+            WARN("recv_enobufs " << eng.stats().recv_enobufs << " (not checked: sanitizer)");
+        else
+            CHECK(eng.stats().recv_enobufs > 0);
         for (int fd : fds)
             close(fd);
     }
@@ -386,6 +395,10 @@ size_t rss_bytes()
 
 TEST_CASE("an idle keep-alive connection costs the process under 2 KiB", "[conn]")
 {
+    if (ENG_TEST_SANITIZED) {
+        WARN("memory per connection not measured under a sanitizer");
+        return;
+    }
     eng_backend backend = ENG_BACKENDS;
     SECTION(backend_label(backend))
     {

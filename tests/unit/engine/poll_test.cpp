@@ -61,8 +61,8 @@ TEST_CASE("POLLIN on a pipe is level-triggered and stops with eng_poll_stop", "[
     eng_backend backend = ENG_BACKENDS;
     SECTION(backend_label(backend))
     {
+        Pipe p; // outlives the engine
         Engine eng(echo_config(backend, 2));
-        Pipe p;
         g_fd = p.r;
         g_calls = g_bytes = 0;
         on_shard0(eng.e, [](eng_shard *sh) {
@@ -98,8 +98,8 @@ TEST_CASE("POLLOUT, and changing events with eng_poll_update", "[poll]")
     eng_backend backend = ENG_BACKENDS;
     SECTION(backend_label(backend))
     {
+        Pipe p; // outlives the engine
         Engine eng(echo_config(backend));
-        Pipe p;
         g_fd = p.w;
         g_calls = 0;
         on_shard0(eng.e, [](eng_shard *sh) {
@@ -133,8 +133,8 @@ TEST_CASE("polls_per_shard_max at N and N+1", "[poll]")
     {
         eng_config cfg = echo_config(backend);
         cfg.limits.polls_per_shard_max = 2;
+        Pipe p; // outlives the engine
         Engine eng(cfg);
-        Pipe p;
         g_fd = p.r;
         static eng_poll polls[3];
         static int rcs[3];

@@ -121,3 +121,36 @@ TEST_CASE("ping-pong wakes the sleeping shard every time", "[xshard]")
         CHECK(st.wakes_sent > 0); // the receiving shard was asleep at least once
     }
 }
+
+// Regression: the sender read a message's next link after pushing it from the overflow list
+// into the ring, racing with the destination, which owned (and wrote) the message by then; the
+// rest of the overflow list could be lost. Many rounds of full rings make the window likely.
+TEST_CASE("overflowed messages are never lost (overflow list race)", "[xshard]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        const unsigned shards = 4;
+        g_shards = shards;
+        g_msgs.assign(size_t(shards) * shards * kPerPair, Msg{});
+        Engine eng(echo_config(backend, shards));
+        for (int round = 0; round < 20; round++) {
+            for (unsigned s = 0; s < shards; s++)
+                for (unsigned d = 0; d < shards; d++)
+                    for (uint32_t i = 0; i < kPerPair; i++) {
+                        Msg &m = g_msgs[(size_t(s) * shards + d) * kPerPair + i];
+                        m.x.fn = on_msg;
+                        m.src = s;
+                        m.dst = d;
+                        m.seq = i;
+                    }
+            memset(g_next_seq, 0, sizeof(g_next_seq));
+            g_delivered = g_misrouted = g_out_of_order = 0;
+            REQUIRE(eng_run_on_shards(eng.e, send_all_msgs, nullptr) == 0);
+            uint64_t total = uint64_t(shards) * shards * kPerPair;
+            INFO("round " << round);
+            REQUIRE(eventually([&] { return g_delivered == total; }, 10000));
+            CHECK(g_out_of_order == 0);
+        }
+    }
+}
