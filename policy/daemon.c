@@ -353,21 +353,23 @@ static void d_shard_stop(struct eng_shard *sh, void *shard_app)
 {
     (void)sh;
     struct dshard *ds = shard_app;
-    const struct pol_shard_stats *st = &ds->ps.stats;
-    eng_log(ENG_LOG_NOTICE,
-            "shard %u: %llu requests, %llu replies, %llu failed, %llu timed out, %llu shed",
-            ds->ps.index, (unsigned long long)st->requests, (unsigned long long)st->replies,
-            (unsigned long long)st->failed, (unsigned long long)st->timeouts,
-            (unsigned long long)st->no_request);
-    pol_shard_fini(&ds->ps);
+    pol_shard_fini(&ds->ps); /* logs the shard's counters */
     free(ds->attrs);
     free(ds);
+}
+
+static void log_stats_on_shard(struct eng_shard *sh, void *shard_app, void *ctx)
+{
+    (void)sh;
+    (void)ctx;
+    pol_shard_log_stats(&((struct dshard *)shard_app)->ps);
 }
 
 static void d_signal(void *app_global, struct eng *e, int signo)
 {
     (void)app_global;
-    (void)e;
+    if (signo == SIGUSR1) /* counters and session cache memory, from every shard */
+        eng_run_on_shards(e, log_stats_on_shard, NULL);
     if (signo == SIGHUP)
         eng_log(ENG_LOG_NOTICE, "received SIGHUP: configuration reload is not implemented yet; "
                                 "still running with the configuration loaded at start-up");

@@ -153,8 +153,18 @@ int pol_shard_init(struct pol_shard *ps, const struct pol_server *srv, struct en
     return 0;
 }
 
-static void log_session_stats(const struct pol_shard *ps)
+void pol_shard_log_stats(const struct pol_shard *ps)
 {
+    const struct pol_shard_stats *q = &ps->stats;
+    eng_log(ENG_LOG_NOTICE,
+            "shard %u: %llu requests, %llu replies, %llu failed, %llu timed out, %llu shed, "
+            "%llu throw-away sessions (cache full), %llu sessions too big for the arena",
+            ps->index, (unsigned long long)q->requests, (unsigned long long)q->replies,
+            (unsigned long long)q->failed, (unsigned long long)q->timeouts,
+            (unsigned long long)q->no_request, (unsigned long long)q->session_full,
+            (unsigned long long)q->session_nomem);
+    if (!ps->sessions)
+        return;
     struct pol_sstore_stats st;
     pol_sstore_get_stats(ps->sessions, &st);
     eng_log(ENG_LOG_NOTICE,
@@ -178,11 +188,9 @@ void pol_shard_fini(struct pol_shard *ps)
     }
     free(ps->plugin_data);
     free(ps->plugin_started);
-    if (ps->sessions) {
-        if (ps->sh) /* the daemon's shards; tests and the testkit stay quiet */
-            log_session_stats(ps);
-        pol_sstore_destroy(ps->sessions);
-    }
+    if (ps->sh) /* the daemon's shards; tests and the testkit stay quiet */
+        pol_shard_log_stats(ps);
+    pol_sstore_destroy(ps->sessions);
     free(ps->sess_scratch);
     free(ps->reqs);
     pol_arena_pool_fini(&ps->arenas);

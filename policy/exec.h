@@ -70,7 +70,11 @@ struct pol_shard {
 int pol_shard_init(struct pol_shard *ps, const struct pol_server *srv, struct eng_shard *sh,
                    unsigned index, unsigned count, uint32_t requests_max, char *err,
                    size_t err_len);
-/* Runs shard_stop and frees everything. Every request must have been released. */
+/* Logs the shard's counters and its session cache's (sessions, bytes used and per session,
+ * hits, waits, evictions...) at level 2. On the shard's thread. */
+void pol_shard_log_stats(const struct pol_shard *ps);
+/* Runs shard_stop and frees everything (logging the counters first on an engine shard).
+ * Every request must have been released. */
 void pol_shard_fini(struct pol_shard *ps);
 
 /* Takes a request and an arena from the home shard's pools and builds it. NULL when a pool is
