@@ -374,7 +374,10 @@ for c in $CONNS; do [ "$c" = 64 ] && PERL_MEM_CONNS=64; done
     echo "- machine: kernel $(uname -r), CPU \"$CPU_MODEL\" x $(nproc), $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, ulimit -n $(ulimit -n)"
     echo "- load: ringpolicyd-load, closed loop, generated Postfix 3.7 mails (1-5 recipients: RCPT each, then END-OF-MESSAGE, one instance per mail), threads ${THREADS:-one per CPU}; $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown"
     echo "- bare: ringpolicyd-bare --shards $SHARDS (0 = one per CPU) --conns-max $((IDLE + 1024)), answering action=dunno to every request"
-    echo "- all servers share this machine with the load generator (loopback); one server runs at a time"
+    echo "- all servers share this machine with the load generator (loopback); one server runs at a time, each in its own session (setsid)"
+    if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+        echo "- scheduler autogroup is on: on a busy machine each session gets one share of the CPUs, so the Perl daemon's N workers split one share (and wait for it) while ringpolicyd's few threads do not"
+    fi
     echo "- ringpolicyd: shards=$SHARDS (0 = one per CPU), max_connections=$((IDLE + 1024)) per shard, log_level=$LOG_LEVEL"
     if [ "$SESSION" = 1 ]; then
         echo "- session cache in chain.conf: ringpolicyd module=Memory, Perl module=Memcached (memcached 127.0.0.1:$MEMCACHED_PORT, 2 threads, 256 MiB, its CPU counted as Perl's); one.conf has none"
