@@ -109,6 +109,8 @@ void run_raw(DiffRig &rig, const std::string &vhost, const std::vector<RawCase> 
                       << (c.half_close ? " then shut down writing" : ""));
         std::string perl = exchange(rig.endpoint(Impl::Perl, vhost), c.data, c.half_close,
                                     settle_ms);
+        if (!rig.daemon(Impl::Perl).alive())
+            FAIL("the Perl mtpolicyd died; its log:\n" << rig.daemon(Impl::Perl).log());
         {
             INFO("Perl mtpolicyd 2.05: " << perl << "\nthe table expects: " << c.expect);
             CHECK(perl == c.expect);
@@ -117,6 +119,8 @@ void run_raw(DiffRig &rig, const std::string &vhost, const std::vector<RawCase> 
             continue;
         std::string ring = exchange(rig.endpoint(Impl::Ring, vhost), c.data, c.half_close,
                                     settle_ms);
+        if (!rig.daemon(Impl::Ring).alive())
+            FAIL("ringpolicyd died; its log:\n" << rig.daemon(Impl::Ring).log());
         if (c.decision.empty()) {
             INFO("ringpolicyd: " << ring << "\nPerl mtpolicyd: " << perl);
             CHECK(ring == perl);

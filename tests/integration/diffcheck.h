@@ -75,10 +75,28 @@ inline const VhostSpec *find_vhost(const std::vector<VhostSpec> &vhosts, const s
     return nullptr;
 }
 
+/* After a reply that did not come: stop the test case when the daemon died, or when it has
+ * stopped answering (three in a row), rather than wait out every remaining case. */
+inline void check_still_serving(DiffRig &rig, Impl impl, const std::string &reply,
+                                int &unanswered)
+{
+    if (reply != "<timeout>" && reply.compare(0, 7, "<error:") != 0) {
+        unanswered = 0;
+        return;
+    }
+    Daemon &d = rig.daemon(impl);
+    if (!d.alive())
+        FAIL(impl_name(impl) << " died; its log:\n" << d.log());
+    if (++unanswered >= 3)
+        FAIL(impl_name(impl) << " stopped answering (3 requests in a row); its log:\n"
+                             << d.log());
+}
+
 /* Runs every case (CHECK, so one failing case does not hide the others). */
 inline void run_cases(DiffRig &rig, const std::vector<VhostSpec> &vhosts,
                       const std::vector<DiffCase> &cases, int timeout_ms = 5000)
 {
+    int perl_unanswered = 0, ring_unanswered = 0;
     for (size_t i = 0; i < cases.size(); i++) {
         const DiffCase &c = cases[i];
         const VhostSpec *v = find_vhost(vhosts, c.vhost);
@@ -88,6 +106,7 @@ inline void run_cases(DiffRig &rig, const std::vector<VhostSpec> &vhosts,
                       << "request:\n"
                       << request_text(c.attrs));
         std::string perl = summarize(rig.ask(Impl::Perl, c.vhost, c.attrs, timeout_ms));
+        check_still_serving(rig, Impl::Perl, perl, perl_unanswered);
         {
             INFO("Perl mtpolicyd 2.05 replied: " << perl << "\nthe table expects: " << c.expect);
             CHECK(perl == c.expect);
@@ -95,6 +114,7 @@ inline void run_cases(DiffRig &rig, const std::vector<VhostSpec> &vhosts,
         if (!rig.has_ring())
             continue;
         std::string ring = summarize(rig.ask(Impl::Ring, c.vhost, c.attrs, timeout_ms));
+        check_still_serving(rig, Impl::Ring, ring, ring_unanswered);
         if (c.decision.empty()) {
             INFO("ringpolicyd replied: " << ring << "\nPerl mtpolicyd replied: " << perl);
             CHECK(ring == perl);

@@ -60,11 +60,24 @@ void kill_live_groups()
             kill(-g, SIGKILL);
 }
 
+/* meson kills a test that runs past its timeout with SIGTERM (Ctrl-C sends SIGINT): take our
+ * daemons down first, then die of the same signal. kill() is async-signal-safe; the set is
+ * not modified from a handler. */
+void on_fatal_signal(int signo)
+{
+    for (pid_t g : live_groups())
+        kill(-g, SIGKILL);
+    signal(signo, SIG_DFL);
+    raise(signo);
+}
+
 struct AtExitInstaller {
     AtExitInstaller()
     {
         std::atexit(kill_live_groups);
         signal(SIGPIPE, SIG_IGN);
+        for (int s : {SIGTERM, SIGINT, SIGHUP, SIGQUIT})
+            signal(s, on_fatal_signal);
     }
 } g_atexit_installer;
 
@@ -599,8 +612,17 @@ bool Daemon::start(int ready_timeout_ms)
                      std::to_string(exit_status_) + " during start-up; log:\n" + log();
             return false;
         }
-        if (endpoint_accepts(ready_, 200))
+        if (endpoint_accepts(ready_, 200)) {
+            /* Bound sockets accept before the daemon serves: make sure it did not die (or
+               crash in its shard start-up) right after binding. */
+            sleep_ms(150);
+            if (reap(false)) {
+                error_ = std::string(impl_name(impl_)) + " exited with status " +
+                         std::to_string(exit_status_) + " right after binding; log:\n" + log();
+                return false;
+            }
             return true;
+        }
         sleep_ms(50);
     }
     error_ = std::string(impl_name(impl_)) + " did not accept on " + ready_.str() + " within " +

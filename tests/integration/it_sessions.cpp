@@ -99,8 +99,13 @@ TEST_CASE("Memory sessions are shared across connections, vhosts and shards", "[
             Reply r = rc[static_cast<size_t>((i + k) % 8)].request(rcpt(inst, k));
             if (first_action(r) != "dunno" && wrong++ < 5)
                 FAIL_CHECK("RCPT for " << inst << ": " << first_action(r));
+            if (!r.ok())
+                FAIL("no reply; daemon log:\n" << d->log());
         }
-        std::string got = first_action(ec[static_cast<size_t>((i * 3) % 8)].request(eom(inst)));
+        Reply first = ec[static_cast<size_t>((i * 3) % 8)].request(eom(inst));
+        if (!first.ok())
+            FAIL("no reply; daemon log:\n" << d->log());
+        std::string got = first_action(first);
         if (got != header_for(rcpts) && wrong++ < 5)
             FAIL_CHECK(inst << " after " << rcpts << " RCPT requests: expected '"
                             << header_for(rcpts) << "', got '" << got << "'");
