@@ -79,7 +79,10 @@ struct eng_limits {
                                      the shard stops arming accept (backpressure) and re-arms
                                      when a connection closes. Default 16384. */
     uint32_t stage_bytes_max;     /* unconsumed input held for one connection (an incomplete or
-                                     paused request). Default 65536 + 1024. */
+                                     paused request). Default 65536 + 1024. Held means left
+                                     after on_bytes returned (or arrived while paused), however
+                                     the input was split into reads: N bytes held are fine, N+1
+                                     close the connection with ENG_CLOSE_OVERSIZE. */
     uint32_t send_bytes_max;      /* bytes queued for sending on one connection. Default 65536. */
     uint32_t recv_buf_bytes;      /* size of each provided receive buffer. Default 4096. */
     uint32_t recv_buf_count;      /* provided buffers per shard, power of two. Default 1024. */
@@ -222,7 +225,9 @@ void eng_conn_resume(struct eng_conn *c);
 
 /* A connection id is unique for the life of the runtime (pool index + generation); use it to
  * find a connection again after an asynchronous operation: eng_conn_find returns NULL once
- * that connection has closed, even if its slot was reused. */
+ * that connection has closed (on_close has run for it), even if its slot was reused. A
+ * connection that is closing but whose on_close has not run yet is still found; sending on it
+ * returns -EPIPE. */
 uint64_t eng_conn_id(const struct eng_conn *c);
 struct eng_conn *eng_conn_find(struct eng_shard *sh, uint64_t id);
 
