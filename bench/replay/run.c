@@ -236,6 +236,49 @@ static int run_workers(const struct rpl_run_opts *o, struct drv_shared *sh, stru
     return 0;
 }
 
+/* The pace of the schedule (pace_build) and, for --rate, the speed that gives that rate on
+ * average over it. Returns the pace array, or NULL with err set. */
+static int64_t *pace_prepare(struct rpl_run_opts *o, struct drv_shared *sh, uint64_t n,
+                             char *err, size_t err_len)
+{
+    int64_t *pace = pace_build(o->corpus, o->max_gap_us, o->render.copy_span_us,
+                               &sh->copy_pace_us);
+    if (pace == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    sh->pace_us = pace;
+    if (o->open_loop && o->rate > 0) {
+        /* Over the schedule's span (one copy step for a schedule of one request). */
+        int64_t span = drv_recorded_us(sh, n - 1);
+        double span_s = (double)(span > 0 ? span : sh->copy_pace_us) / 1e6;
+        o->speed = o->rate * span_s / (double)n;
+    }
+    if (o->open_loop && !(o->speed > 0)) {
+        free(pace);
+        snprintf(err, err_len, "open loop needs a speed or a rate above 0");
+        return NULL;
+    }
+    return pace;
+}
+
+/* Merges the workers' counts into res, with the run's duration and the kept differences. */
+static int collect_results(struct rpl_run_result *res, const struct drv_shared *sh,
+                           struct drv_worker *ws, uint64_t n)
+{
+    const struct rpl_run_opts *o = sh->o;
+    for (unsigned srv = 0; srv < RPL_SERVERS_MAX; srv++)
+        rpl_server_stats_init(&res->total.server[srv]);
+    uint64_t start = atomic_load(&sh->start_ns), last = start;
+    for (unsigned i = 0; i < o->threads; i++) {
+        merge_stats(&res->total, &ws[i].stats, o->server_count);
+        last = ws[i].last_done_ns > last ? ws[i].last_done_ns : last;
+    }
+    res->seconds = (double)(last - start) / 1e9;
+    res->recorded_seconds = (double)drv_recorded_us(sh, n - 1) / 1e6;
+    return merge_samples(res, ws, o->threads, o->diff_show_max);
+}
+
 int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *err,
             size_t err_len)
 {
@@ -263,23 +306,9 @@ int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *e
     sh.o = &o;
     sh.req_count = c->req_count;
     slots_compute(&o, &sh);
-    int64_t *pace = pace_build(c, o.max_gap_us, o.render.copy_span_us, &sh.copy_pace_us);
-    if (pace == NULL) {
-        snprintf(err, err_len, "out of memory");
-        return -ENOMEM;
-    }
-    sh.pace_us = pace;
-    if (o.open_loop && o.rate > 0) {
-        /* Over the schedule's span (one more copy step for a schedule of one request). */
-        int64_t span = drv_recorded_us(&sh, n - 1);
-        double span_s = (double)(span > 0 ? span : sh.copy_pace_us) / 1e6;
-        o.speed = o.rate * span_s / (double)n;
-    }
-    if (o.open_loop && !(o.speed > 0)) {
-        free(pace);
-        snprintf(err, err_len, "open loop needs a speed or a rate above 0");
+    int64_t *pace = pace_prepare(&o, &sh, n, err, err_len);
+    if (pace == NULL)
         return -EINVAL;
-    }
     res->speed = o.speed;
 
     uint64_t *items = NULL, *first = NULL;
@@ -291,6 +320,8 @@ int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *e
     }
     struct drv_worker *ws = calloc(o.threads, sizeof(*ws));
     int rc = ws == NULL ? -ENOMEM : 0;
+    if (rc != 0)
+        snprintf(err, err_len, "out of memory");
     unsigned inited = 0;
     for (; rc == 0 && inited < o.threads; inited++)
         rc = drv_init(&ws[inited], inited, &sh, items, first, stream_total, err, err_len);
@@ -301,18 +332,8 @@ int rpl_run(const struct rpl_run_opts *opts, struct rpl_run_result *res, char *e
             res->conn_count += ws[i].open_conns;
         rc = run_workers(&o, &sh, ws, o.threads, n, err, err_len);
     }
-    if (rc == 0) {
-        for (unsigned srv = 0; srv < RPL_SERVERS_MAX; srv++)
-            rpl_server_stats_init(&res->total.server[srv]);
-        uint64_t last = atomic_load(&sh.start_ns);
-        for (unsigned i = 0; i < o.threads; i++) {
-            merge_stats(&res->total, &ws[i].stats, o.server_count);
-            last = ws[i].last_done_ns > last ? ws[i].last_done_ns : last;
-        }
-        res->seconds = (double)(last - atomic_load(&sh.start_ns)) / 1e9;
-        res->recorded_seconds = (double)drv_recorded_us(&sh, n - 1) / 1e6;
-        rc = merge_samples(res, ws, o.threads, o.diff_show_max);
-    }
+    if (rc == 0)
+        rc = collect_results(res, &sh, ws, n);
     for (unsigned i = 0; ws != NULL && i < inited; i++) {
         drv_fini(&ws[i]);
         free(ws[i].stats.samples);
