@@ -374,7 +374,7 @@ static int vhost_build(struct pol_server *s, struct pol_vhost *vh, const struct 
         return -1;
     }
     const struct pol_cfg_node *nm = pol_cfg_option(b, "name");
-    if (!nm || !nm->value || !*nm->value) {
+    if (!nm || !nm->value) { /* 2.05 requires it defined; `name =` (empty) is accepted */
         pol_errf(err, err_len, b->file, b->line, "<VirtualHost %s> has no name", vh->key);
         return -1;
     }

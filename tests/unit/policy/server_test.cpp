@@ -121,6 +121,7 @@ TEST_CASE("virtual hosts: keys, names and plugins are required", "[server]")
     CHECK(build("port = 12345\n") == "test.conf: no virtual hosts configured!");
     CHECK(build("<VirtualHost 12345>\n" + probe("p", "") + "</VirtualHost>\n") ==
           "test.conf:1: <VirtualHost 12345> has no name");
+    CHECK(build("<VirtualHost 12345>\nname =\n" + probe("p", "") + "</VirtualHost>\n") == "");
     CHECK(build("<VirtualHost 12345>\nname = x\n</VirtualHost>\n") ==
           "test.conf:1: no <Plugin> defined for <VirtualHost> on port 12345!");
     CHECK(build("<VirtualHost>\nname = x\n" + probe("p", "") + "</VirtualHost>\n")
