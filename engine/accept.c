@@ -155,7 +155,7 @@ static int bind_unix(struct eng *e, size_t i, char *err, size_t err_len)
     int rc = unix_clear_stale(l->path);
     if (rc < 0) {
         snprintf(err, err_len, "cannot bind unix:%s: %s", l->path,
-                 rc == -EEXIST ? "a file that is not a socket is in the way"
+                 rc == -EEXIST       ? "a file that is not a socket is in the way"
                  : rc == -EADDRINUSE ? "another process is accepting on it"
                                      : strerror(-rc));
         return rc;
@@ -275,16 +275,16 @@ void eng_accept_complete(struct eng_shard *sh, const struct eng_cqe *cqe)
         return;
     }
     switch (-cqe->res) {
-    case ECANCELED:     /* backpressure, drain or a switch to single shot */
+    case ECANCELED: /* backpressure, drain or a switch to single shot */
     case EINTR:
     case EAGAIN:
-    case ECONNABORTED:  /* the peer gave up while queued */
+    case ECONNABORTED: /* the peer gave up while queued */
         break;
     case EBADF:
     case EFAULT:
         ENG_ASSERT(!"accept on a bad descriptor");
         break;
-    default:            /* EMFILE, ENFILE, ENOMEM, ENOBUFS, EPERM...: back off */
+    default: /* EMFILE, ENFILE, ENOMEM, ENOBUFS, EPERM...: back off */
         ENG_STAT_INC(sh, accept_errors);
         li->retry_later = true;
         if (!eng_timer_armed(&sh->accept_retry))
@@ -324,8 +324,8 @@ void eng_accept_update(struct eng_shard *sh)
             continue;
         if (!want_multi && sh->accepts_single >= free_slots)
             continue;
-        if (sh->ring->ops->prep_accept(sh->ring, li->fd, want_multi,
-                                       eng_ud(ENG_OP_ACCEPT, i, 0)) < 0) {
+        if (sh->ring->ops->prep_accept(sh->ring, li->fd, want_multi, eng_ud(ENG_OP_ACCEPT, i, 0)) <
+            0) {
             ENG_STAT_INC(sh, sq_full);
             return;
         }

@@ -37,8 +37,8 @@ static size_t ring_bytes(unsigned entries)
 struct io_uring_buf_ring *eng_bufring_setup(struct io_uring *ring, unsigned entries, int bgid,
                                             int *err)
 {
-    void *mem = mmap(NULL, ring_bytes(entries), PROT_READ | PROT_WRITE,
-                     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void *mem =
+        mmap(NULL, ring_bytes(entries), PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
         *err = -errno;
         return NULL;

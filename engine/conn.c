@@ -361,8 +361,8 @@ static void send_start(struct eng_shard *sh, struct eng_conn *c)
         chunk = c->send_queued;
     ENG_ASSERT(chunk > 0);
     const char *buf = (const char *)eng_pool_at(&sh->send, c->send_idx) + c->send_head;
-    if (sh->ring->ops->prep_send(sh->ring, c->fd, buf, chunk,
-                                 eng_ud(ENG_OP_SEND, c->idx, c->gen)) < 0) {
+    if (sh->ring->ops->prep_send(sh->ring, c->fd, buf, chunk, eng_ud(ENG_OP_SEND, c->idx, c->gen)) <
+        0) {
         ENG_STAT_INC(sh, sq_full);
         work_add(sh, c);
         return;

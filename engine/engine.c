@@ -293,7 +293,8 @@ static void threads_wait(struct eng *e, unsigned created, int sfd)
 {
     unsigned ended = 0;
     while (ended < created) {
-        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = e->main_evfd, .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = e->main_evfd, .events = POLLIN}};
         int n = poll(pfd, 2, -1); /* a negative fd (no signalfd) is skipped by poll */
         if (n < 0)
             continue;

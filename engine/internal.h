@@ -54,8 +54,14 @@ static inline enum eng_op eng_ud_op(uint64_t ud)
     ENG_ASSERT(op < ENG_OP_COUNT);
     return op;
 }
-static inline uint32_t eng_ud_idx(uint64_t ud) { return (uint32_t)ud; }
-static inline uint32_t eng_ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & ENG_UD_GEN_MASK; }
+static inline uint32_t eng_ud_idx(uint64_t ud)
+{
+    return (uint32_t)ud;
+}
+static inline uint32_t eng_ud_gen(uint64_t ud)
+{
+    return (uint32_t)(ud >> 32) & ENG_UD_GEN_MASK;
+}
 
 /* The xshard wake handshake is Dekker-style: each side publishes, then a seq_cst fence, then
  * looks at the other side. ThreadSanitizer does not model fences, so its builds make those
@@ -72,7 +78,7 @@ static inline uint32_t eng_ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & E
 
 /* Counters are written by their shard only and read by eng_stats_sum from any thread: relaxed
  * atomic stores of a plain increment (a plain mov on x86, no lock prefix). */
-#define ENG_STAT_ADD(sh, field, n)                                                                \
+#define ENG_STAT_ADD(sh, field, n)                                                                 \
     __atomic_store_n(&(sh)->stats.field, (sh)->stats.field + (n), __ATOMIC_RELAXED)
 #define ENG_STAT_INC(sh, field) ENG_STAT_ADD(sh, field, 1)
 
@@ -80,7 +86,7 @@ static inline uint32_t eng_ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & E
  * Connections (conn.c)
  */
 enum {
-    CONN_OPEN = 1u << 0,          /* slot in use */
+    CONN_OPEN = 1u << 0, /* slot in use */
     CONN_TCP = 1u << 1,
     CONN_PAUSED = 1u << 2,        /* eng_conn_pause */
     CONN_CLOSING = 1u << 3,       /* close requested: send what is queued, then tear down */
@@ -101,21 +107,21 @@ struct eng_conn {
     struct eng_shard *shard;
     int32_t fd;
     uint32_t idx;
-    uint32_t gen;            /* bumped when the slot is freed; survives in the pool */
+    uint32_t gen; /* bumped when the slot is freed; survives in the pool */
     uint32_t flags;
-    uint32_t work_next;      /* next connection index + 1 on the work list; 0 ends it */
-    uint16_t listener;       /* shard listener index */
-    uint8_t close_reason;    /* enum eng_close_reason once closing */
+    uint32_t work_next;   /* next connection index + 1 on the work list; 0 ends it */
+    uint16_t listener;    /* shard listener index */
+    uint8_t close_reason; /* enum eng_close_reason once closing */
     uint8_t peer_len;
-    uint32_t stage_idx;      /* staging buffer or ENG_POOL_NONE */
-    uint32_t stage_len;      /* bytes staged (unconsumed input) */
-    uint32_t stage_hwm;      /* most bytes this staging buffer held (for trimming) */
-    uint32_t send_idx;       /* send buffer (circular, send_bytes_max) or ENG_POOL_NONE */
-    uint32_t send_head;      /* offset of the oldest unsent byte */
-    uint32_t send_queued;    /* bytes not yet sent, including those in flight */
-    uint32_t send_inflight;  /* bytes of the send in flight */
+    uint32_t stage_idx;     /* staging buffer or ENG_POOL_NONE */
+    uint32_t stage_len;     /* bytes staged (unconsumed input) */
+    uint32_t stage_hwm;     /* most bytes this staging buffer held (for trimming) */
+    uint32_t send_idx;      /* send buffer (circular, send_bytes_max) or ENG_POOL_NONE */
+    uint32_t send_head;     /* offset of the oldest unsent byte */
+    uint32_t send_queued;   /* bytes not yet sent, including those in flight */
+    uint32_t send_inflight; /* bytes of the send in flight */
     uint32_t send_hwm;
-    struct eng_timer close_timer; /* bounds how long a closing connection may drain */
+    struct eng_timer close_timer;       /* bounds how long a closing connection may drain */
     _Alignas(8) unsigned char peer[28]; /* sockaddr_in6 is the largest TCP peer address */
 };
 
@@ -130,10 +136,10 @@ struct eng_listener {
     uint32_t listen_idx; /* index into cfg.listens */
     uint32_t tag;
     bool tcp;
-    bool armed;          /* an accept is in flight */
-    bool multishot;      /* ... and it is multishot */
+    bool armed;     /* an accept is in flight */
+    bool multishot; /* ... and it is multishot */
     bool cancel_sent;
-    bool retry_later;    /* an error asked for a pause before re-arming */
+    bool retry_later; /* an error asked for a pause before re-arming */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -146,7 +152,7 @@ _Static_assert((ENG_WHEEL_SLOTS & (ENG_WHEEL_SLOTS - 1)) == 0, "wheel size is a 
 struct eng_wheel {
     struct eng_timer slot[ENG_WHEEL_SLOTS];
     uint64_t bitmap[ENG_WHEEL_SLOTS / 64];
-    uint64_t next_ms;  /* first millisecond not yet processed */
+    uint64_t next_ms; /* first millisecond not yet processed */
     uint32_t armed_count;
 };
 
@@ -162,7 +168,7 @@ struct eng_xring {
     _Alignas(64) struct eng_xmsg *slot[ENG_XRING_CAP];
 };
 
-struct eng_xout { /* per destination, on the sender */
+struct eng_xout {                         /* per destination, on the sender */
     struct eng_xmsg *ovf_head, *ovf_tail; /* overflow list, FIFO */
     bool wake_want;
 };
@@ -174,11 +180,11 @@ struct eng_poll_slot {
     struct eng_poll *p; /* NULL once stopped */
     int fd;             /* kept after stop, to cancel the op in flight */
     uint32_t gen;
-    bool armed;         /* a poll op is in flight */
-    bool want;          /* arm at the end of the turn */
-    bool cancel_want;   /* events changed or stopped while armed */
+    bool armed;       /* a poll op is in flight */
+    bool want;        /* arm at the end of the turn */
+    bool cancel_want; /* events changed or stopped while armed */
     bool in_work;
-    uint32_t next;      /* free list or work list: slot index + 1; 0 ends it */
+    uint32_t next; /* free list or work list: slot index + 1; 0 ends it */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ struct eng_shard {
     bool thread_started;
     void *app;
     struct eng_ring *ring;
-    int evfd;          /* eng_stop, eng_run_on_shards and epoll wakes */
+    int evfd; /* eng_stop, eng_run_on_shards and epoll wakes */
     bool evfd_armed;
     uint64_t now_ms;
     struct eng_stats stats;
@@ -226,8 +232,8 @@ struct eng_shard {
     struct eng_poll_slot *polls;
     uint32_t polls_cap;
     uint32_t polls_fresh;
-    uint32_t polls_free;  /* index + 1 of the first free slot; 0 = none below polls_fresh */
-    uint32_t polls_work;  /* index + 1 of the first slot with work at the end of the turn */
+    uint32_t polls_free; /* index + 1 of the first free slot; 0 = none below polls_fresh */
+    uint32_t polls_work; /* index + 1 of the first slot with work at the end of the turn */
 
     /* stop */
     bool draining;
@@ -246,20 +252,20 @@ struct eng_shard {
 struct eng {
     struct eng_config cfg;
     struct eng_listen *listens;
-    int *listen_fds;     /* listen_count x shard_count (Unix: the same fd in every column) */
-    bool *unix_created;  /* per listen: we created the socket file */
+    int *listen_fds;    /* listen_count x shard_count (Unix: the same fd in every column) */
+    bool *unix_created; /* per listen: we created the socket file */
     unsigned shard_count;
     struct eng_shard *shards;
     struct eng_xring *xrings; /* [src * shard_count + dst] */
 
-    enum eng_backend backend;  /* URING or EPOLL after the probe */
+    enum eng_backend backend; /* URING or EPOLL after the probe */
     unsigned uring_flags;
     bool msg_ring;
     char backend_desc[256];
 
     _Atomic bool stop;
     _Atomic bool running;
-    int main_evfd;       /* shards signal their exit here */
+    int main_evfd; /* shards signal their exit here */
 
     /* start-up handshake */
     pthread_mutex_t start_lock;

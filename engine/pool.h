@@ -33,7 +33,7 @@ struct eng_pool {
 int eng_pool_init(struct eng_pool *p, size_t slot_bytes, uint32_t cap);
 void eng_pool_fini(struct eng_pool *p);
 
-uint32_t eng_pool_get(struct eng_pool *p);     /* index or ENG_POOL_NONE */
+uint32_t eng_pool_get(struct eng_pool *p); /* index or ENG_POOL_NONE */
 void eng_pool_put(struct eng_pool *p, uint32_t idx);
 
 static inline void *eng_pool_at(const struct eng_pool *p, uint32_t idx)

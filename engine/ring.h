@@ -50,8 +50,8 @@ struct eng_ring_params {
     bool msg_ring;        /* io_uring: wake with IORING_OP_MSG_RING (else eventfd) */
     char *buf_base;       /* provided receive buffers: buf_count x buf_bytes, owned by the shard */
     uint32_t buf_bytes;
-    uint32_t buf_count;   /* power of two, <= 32768 */
-    int wake_fd;          /* this shard's eventfd (epoll wakes, and io_uring without MSG_RING) */
+    uint32_t buf_count; /* power of two, <= 32768 */
+    int wake_fd;        /* this shard's eventfd (epoll wakes, and io_uring without MSG_RING) */
 };
 
 struct eng_ring;

@@ -47,14 +47,14 @@ struct efd {
     const char *wr_buf;
     uint32_t wr_len;
     uint32_t poll_events;
-    uint32_t reg_events;  /* as registered with epoll; 0: not registered */
-    int32_t chg_next;     /* change list: next fd + 1 */
-    int32_t send_next;    /* sends to try at submit: next fd + 1 */
+    uint32_t reg_events; /* as registered with epoll; 0: not registered */
+    int32_t chg_next;    /* change list: next fd + 1 */
+    int32_t send_next;   /* sends to try at submit: next fd + 1 */
     uint8_t rd_kind;
-    bool wr_pending;      /* a send is in flight */
-    bool wr_blocked;      /* ... and waits for EPOLLOUT */
+    bool wr_pending; /* a send is in flight */
+    bool wr_blocked; /* ... and waits for EPOLLOUT */
     bool listener;
-    bool doomed;          /* cancel_fd: the fd is about to be closed, skip EPOLL_CTL_DEL */
+    bool doomed; /* cancel_fd: the fd is about to be closed, skip EPOLL_CTL_DEL */
     bool on_chg, on_send;
 };
 
@@ -64,7 +64,7 @@ struct ring_epoll {
     struct efd *fds;
     size_t fds_cap;
     size_t fds_map_bytes;
-    int32_t chg_head;  /* fd + 1 */
+    int32_t chg_head; /* fd + 1 */
     int32_t send_head, send_tail;
     struct eng_cqe *cq;
     uint32_t cq_head, cq_tail; /* free-running */
@@ -73,7 +73,10 @@ struct ring_epoll {
     struct epoll_event events[ENG_EPOLL_EVENTS];
 };
 
-static struct ring_epoll *E(struct eng_ring *r) { return (struct ring_epoll *)r; }
+static struct ring_epoll *E(struct eng_ring *r)
+{
+    return (struct ring_epoll *)r;
+}
 
 static uint32_t cq_room(const struct ring_epoll *p)
 {
@@ -414,7 +417,7 @@ static int e_submit_wait(struct eng_ring *r, uint32_t timeout_ms)
     struct ring_epoll *p = E(r);
     sends_run(p);
     changes_sync(p);
-    int timeout = p->cq_tail != p->cq_head ? 0
+    int timeout = p->cq_tail != p->cq_head   ? 0
                   : timeout_ms == UINT32_MAX ? -1
                   : timeout_ms > INT32_MAX   ? INT32_MAX
                                              : (int)timeout_ms;

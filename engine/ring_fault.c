@@ -29,7 +29,10 @@ struct ring_fault {
     struct eng_cqe pending[ENG_FAULT_PENDING];
 };
 
-static struct ring_fault *F(struct eng_ring *r) { return (struct ring_fault *)r; }
+static struct ring_fault *F(struct eng_ring *r)
+{
+    return (struct ring_fault *)r;
+}
 
 static const struct eng_ring_ops fault_ops;
 

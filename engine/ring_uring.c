@@ -44,7 +44,10 @@ struct ring_uring {
     bool ring_fd_registered;
 };
 
-static struct ring_uring *U(struct eng_ring *r) { return (struct ring_uring *)r; }
+static struct ring_uring *U(struct eng_ring *r)
+{
+    return (struct ring_uring *)r;
+}
 
 static struct io_uring_sqe *get_sqe(struct ring_uring *u)
 {
@@ -397,8 +400,7 @@ static bool probe_msg_ring(struct io_uring *from, unsigned flags)
     io_uring_prep_msg_ring(sqe, to.ring_fd, 0, 77, 0);
     io_uring_sqe_set_data64(sqe, 3);
     struct io_uring_cqe c;
-    bool ok = wait_one(from, &c) == 0 && c.res == 0 && wait_one(&to, &c) == 0 &&
-              c.user_data == 77;
+    bool ok = wait_one(from, &c) == 0 && c.res == 0 && wait_one(&to, &c) == 0 && c.user_data == 77;
     io_uring_queue_exit(&to);
     return ok;
 }
@@ -436,7 +438,7 @@ int eng_ring_uring_probe(unsigned *setup_flags, bool *msg_ring, char *err, size_
 void eng_ring_uring_describe(unsigned setup_flags, bool msg_ring, char *out, size_t len)
 {
     snprintf(out, len, "io_uring (%s, %s wakes)",
-             (setup_flags & IORING_SETUP_DEFER_TASKRUN) ? "SINGLE_ISSUER|DEFER_TASKRUN"
+             (setup_flags & IORING_SETUP_DEFER_TASKRUN)  ? "SINGLE_ISSUER|DEFER_TASKRUN"
              : (setup_flags & IORING_SETUP_COOP_TASKRUN) ? "COOP_TASKRUN"
                                                          : "no setup flags",
              msg_ring ? "MSG_RING" : "eventfd");

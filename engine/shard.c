@@ -155,8 +155,7 @@ static int shard_init(struct eng_shard *sh)
     if (rc == 0)
         rc = ring_create(sh, err, sizeof(err));
     if (rc < 0) {
-        eng_log(ENG_LOG_ERR, "shard %u cannot start: %s", sh->index,
-                err[0] ? err : strerror(-rc));
+        eng_log(ENG_LOG_ERR, "shard %u cannot start: %s", sh->index, err[0] ? err : strerror(-rc));
         return rc;
     }
     eng_timer_init(&sh->drain_timer, drain_timer_fire);
@@ -273,8 +272,8 @@ static void turn_measure(struct eng_shard *sh, uint64_t t0_us)
     if (sh->slow_warn_ms && sh->now_ms - sh->slow_warn_ms < ENG_SLOW_WARN_INTERVAL_MS)
         return;
     sh->slow_warn_ms = sh->now_ms ? sh->now_ms : 1;
-    eng_log(ENG_LOG_WARNING, "shard %u: one loop turn took %llu ms (turn_warn_ms is %u)",
-            sh->index, (unsigned long long)(us / 1000), sh->eng->cfg.limits.turn_warn_ms);
+    eng_log(ENG_LOG_WARNING, "shard %u: one loop turn took %llu ms (turn_warn_ms is %u)", sh->index,
+            (unsigned long long)(us / 1000), sh->eng->cfg.limits.turn_warn_ms);
 }
 
 static uint32_t turn_timeout(struct eng_shard *sh)

@@ -25,14 +25,12 @@ struct eng_fault_plan {
 void eng_test_set_fault_plan(const struct eng_fault_plan *plan);
 const struct eng_fault_plan *eng_test_fault_plan(void);
 /* Pool usage of a shard (to check for leaks): connections, staging and send buffers in use. */
-void eng_test_pool_usage(struct eng_shard *sh, uint32_t *conns, uint32_t *stage,
-                         uint32_t *send);
+void eng_test_pool_usage(struct eng_shard *sh, uint32_t *conns, uint32_t *stage, uint32_t *send);
 int eng_test_conn_fd(const struct eng_conn *c);
 /* True once every shard thread finished starting (eng_run_on_shards can reach them). */
 int eng_test_started(struct eng *e);
 void eng_test_stage_fail_after(struct eng_shard *sh, uint32_t n);
 void eng_test_send_fail_after(struct eng_shard *sh, uint32_t n);
-
 
 /* A bare shard with only a timer wheel, bound to the calling thread, with a clock the test
  * moves (pure timer tests). */

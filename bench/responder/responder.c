@@ -23,11 +23,11 @@
 #define BARE_REPLY "action=dunno\n\n"
 #define BARE_REPLY_BATCH 256 /* replies per eng_conn_send */
 
-static const char reply_block[] =
-#define R16 BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY \
-    BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY  \
-    BARE_REPLY
-    R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16;
+#define R16                                                                                        \
+    BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY        \
+        BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY BARE_REPLY
+/* 256 replies back to back: the answers of one read go out in one eng_conn_send. */
+static const char reply_block[] = R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16 R16;
 _Static_assert(sizeof(reply_block) - 1 == BARE_REPLY_BATCH * (sizeof(BARE_REPLY) - 1),
                "one block holds a batch of replies");
 
@@ -183,8 +183,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "ringpolicyd-bare: listening on %s\n", name);
         }
     }
-    fprintf(stderr, "ringpolicyd-bare: %u shards, backend %s, conns_per_shard_max %u, "
-                    "recv %u x %u B\n",
+    fprintf(stderr,
+            "ringpolicyd-bare: %u shards, backend %s, conns_per_shard_max %u, "
+            "recv %u x %u B\n",
             eng_shard_count_of(e), eng_backend_desc(e), cfg.limits.conns_per_shard_max,
             cfg.limits.recv_buf_count, cfg.limits.recv_buf_bytes);
     rc = eng_run(e);

@@ -45,10 +45,10 @@ struct eng_listen {
     enum eng_listen_kind kind;
     struct sockaddr_storage addr; /* TCP: bind address (AF_INET or AF_INET6) */
     socklen_t addr_len;
-    bool v6only;                      /* TCP over AF_INET6: set IPV6_V6ONLY */
+    bool v6only;                                            /* TCP over AF_INET6: set IPV6_V6ONLY */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* UNIX: socket path */
-    uint32_t unix_mode;               /* UNIX: chmod after bind; 0 keeps the umask's result */
-    uint32_t tag;                     /* application's id for this listener (e.g. vhost index) */
+    uint32_t unix_mode; /* UNIX: chmod after bind; 0 keeps the umask's result */
+    uint32_t tag;       /* application's id for this listener (e.g. vhost index) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -75,19 +75,19 @@ enum eng_close_reason {
 /* Limits: each has a default (eng_config_defaults), a counter of hits (struct eng_stats) and
  * tests at N and N+1. */
 struct eng_limits {
-    uint32_t conns_per_shard_max; /* accepted connections open at once per shard; at the limit
-                                     the shard stops arming accept (backpressure) and re-arms
-                                     when a connection closes. Default 16384. */
-    uint32_t stage_bytes_max;     /* unconsumed input held for one connection (an incomplete or
-                                     paused request). Default 65536 + 1024. Held means left
-                                     after on_bytes returned (or arrived while paused), however
-                                     the input was split into reads: N bytes held are fine, N+1
-                                     close the connection with ENG_CLOSE_OVERSIZE. */
-    uint32_t send_bytes_max;      /* bytes queued for sending on one connection. Default 65536. */
-    uint32_t recv_buf_bytes;      /* size of each provided receive buffer. Default 4096. */
-    uint32_t recv_buf_count;      /* provided buffers per shard, power of two. Default 1024. */
-    uint32_t stage_bufs_per_shard;/* staging buffers per shard (partial requests). Default 4096. */
-    uint32_t turn_warn_ms;        /* log a warning when one loop turn takes longer. Default 500. */
+    uint32_t conns_per_shard_max;  /* accepted connections open at once per shard; at the limit
+                                      the shard stops arming accept (backpressure) and re-arms
+                                      when a connection closes. Default 16384. */
+    uint32_t stage_bytes_max;      /* unconsumed input held for one connection (an incomplete or
+                                      paused request). Default 65536 + 1024. Held means left
+                                      after on_bytes returned (or arrived while paused), however
+                                      the input was split into reads: N bytes held are fine, N+1
+                                      close the connection with ENG_CLOSE_OVERSIZE. */
+    uint32_t send_bytes_max;       /* bytes queued for sending on one connection. Default 65536. */
+    uint32_t recv_buf_bytes;       /* size of each provided receive buffer. Default 4096. */
+    uint32_t recv_buf_count;       /* provided buffers per shard, power of two. Default 1024. */
+    uint32_t stage_bufs_per_shard; /* staging buffers per shard (partial requests). Default 4096. */
+    uint32_t turn_warn_ms;         /* log a warning when one loop turn takes longer. Default 500. */
     /* Added by the engine (after the fields above, so existing initialisers keep working): */
     uint32_t send_bufs_per_shard; /* send buffers per shard (connections with output queued or
                                      in flight). Default 4096. */
@@ -126,17 +126,17 @@ struct eng_app_ops {
 };
 
 struct eng_config {
-    unsigned shard_count;             /* 0: one per online CPU */
+    unsigned shard_count; /* 0: one per online CPU */
     enum eng_backend backend;
     const struct eng_listen *listens; /* copied by eng_create */
     size_t listen_count;
-    int backlog;                      /* listen(2) backlog. Default 4096. */
-    size_t app_conn_bytes;            /* size of eng_conn_app(c). Default 0. */
-    uint32_t drain_timeout_ms;        /* graceful stop: wait this long for busy connections.
-                                         Default 10000. */
+    int backlog;               /* listen(2) backlog. Default 4096. */
+    size_t app_conn_bytes;     /* size of eng_conn_app(c). Default 0. */
+    uint32_t drain_timeout_ms; /* graceful stop: wait this long for busy connections.
+                                  Default 10000. */
     struct eng_limits limits;
     const struct eng_app_ops *ops;
-    void *app_global;                 /* passed to shard_start and on_signal */
+    void *app_global; /* passed to shard_start and on_signal */
 };
 
 /* Fills every field with its default; listens, ops and app_global become NULL. */
@@ -192,7 +192,7 @@ int eng_run_on_shards(struct eng *e, eng_shard_fn *fn, void *ctx);
  * Shards
  */
 
-struct eng_shard *eng_shard_self(void);          /* NULL outside shard threads */
+struct eng_shard *eng_shard_self(void); /* NULL outside shard threads */
 unsigned eng_shard_index(const struct eng_shard *sh);
 unsigned eng_shard_count(const struct eng_shard *sh);
 void *eng_shard_app(const struct eng_shard *sh);
@@ -231,8 +231,8 @@ void eng_conn_resume(struct eng_conn *c);
 uint64_t eng_conn_id(const struct eng_conn *c);
 struct eng_conn *eng_conn_find(struct eng_shard *sh, uint64_t id);
 
-void *eng_conn_app(struct eng_conn *c);                  /* app_conn_bytes, zeroed at open */
-uint32_t eng_conn_listener_tag(const struct eng_conn *c);/* eng_listen.tag of its listener */
+void *eng_conn_app(struct eng_conn *c);                   /* app_conn_bytes, zeroed at open */
+uint32_t eng_conn_listener_tag(const struct eng_conn *c); /* eng_listen.tag of its listener */
 struct eng_shard *eng_conn_shard(const struct eng_conn *c);
 /* Peer address; for Unix sockets family AF_UNIX and an empty path. */
 const struct sockaddr *eng_conn_peer(const struct eng_conn *c, socklen_t *len);
@@ -284,11 +284,11 @@ struct eng_poll;
 typedef void eng_poll_fn(struct eng_shard *sh, struct eng_poll *p, uint32_t revents);
 
 struct eng_poll {
-    int fd;             /* private after start */
-    uint32_t events;    /* private: POLLIN | POLLOUT */
-    uint32_t state;     /* private */
-    uint64_t gen;       /* private */
-    eng_poll_fn *fn;    /* private */
+    int fd;          /* private after start */
+    uint32_t events; /* private: POLLIN | POLLOUT */
+    uint32_t state;  /* private */
+    uint64_t gen;    /* private */
+    eng_poll_fn *fn; /* private */
 };
 
 /* events: POLLIN, POLLOUT or both. revents passed to fn may also hold POLLERR, POLLHUP, and
@@ -312,28 +312,28 @@ struct eng_stats {
     uint64_t accepted;
     uint64_t closed[ENG_CLOSE_REASON_COUNT];
     uint64_t conns_open;
-    uint64_t accept_paused;     /* times accept was stopped at conns_per_shard_max */
-    uint64_t recv_enobufs;      /* provided-buffer ring ran dry */
-    uint64_t stage_full;        /* no staging buffer available */
+    uint64_t accept_paused; /* times accept was stopped at conns_per_shard_max */
+    uint64_t recv_enobufs;  /* provided-buffer ring ran dry */
+    uint64_t stage_full;    /* no staging buffer available */
     uint64_t bytes_in, bytes_out;
     uint64_t short_sends;
     uint64_t xmsg_sent, xmsg_overflow;
     uint64_t turns, turns_slow;
     /* Added by the engine: */
-    uint64_t accept_overflow;   /* accepted past conns_per_shard_max by a multishot burst, closed */
-    uint64_t accept_errors;     /* accept failed (EMFILE, ENFILE, ENOMEM...); retried later */
-    uint64_t open_refused;      /* on_open returned < 0 */
-    uint64_t stage_oversize;    /* input beyond stage_bytes_max (closed ENG_CLOSE_OVERSIZE) */
-    uint64_t send_full;         /* eng_conn_send refused: queue would exceed send_bytes_max */
-    uint64_t send_nomem;        /* eng_conn_send refused: no send buffer left */
-    uint64_t sock_errors;       /* socket errors other than reset (closed ENG_CLOSE_ERROR) */
+    uint64_t accept_overflow; /* accepted past conns_per_shard_max by a multishot burst, closed */
+    uint64_t accept_errors;   /* accept failed (EMFILE, ENFILE, ENOMEM...); retried later */
+    uint64_t open_refused;    /* on_open returned < 0 */
+    uint64_t stage_oversize;  /* input beyond stage_bytes_max (closed ENG_CLOSE_OVERSIZE) */
+    uint64_t send_full;       /* eng_conn_send refused: queue would exceed send_bytes_max */
+    uint64_t send_nomem;      /* eng_conn_send refused: no send buffer left */
+    uint64_t sock_errors;     /* socket errors other than reset (closed ENG_CLOSE_ERROR) */
     uint64_t xmsg_received;
-    uint64_t wakes_sent;        /* MSG_RING or eventfd wakes of a sleeping shard */
-    uint64_t submit_errors;     /* ring submit failed (retried next turn) */
-    uint64_t sq_full;           /* an operation waited a turn for room in the submission queue */
-    uint64_t poll_events;       /* eng_poll callbacks */
+    uint64_t wakes_sent;    /* MSG_RING or eventfd wakes of a sleeping shard */
+    uint64_t submit_errors; /* ring submit failed (retried next turn) */
+    uint64_t sq_full;       /* an operation waited a turn for room in the submission queue */
+    uint64_t poll_events;   /* eng_poll callbacks */
     uint64_t timers_fired;
-    uint64_t turn_us_max;       /* longest turn (max, not a sum, in eng_stats_sum) */
+    uint64_t turn_us_max; /* longest turn (max, not a sum, in eng_stats_sum) */
     uint64_t turn_us_hist[ENG_TURN_HIST_BUCKETS]; /* [i]: turns taking [2^i, 2^(i+1)) us
                                                      ([0]: under 2 us) */
 };

@@ -43,11 +43,11 @@ enum eng_log_target {
 };
 
 struct eng_log_config {
-    int level;                  /* 0..4; values above 4 mean 4 */
+    int level; /* 0..4; values above 4 mean 4 */
     enum eng_log_target target;
-    const char *path;           /* ENG_LOG_FILE: opened for append */
-    const char *ident;          /* syslog identity, default "ringpolicyd" */
-    int facility;               /* syslog facility, default LOG_MAIL */
+    const char *path;  /* ENG_LOG_FILE: opened for append */
+    const char *ident; /* syslog identity, default "ringpolicyd" */
+    int facility;      /* syslog facility, default LOG_MAIL */
 };
 
 /* Opens (or reopens) the target. Returns 0 or -errno with a sentence in err. Before the first

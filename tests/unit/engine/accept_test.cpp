@@ -9,7 +9,8 @@
 
 using namespace th;
 
-namespace {
+namespace
+{
 std::string tmp_path(const char *name)
 {
     return "/tmp/ringpolicyd-engine-test-" + std::to_string(getpid()) + "-" + name;

@@ -15,7 +15,8 @@ void *__libc_realloc(void *, size_t);
 void *__libc_memalign(size_t, size_t);
 }
 
-namespace {
+namespace
+{
 std::atomic<bool> g_counting{false};
 std::atomic<uint64_t> g_shard_allocs{0};
 
@@ -62,7 +63,8 @@ int posix_memalign(void **out, size_t al, size_t n)
 
 using namespace th;
 
-namespace {
+namespace
+{
 
 struct Hop {
     eng_xmsg x;

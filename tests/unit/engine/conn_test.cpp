@@ -32,7 +32,6 @@ static void pool_usage(eng *e, uint32_t out[3])
                 &ctx) == 0);
 }
 
-
 TEST_CASE("echo: one, two and many connections", "[conn]")
 {
     eng_backend backend = ENG_BACKENDS;
@@ -379,7 +378,8 @@ TEST_CASE("a tiny provided-buffer ring runs dry (-ENOBUFS) without losing data",
     }
 }
 
-namespace {
+namespace
+{
 size_t rss_bytes()
 {
     FILE *f = fopen("/proc/self/statm", "r");

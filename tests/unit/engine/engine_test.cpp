@@ -45,7 +45,8 @@ TEST_CASE("backend choice and shard count", "[engine]")
     CHECK(std::string(eng_backend_name(e)) == "io_uring");
     CHECK(std::string(eng_backend_desc(e)).find("io_uring") == 0);
     CHECK(eng_shard_count_of(e) == unsigned(sysconf(_SC_NPROCESSORS_ONLN)));
-    CHECK(eng_run_on_shards(e, [](eng_shard *, void *, void *) {}, nullptr) == -ESRCH);
+    CHECK(eng_run_on_shards(
+              e, [](eng_shard *, void *, void *) {}, nullptr) == -ESRCH);
     eng_destroy(e); // without eng_run
     cfg.backend = ENG_BACKEND_EPOLL;
     REQUIRE(eng_create(&cfg, &e, err, sizeof(err)) == 0);
@@ -80,7 +81,8 @@ TEST_CASE("eng_run_on_shards runs once on every shard's own thread", "[engine]")
         eng.stop();
         CHECK(g_echo.shard_stops == 3);
         CHECK(eng.run_rc == 0);
-        CHECK(eng_run_on_shards(eng.e, [](eng_shard *, void *, void *) {}, nullptr) == -ESRCH);
+        CHECK(eng_run_on_shards(
+                  eng.e, [](eng_shard *, void *, void *) {}, nullptr) == -ESRCH);
         eng_stats st = eng.stats();
         CHECK(st.turns > 0);
         uint64_t hist = 0;
@@ -151,7 +153,8 @@ TEST_CASE("graceful stop: what is still busy after drain_timeout_ms is closed", 
     }
 }
 
-namespace {
+namespace
+{
 std::atomic<int> g_signals{0};
 std::atomic<int> g_last_signo{0};
 void on_signal(void *, eng *, int signo)
@@ -187,7 +190,8 @@ TEST_CASE("signals: USR1/HUP reach on_signal, TERM stops", "[engine]")
     }
 }
 
-namespace {
+namespace
+{
 int failing_start(eng_shard *sh, void *, void **app)
 {
     *app = nullptr;
@@ -252,7 +256,8 @@ extern "C" {
 #include "eng/log.h"
 }
 
-namespace {
+namespace
+{
 
 int block_io_uring_setup(int err)
 {

@@ -8,7 +8,8 @@
 
 using namespace th;
 
-namespace {
+namespace
+{
 
 struct Plan {
     eng_fault_plan p;
@@ -22,7 +23,10 @@ struct Plan {
         p.reset_at_step = reset_at;
         eng_test_set_fault_plan(&p);
     }
-    ~Plan() { eng_test_set_fault_plan(nullptr); }
+    ~Plan()
+    {
+        eng_test_set_fault_plan(nullptr);
+    }
 };
 
 void pool_usage(eng *e, uint32_t out[3])

@@ -38,7 +38,8 @@ extern "C" {
 
 #include <catch2/catch.hpp>
 
-namespace th {
+namespace th
+{
 
 inline const char *backend_label(eng_backend b)
 {
@@ -389,8 +390,7 @@ inline void echo_on_close(void *, eng_conn *c, eng_close_reason reason)
 }
 
 inline const eng_app_ops echo_ops = {
-    echo_shard_start, echo_shard_stop, echo_on_open, echo_on_bytes, echo_on_close,
-    nullptr,          nullptr,
+    echo_shard_start, echo_shard_stop, echo_on_open, echo_on_bytes, echo_on_close, nullptr, nullptr,
 };
 
 inline eng_config echo_config(eng_backend backend, unsigned shards = 1)

@@ -14,7 +14,8 @@ extern "C" {
 
 using namespace th;
 
-namespace {
+namespace
+{
 std::string esc(const std::string &in, size_t out_len = 4096)
 {
     std::vector<char> out(out_len);
@@ -64,7 +65,7 @@ TEST_CASE("escaping (spec 5.2): every rule", "[log]")
         CHECK(esc(std::string(1, char(b))) == want);
     }
     CHECK(esc("\x7f") == "\\x7F");
-    CHECK(esc("\x1b[31m") == "\\x1B[31m"); // uppercase hex
+    CHECK(esc("\x1b[31m") == "\\x1B[31m");                // uppercase hex
     CHECK(esc("caf\xc3\xa9 \xff") == "caf\xc3\xa9 \xff"); // bytes >= 0x80 kept
     CHECK(esc("plain text ~!@#$%^&*()") == "plain text ~!@#$%^&*()");
     // Truncation never splits an escape, and always terminates.
@@ -142,7 +143,8 @@ TEST_CASE("shard threads buffer lines and write them once per turn", "[log]")
                         eng.e,
                         [](eng_shard *sh, void *, void *) {
                             for (int i = 0; i < 100; i++)
-                                eng_log(ENG_LOG_WARNING, "shard %u line %d", eng_shard_index(sh), i);
+                                eng_log(ENG_LOG_WARNING, "shard %u line %d", eng_shard_index(sh),
+                                        i);
                         },
                         nullptr) == 0);
             REQUIRE(eventually([&] {

@@ -5,7 +5,8 @@
 
 using namespace th;
 
-namespace {
+namespace
+{
 
 struct Pipe {
     int r = -1, w = -1;
@@ -79,12 +80,13 @@ TEST_CASE("POLLIN on a pipe is level-triggered and stops with eng_poll_stop", "[
         on_shard0(eng.e, [](eng_shard *sh) { eng_poll_stop(sh, &g_p); });
         REQUIRE(write(p.w, "d", 1) == 1);
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        CHECK(g_calls == 3); // never after stop
+        CHECK(g_calls == 3);                                              // never after stop
         on_shard0(eng.e, [](eng_shard *sh) { eng_poll_stop(sh, &g_p); }); // idempotent
     }
 }
 
-namespace {
+namespace
+{
 void count_out(eng_shard *sh, eng_poll *p, uint32_t revents)
 {
     g_revents = revents;

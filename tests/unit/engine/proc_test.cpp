@@ -23,7 +23,8 @@ extern "C" {
 #include "eng/proc.h"
 }
 
-namespace {
+namespace
+{
 
 std::string tmp_path(const char *name)
 {
@@ -76,8 +77,7 @@ TEST_CASE("pid file: create, refuse a live pid, replace a stale one, remove", "[
     }
     spit(path, std::to_string(live) + "\n");
     CHECK(eng_proc_pidfile_create(path.c_str(), err, sizeof(err)) == -EEXIST);
-    CHECK(std::string(err).find("running with pid " + std::to_string(live)) !=
-          std::string::npos);
+    CHECK(std::string(err).find("running with pid " + std::to_string(live)) != std::string::npos);
     kill(live, SIGKILL);
     waitpid(live, nullptr, 0);
 
@@ -138,8 +138,7 @@ TEST_CASE("privilege drop: user, groups, chroot", "[proc]")
     std::string groups = "nogroup, " + std::to_string(daemon_gid);
     CHECK(in_child([&] {
               char err[256];
-              if (eng_proc_drop_privileges("nobody", groups.c_str(), nullptr, err, sizeof(err)) <
-                  0)
+              if (eng_proc_drop_privileges("nobody", groups.c_str(), nullptr, err, sizeof(err)) < 0)
                   return 1;
               gid_t gs[64];
               int n = getgroups(64, gs);
@@ -157,8 +156,7 @@ TEST_CASE("privilege drop: user, groups, chroot", "[proc]")
     spit(dir + "/marker", "inside");
     CHECK(in_child([&] {
               char err[256];
-              if (eng_proc_drop_privileges("nobody", "nogroup", dir.c_str(), err, sizeof(err)) <
-                  0)
+              if (eng_proc_drop_privileges("nobody", "nogroup", dir.c_str(), err, sizeof(err)) < 0)
                   return 1;
               return access("/marker", F_OK) == 0 && getuid() == nobody ? 0 : 2;
           }) == 0);
@@ -169,12 +167,11 @@ TEST_CASE("privilege drop: user, groups, chroot", "[proc]")
     CHECK(eng_proc_drop_privileges("no-such-user-x", nullptr, nullptr, err, sizeof(err)) ==
           -ENOENT);
     CHECK(std::string(err) == "unknown user 'no-such-user-x'");
-    CHECK(eng_proc_drop_privileges(nullptr, "nogroup no-such-group-x", nullptr, err,
-                                   sizeof(err)) == -ENOENT);
+    CHECK(eng_proc_drop_privileges(nullptr, "nogroup no-such-group-x", nullptr, err, sizeof(err)) ==
+          -ENOENT);
     CHECK(std::string(err) == "unknown group 'no-such-group-x'");
     CHECK(getuid() == 0); // the failures changed nothing
-    CHECK(eng_proc_drop_privileges(nullptr, nullptr, "/no/such/dir", err, sizeof(err)) ==
-          -ENOENT);
+    CHECK(eng_proc_drop_privileges(nullptr, nullptr, "/no/such/dir", err, sizeof(err)) == -ENOENT);
     CHECK(std::string(err).find("cannot chroot to /no/such/dir") == 0);
 }
 
@@ -208,8 +205,8 @@ TEST_CASE("daemonize: the original exits 0, the daemon runs detached", "[proc]")
     std::string cwd;
     in >> pid >> sid >> pgrp >> devnull >> cwd;
     CHECK(pid > 0);
-    CHECK(sid != pid);          // not the session leader
-    CHECK(sid != getsid(0));    // but in a new session
+    CHECK(sid != pid);       // not the session leader
+    CHECK(sid != getsid(0)); // but in a new session
     CHECK(devnull == 1);
     CHECK(cwd == "/");
     unlink(out.c_str());

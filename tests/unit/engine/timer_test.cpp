@@ -9,7 +9,8 @@
 
 using namespace th;
 
-namespace {
+namespace
+{
 
 struct Rec {
     eng_timer t; // first member: the callback casts back
@@ -30,8 +31,14 @@ void rec_fire(eng_shard *sh, eng_timer *t)
 
 struct Wheel {
     eng_shard *sh;
-    explicit Wheel(uint64_t now) : sh(eng_test_wheel_shard_new(now)) { g_order.clear(); }
-    ~Wheel() { eng_test_wheel_shard_free(sh); }
+    explicit Wheel(uint64_t now) : sh(eng_test_wheel_shard_new(now))
+    {
+        g_order.clear();
+    }
+    ~Wheel()
+    {
+        eng_test_wheel_shard_free(sh);
+    }
 };
 
 } // namespace
@@ -103,7 +110,8 @@ TEST_CASE("cancel and re-arm", "[timer]")
     CHECK(b.fired == 2);
 }
 
-namespace {
+namespace
+{
 int g_rearm_left;
 void rearm_fire(eng_shard *sh, eng_timer *t)
 {
@@ -140,7 +148,7 @@ TEST_CASE("timers beyond one wheel revolution (4096 ms) and long stalls", "[time
     farther.id = 3;
     for (Rec *x : {&near, &far, &farther})
         eng_timer_init(&x->t, rec_fire);
-    eng_timer_arm(w.sh, &far.t, 4096 + 5);        // same slot as near, next revolution
+    eng_timer_arm(w.sh, &far.t, 4096 + 5); // same slot as near, next revolution
     eng_timer_arm(w.sh, &near.t, 5);
     eng_timer_arm(w.sh, &farther.t, 3 * 4096 + 1);
     eng_test_wheel_advance(w.sh, 10005);
@@ -193,7 +201,8 @@ TEST_CASE("many timers: each fires once, never early, in order", "[timer]")
 // ---------------------------------------------------------------------------------------------
 // On a running shard
 
-namespace {
+namespace
+{
 std::atomic<int> g_loop_fired{0};
 std::atomic<uint64_t> g_loop_elapsed{0};
 uint64_t g_loop_start;

@@ -6,7 +6,8 @@
 
 using namespace th;
 
-namespace {
+namespace
+{
 
 struct Msg {
     eng_xmsg x; // first member
@@ -80,7 +81,8 @@ TEST_CASE("every message arrives once, in order, across full rings", "[xshard]")
     }
 }
 
-namespace {
+namespace
+{
 
 struct Ball {
     eng_xmsg x;
