@@ -311,8 +311,11 @@ static void threads_wait(struct eng *e, unsigned created, int sfd)
 int eng_run(struct eng *e)
 {
     ENG_ASSERT(eng_shard_self() == NULL);
+    if (e->ran)
+        return -EALREADY; /* shards, rings and pools serve one run */
     if (atomic_exchange(&e->running, true))
         return -EBUSY;
+    e->ran = true;
     sigset_t set, old;
     signals_set(&set);
     pthread_sigmask(SIG_BLOCK, &set, &old);

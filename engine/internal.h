@@ -265,6 +265,7 @@ struct eng {
 
     _Atomic bool stop;
     _Atomic bool running;
+    bool ran;            /* eng_run was called: a second call returns -EALREADY */
     int main_evfd; /* shards signal their exit here */
 
     /* start-up handshake */

@@ -155,7 +155,8 @@ void eng_config_defaults(struct eng_config *cfg);
 int eng_create(const struct eng_config *cfg, struct eng **out, char *err, size_t err_len);
 
 /* Starts the shard threads and runs until a graceful stop completes. The calling thread
- * handles signals (see on_signal). Returns 0, or -errno if a shard failed to start. */
+ * handles signals (see on_signal). Returns 0, or -errno if a shard failed to start; once per
+ * engine (a second call returns -EALREADY). */
 int eng_run(struct eng *e);
 
 /* Graceful stop, from any thread or a signal handler: stop accepting, close idle connections,

@@ -234,6 +234,7 @@ TEST_CASE("eng_stop before eng_run: run returns at once", "[engine]")
         eng_stop(e);
         eng_stop(e); // idempotent
         CHECK(eng_run(e) == 0);
+        CHECK(eng_run(e) == -EALREADY);
         eng_destroy(e);
     }
 }
