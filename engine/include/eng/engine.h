@@ -2,8 +2,8 @@
  * eng/engine.h: the shard-per-core runtime. Public API; knows nothing about Postfix or policy.
  *
  * One thread and one io_uring (or, where io_uring is blocked, one epoll instance) per shard.
- * Each shard owns its listening sockets (SO_REUSEPORT, one per shard per TCP address; Unix
- * sockets are shared), its connection pool, its provided-buffer ring, its timers and its end of
+ * Each shard owns its listening sockets (SO_REUSEPORT, one per shard per TCP address; a Unix
+ * socket is one socket that every shard accepts from), its connection pool, its provided-buffer ring, its timers and its end of
  * the cross-shard rings. Everything a shard allocates is allocated at shard start; the data
  * path (reaping a completion, calling the application, submitting the next operation) does not
  * call malloc.
