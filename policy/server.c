@@ -82,7 +82,7 @@ static void globals_default(struct pol_globals *g)
     g->max_request_bytes = POL_PROTO_REQUEST_BYTES_DEFAULT;
     g->max_line_bytes = POL_PROTO_LINE_BYTES_DEFAULT;
     g->max_attributes = POL_PROTO_ATTRS_DEFAULT;
-    g->max_pipelined_bytes = 1u << 20;
+    g->max_pipelined_bytes = 256u << 10;
     g->drain_timeout_s = 10;
 }
 
