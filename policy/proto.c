@@ -143,6 +143,7 @@ enum pol_proto_status pol_proto_parse(struct pol_proto_parser *p, const char *bu
     /* While a request is incomplete, err_off holds how far the unfinished line has already
      * been searched for its LF (see the top of this file). */
     uint32_t search = p->err_off > pos ? p->err_off : pos;
+    ENG_ASSERT(search <= len); /* the bytes presented before are presented again */
 
     while (search < win) {
         const char *lf = memchr(buf + search, '\n', win - search);
