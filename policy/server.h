@@ -110,7 +110,7 @@ struct pol_globals {
     uint32_t max_line_bytes;      /* default 16384 */
     uint32_t max_attributes;      /* default 256 */
     uint32_t max_pipelined_bytes; /* input held for one connection while its request is being
-                                     answered (pipelining). Default 1 MiB */
+                                     answered (pipelining). Default 256 KiB */
     uint32_t drain_timeout_s;     /* default 10 */
 };
 
