@@ -590,6 +590,17 @@ static int early_modes(struct daemon *d, const struct pol_daemon_opts *o)
         pol_server_dump(d->srv, stdout);
         return 0;
     }
+    if (o->cron && !blank(o->cron) && !o->check) {
+        if (log_open(d->srv, o, false) != 0)
+            return 255;
+        run_cron(d->srv, o->cron);
+        return 0;
+    }
+    /* The daemon and --check need the listening addresses; -d and --cron do not. */
+    if (listeners_build(d, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return o->check ? 1 : 255;
+    }
     if (o->check) {
         for (uint32_t i = 0; i < d->srv->warning_count; i++)
             fprintf(stderr, "%s\n", d->srv->warnings[i]);
@@ -599,12 +610,6 @@ static int early_modes(struct daemon *d, const struct pol_daemon_opts *o)
         }
         printf("%s: configuration OK (%u virtual hosts, %u plugins)\n", o->config_path,
                d->srv->vhost_count, d->srv->plugin_count);
-        return 0;
-    }
-    if (o->cron && !blank(o->cron)) {
-        if (log_open(d->srv, o, false) != 0)
-            return 255;
-        run_cron(d->srv, o->cron);
         return 0;
     }
     return -1;
@@ -621,11 +626,6 @@ int pol_daemon_main(const struct pol_daemon_opts *o)
     if (rc != 0) {
         fprintf(stderr, "%s\n", err);
         return rc == -2 || o->check ? 1 : 255;
-    }
-    if (listeners_build(&d, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s\n", err);
-        daemon_free(&d);
-        return o->check ? 1 : 255;
     }
     int early = early_modes(&d, &opts);
     if (early >= 0) {
