@@ -353,6 +353,16 @@ static void d_shard_stop(struct eng_shard *sh, void *shard_app)
 {
     (void)sh;
     struct dshard *ds = shard_app;
+    uint32_t out = ds->ps.req_count - ds->ps.free_req_count;
+    if (out > 0) {
+        /* A stop after drain_timeout can leave requests of this shard on their session's
+         * owner shard (still waiting for an operation). They point into this shard's pools,
+         * so the pools stay allocated until the process exits. */
+        pol_shard_log_stats(&ds->ps);
+        eng_log(ENG_LOG_WARNING, "shard %u stopped with %u requests still being processed",
+                ds->ps.index, out);
+        return;
+    }
     pol_shard_fini(&ds->ps); /* logs the shard's counters */
     free(ds->attrs);
     free(ds);
