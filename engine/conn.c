@@ -88,7 +88,8 @@ void eng_conn_open(struct eng_shard *sh, uint16_t listener, int fd)
         return;
     }
     struct eng_conn *c = eng_conn_at(sh, idx);
-    uint32_t gen = c->gen; /* survives in the slot: ids stay unique */
+    ENG_ASSERT(c->flags == 0); /* a free slot; conn_free cleared it */
+    uint32_t gen = c->gen;     /* survives in the slot: ids stay unique */
     memset(c, 0, eng_conn_slot_bytes(sh->eng->cfg.app_conn_bytes));
     c->shard = sh;
     c->fd = fd;
