@@ -1,5 +1,6 @@
 /*
- * main_thread.c: lets the parser tests link engine/assert.c without the rest of the engine.
+ * main_thread.c: lets the parser fuzz targets link engine/assert.c without the rest of the
+ * engine (and liburing), so that they build with a single clang command line.
  *
  * The parsers are pure and run on the main thread, where eng_shard_self() is documented to
  * return NULL; ENG_ASSERT's failure path asks for it. These weak definitions say exactly that,
