@@ -121,7 +121,6 @@ TEST_CASE("entries read as Net::Server reads them", "[listen]")
         {"*:12345|IPv4|IPv6", "127.0.0.1", "tcp * 12345 46"},
         {"*:12345|ipv6", "127.0.0.1", "tcp * 12345 6"},
         {"[::1]:12345|IPv4", "127.0.0.1", "tcp ::1 12345 6"},
-        {"localhost:smtp", "127.0.0.1", "tcp localhost 25 46"},
         {":12345", "127.0.0.1", "tcp * 12345 46"},
         {"[]:12345", "127.0.0.1", "tcp * 12345 46"},
         {"[*]:12345", "127.0.0.1", "tcp * 12345 46"},
@@ -200,7 +199,13 @@ TEST_CASE("resolution, keys and the defaults", "[listen]")
     CHECK(listen("127.0.0.2:10040", nullptr) ==
           std::vector<std::string>{"tcp 127.0.0.2 10040 key=10040"});
     CHECK(listen("00080", "127.0.0.1") == std::vector<std::string>{"tcp 127.0.0.1 80 key=80"});
-    CHECK(listen("smtp", "127.0.0.1") == std::vector<std::string>{"tcp 127.0.0.1 25 key=25"});
+    // Service names need /etc/services (Debian's netbase); without it they are refused.
+    if (getservbyname("smtp", "tcp") != nullptr) {
+        CHECK(spec("localhost:smtp") == "tcp localhost 25 46");
+        CHECK(listen("smtp", "127.0.0.1") == std::vector<std::string>{"tcp 127.0.0.1 25 key=25"});
+    } else {
+        WARN("no /etc/services: service names not tested");
+    }
     CHECK(listen("12345, /run/mtpolicyd/sock|unix ,127.0.0.3:54321", nullptr) ==
           std::vector<std::string>{"tcp 127.0.0.1 12345 key=12345",
                                    "unix /run/mtpolicyd/sock key=/run/mtpolicyd/sock",
