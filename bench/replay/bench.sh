@@ -187,9 +187,9 @@ fi
 # server_part WHO PORT BOUND_KDENT BOUND_LOUIS MULTIPLY_KDENT MULTIPLY_LOUIS: for both logs, a
 # closed loop, then an open loop at half the closed loop's rate (pauses over 60 s cut).
 server_part() {
-    local who=$1 port=$2 bound_k=$3 bound_l=$4 mult_k=$5 mult_l=$6
-    echo "| log | mode | requests | req/s | p50 us | p90 us | p99 us | p99.9 us | max us | errors | actions |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    local who=$1 port=$2 bound_k=$3 bound_l=$4 mult_k=$5 mult_l=$6 open_conns=$7
+    echo "| log | mode | requests | req/s | p50 us | p90 us | p99 us | p99.9 us | max us | errors | client timer lag p50/p99 us | actions |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     local log stages mult bound name rate file
     for log in kdent louis; do
         if [ $log = kdent ]; then
@@ -203,9 +203,9 @@ server_part() {
         row "$log" closed "$name"
         rate=$(field "$RUN/$name.json" 'int(d["rps"]/2)')
         name=$who-$log-open
-        replay "$name" --server "127.0.0.1:$port" --connections 64 --threads "$THREADS" \
-            --stages "$stages" --multiply "$mult" ${bound:+--requests "$bound"} --year 2015 \
-            --rate "$rate" --max-gap 60 "$file"
+        replay "$name" --server "127.0.0.1:$port" --connections "$open_conns" \
+            --threads "$THREADS" --stages "$stages" --multiply "$mult" \
+            ${bound:+--requests "$bound"} --year 2015 --rate "$rate" --max-gap 60 "$file"
         row "$log" "open at $rate/s" "$name"
     done
     echo
@@ -218,6 +218,7 @@ row() {
         "$(field "$j" 'd["latency_us"]["p50"]') | $(field "$j" 'd["latency_us"]["p90"]') |" \
         "$(field "$j" 'd["latency_us"]["p99"]') | $(field "$j" 'd["latency_us"]["p999"]') |" \
         "$(field "$j" 'd["latency_us"]["max"]') | $(field "$j" 'd["errors"]') |" \
+        "$(field "$j" '"%d / %d" % (d["timer_lag_us"]["p50"], d["timer_lag_us"]["p99"]) if d["setup"]["mode"] == "open" else "-"') |" \
         "$(field "$j" '", ".join("%s %d" % kv for kv in d["actions"].items())') |"
 }
 
@@ -232,7 +233,7 @@ if wants perl; then
         port=$(free_port)
         chain_conf "$port" 64 "$RUN/perl.conf"
         if serve perl "$port" "$PERL" -f -c "$RUN/perl.conf"; then
-            server_part perl "$port" "$PERL_REQUESTS" "$PERL_REQUESTS" 1000 1000
+            server_part perl "$port" "$PERL_REQUESTS" "$PERL_REQUESTS" 1000 1000 16
             stop_last
         else
             skipped "mtpolicyd did not start (see $RUN/perl.log)"
@@ -252,7 +253,7 @@ if wants ours; then
         chain_conf "$port" 64 "$RUN/ours.conf"
         if serve ours "$port" "$OURS" -f -c "$RUN/ours.conf"; then
             # kdent: 2056 requests per copy (all stages); louisitvn: 2844 (RCPT, END-OF-MESSAGE).
-            server_part ours "$port" "" "" 500 352
+            server_part ours "$port" "" "" 500 352 64
             stop_last
         else
             skipped "ringpolicyd did not start (see $RUN/ours.log)"

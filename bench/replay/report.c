@@ -91,9 +91,16 @@ void rpl_report_text(FILE *out, const struct rpl_run_opts *o, const struct rpl_r
             (unsigned long long)t->requests, (unsigned long long)r->scheduled, mode, 
             (unsigned long long)o->multiply, (unsigned long long)r->stream_count,
             (unsigned long long)r->conn_count, o->threads, s->stages_text);
-    if (t->skipped_too_big || (o->open_loop && t->late_sends))
-        fprintf(out, "client: %llu requests too big to send, %llu sent over 1 ms late\n",
-                (unsigned long long)t->skipped_too_big, (unsigned long long)t->late_sends);
+    if (t->skipped_too_big)
+        fprintf(out, "client: %llu requests too big to send (skipped)\n",
+                (unsigned long long)t->skipped_too_big);
+    if (o->open_loop)
+        fprintf(out, "client: %llu requests sent over 1 ms after their time; the tool's own timer "
+                     "lag (stream idle at the time) us: p50 %llu  p99 %llu  max %llu\n",
+                (unsigned long long)t->late_sends,
+                (unsigned long long)bench_hist_percentile(&t->timer_lag, 50),
+                (unsigned long long)bench_hist_percentile(&t->timer_lag, 99),
+                (unsigned long long)bench_hist_max(&t->timer_lag));
     for (unsigned srv = 0; srv < o->server_count; srv++) {
         char name[300];
         snprintf(name, sizeof(name), "%s %s", srv == 0 ? "server" : "against", s->server_text[srv]);
@@ -205,9 +212,13 @@ void rpl_report_json(FILE *out, const struct rpl_run_opts *o, const struct rpl_r
         fputc('}', out);
         json_diffs(out, t);
     }
-    fprintf(out, ",\"completed\":%llu,\"skipped_too_big\":%llu,\"late_sends\":%llu,",
+    fprintf(out, ",\"completed\":%llu,\"skipped_too_big\":%llu,\"late_sends\":%llu,"
+                 "\"timer_lag_us\":{\"p50\":%llu,\"p99\":%llu,\"max\":%llu},",
             (unsigned long long)t->requests, (unsigned long long)t->skipped_too_big,
-            (unsigned long long)t->late_sends);
+            (unsigned long long)t->late_sends,
+            (unsigned long long)bench_hist_percentile(&t->timer_lag, 50),
+            (unsigned long long)bench_hist_percentile(&t->timer_lag, 99),
+            (unsigned long long)bench_hist_max(&t->timer_lag));
     const struct rpl_corpus *c = o->corpus;
     fprintf(out,
             "\"logs\":{\"lines\":%llu,\"mails\":%llu,\"rejected_recipients\":%llu,"

@@ -130,6 +130,7 @@ static void merge_stats(struct rpl_run_stats *dst, const struct rpl_run_stats *s
     dst->requests += src->requests;
     dst->skipped_too_big += src->skipped_too_big;
     dst->late_sends += src->late_sends;
+    bench_hist_merge(&dst->timer_lag, &src->timer_lag);
     dst->diff_compared += src->diff_compared;
     dst->diff_count += src->diff_count;
     dst->diff_other += src->diff_other;
@@ -269,6 +270,7 @@ static int collect_results(struct rpl_run_result *res, const struct drv_shared *
     const struct rpl_run_opts *o = sh->o;
     for (unsigned srv = 0; srv < RPL_SERVERS_MAX; srv++)
         rpl_server_stats_init(&res->total.server[srv]);
+    bench_hist_init(&res->total.timer_lag);
     uint64_t start = atomic_load(&sh->start_ns), last = start;
     for (unsigned i = 0; i < o->threads; i++) {
         merge_stats(&res->total, &ws[i].stats, o->server_count);

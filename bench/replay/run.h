@@ -91,6 +91,9 @@ struct rpl_run_stats {
     uint64_t requests;          /* requests completed (answered, failed or timed out) */
     uint64_t skipped_too_big;   /* rendered request over RPL_REQUEST_BYTES_MAX */
     uint64_t late_sends;        /* open loop: sent more than 1 ms after the scheduled time */
+    /* Open loop: how late the tool itself sent requests whose stream was idle at their time
+     * (its timer and scheduling precision; a busy stream's wait is the server's doing). */
+    struct bench_hist timer_lag;
     uint64_t diff_compared;     /* requests answered by both servers */
     uint64_t diff_count;        /* ... whose action lists differ */
     uint64_t diff_other;        /* kinds beyond RPL_DIFF_KINDS_MAX */
