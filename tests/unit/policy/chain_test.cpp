@@ -74,9 +74,9 @@ TEST_CASE("a failure without on_error = continue fails the request", "[chain]")
 
 TEST_CASE("a sub-chain's results become the parent's", "[chain]")
 {
-    Kit k(vhost("<Plugin outer>\nmodule = Probe\nsub = adopt\n" +
-                probe("inner1", "") + probe("inner2", "action = inner") +
-                probe("inner3", "action = never") + "</Plugin>\n" + probe("after", "action = x")));
+    Kit k(vhost("<Plugin outer>\nmodule = Probe\nsub = adopt\n" + probe("inner1", "") +
+                probe("inner2", "action = inner") + probe("inner3", "action = never") +
+                "</Plugin>\n" + probe("after", "action = x")));
     REQUIRE(k.err == "");
     CHECK(k.ask(req()) == "action=inner\n\n");
     CHECK(k.line().find("plugin=outer, result=inner") != std::string::npos);
@@ -106,7 +106,8 @@ TEST_CASE("sub-chains nest to any depth", "[chain]")
 TEST_CASE("a failure inside a sub-chain fails its parent", "[chain]")
 {
     std::string nested = "<Plugin outer>\nmodule = Probe\nsub = adopt\n%s" +
-                         probe("inner", "fail = deep") + "</Plugin>\n" + probe("after", "action = x");
+                         probe("inner", "fail = deep") + "</Plugin>\n" +
+                         probe("after", "action = x");
     SECTION("the request fails with both names")
     {
         std::string c = nested;

@@ -11,8 +11,8 @@ extern "C" {
 #include "server.h"
 }
 
-
-namespace {
+namespace
+{
 
 std::string d4_scores()
 {
@@ -57,8 +57,8 @@ TEST_CASE("D #4: AddScoreHeader once per mail", "[helpers]")
 
 TEST_CASE("scores are printed like Perl prints numbers", "[helpers]")
 {
-    Kit k(vhost(probe("a", "score = 0.1") + probe("b", "score = 0.2") +
-                probe("c", "score = -5e0") + probe("show", "keyvar = s:score")));
+    Kit k(vhost(probe("a", "score = 0.1") + probe("b", "score = 0.2") + probe("c", "score = -5e0") +
+                probe("show", "keyvar = s:score")));
     CHECK(k.ask(req()) == "action=-4.7\n\n");
     Kit tiny(vhost(probe("a", "score = 1e21") + probe("show", "keyvar = s:score")));
     CHECK(tiny.ask(req()) == "action=1e+21\n\n");

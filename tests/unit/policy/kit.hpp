@@ -25,7 +25,10 @@ struct Kit {
         k = pol_testkit_new(conf.c_str(), e, sizeof e);
         err = e;
     }
-    ~Kit() { pol_testkit_free(k); }
+    ~Kit()
+    {
+        pol_testkit_free(k);
+    }
     Kit(const Kit &) = delete;
     Kit &operator=(const Kit &) = delete;
     // The reply, or "ERR " and the error text.
@@ -35,7 +38,10 @@ struct Kit {
         int rc = pol_testkit_request(k, port, req.c_str(), buf, sizeof buf);
         return rc == 0 ? std::string(buf) : "ERR " + std::string(buf);
     }
-    std::string line() const { return pol_testkit_last_result_line(k); }
+    std::string line() const
+    {
+        return pol_testkit_last_result_line(k);
+    }
     std::string session(const char *instance, const char *key)
     {
         const char *v = pol_testkit_session_get(k, instance, key);

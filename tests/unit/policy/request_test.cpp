@@ -13,7 +13,8 @@ extern "C" {
 #include "var.h"
 }
 
-namespace {
+namespace
+{
 
 struct Built {
     std::vector<char> mem;
@@ -81,9 +82,14 @@ TEST_CASE("variable references read the request or the session", "[request]")
     pol_sess_set(&b.r.sess, &sa, "queue_id", 8, "from-session", 12);
     struct Case {
         const char *ref, *want;
-    } cases[] = {{"queue_id", "Q1"},       {"r:queue_id", "Q1"}, {"request:queue_id", "Q1"},
-                 {"s:queue_id", "from-session"}, {"session:queue_id", "from-session"},
-                 {"r:a:b", "colon"},       {"", nullptr},        {"s:nothing", nullptr}};
+    } cases[] = {{"queue_id", "Q1"},
+                 {"r:queue_id", "Q1"},
+                 {"request:queue_id", "Q1"},
+                 {"s:queue_id", "from-session"},
+                 {"session:queue_id", "from-session"},
+                 {"r:a:b", "colon"},
+                 {"", nullptr},
+                 {"s:nothing", nullptr}};
     for (const Case &c : cases) {
         pol_var v;
         char err[128];

@@ -13,7 +13,8 @@ extern "C" {
 #include "server.h"
 }
 
-namespace {
+namespace
+{
 
 // Builds a server; returns "" or the error.
 std::string build(const std::string &conf, pol_server **out = nullptr)
@@ -46,17 +47,19 @@ TEST_CASE("option typing errors name the file and the line", "[server]")
     CHECK(build(one_plugin("score = 5.")).rfind("test.conf:5: plugin p: option score:", 0) == 0);
     CHECK(build(one_plugin("noabort = yes")).rfind("test.conf:5: plugin p: option noabort:", 0) ==
           0);
-    CHECK(build(one_plugin("re = \"(unclosed\"")).rfind("test.conf:5: plugin p: option re: bad regex", 0) ==
-          0);
-    CHECK(build(one_plugin("keyvar = x:y")) ==
-          "test.conf:5: plugin p: option keyvar: unknown scope x while retrieving variable for x:y");
+    CHECK(build(one_plugin("re = \"(unclosed\""))
+              .rfind("test.conf:5: plugin p: option re: bad regex", 0) == 0);
+    CHECK(
+        build(one_plugin("keyvar = x:y")) ==
+        "test.conf:5: plugin p: option keyvar: unknown scope x while retrieving variable for x:y");
     CHECK(build(one_plugin("log_level = high")) ==
           "test.conf:5: plugin p: log_level: 'high' is not an integer");
 }
 
 TEST_CASE("values of each option type are parsed once at start-up", "[server]")
 {
-    Kit k(vhost(probe("l", "list = \"a, b ,c\"\nnoabort = 1") + probe("r", "re = ^192\\.0\\.2\\.")));
+    Kit k(
+        vhost(probe("l", "list = \"a, b ,c\"\nnoabort = 1") + probe("r", "re = ^192\\.0\\.2\\.")));
     REQUIRE(k.err == "");
     CHECK(k.ask(req()) == "action=3:a|b|c\naction=re-match\n\n");
 }
@@ -234,14 +237,25 @@ TEST_CASE("<SessionCache>: None, Memory; Memcached and Redis refused for now", "
           "test.conf:1: no module defined for SessionCache!");
 }
 
-namespace {
+namespace
+{
 const pol_opt_def db_opts[] = {{"db", POL_OPT_STRING, "db", 0}};
 enum pol_step db_step(pol_plugin *, pol_req *, void *)
 {
     return POL_NEXT;
 }
-const pol_plugin_type db_type = {POL_PLUGIN_API_VERSION, "DbUser", db_opts, 1, 0, 0,
-                                 nullptr, nullptr, nullptr, db_step, nullptr, nullptr};
+const pol_plugin_type db_type = {POL_PLUGIN_API_VERSION,
+                                 "DbUser",
+                                 db_opts,
+                                 1,
+                                 0,
+                                 0,
+                                 nullptr,
+                                 nullptr,
+                                 nullptr,
+                                 db_step,
+                                 nullptr,
+                                 nullptr};
 } // namespace
 
 TEST_CASE("<Connection>: kept, and a plugin naming a missing one fails", "[server]")
@@ -289,7 +303,8 @@ TEST_CASE("--cron runs every plugin, nested ones after their parent", "[server]"
     probe_cron_log[0] = '\0';
     const char *tasks[] = {"hourly", "daily"};
     pol_server_cron(s, tasks, 2);
-    CHECK(std::string(probe_cron_log) == "a(hourly,...) a1(hourly,...) b(hourly,...) c(hourly,...)");
+    CHECK(std::string(probe_cron_log) ==
+          "a(hourly,...) a1(hourly,...) b(hourly,...) c(hourly,...)");
     std::string t = log.text();
     CHECK(t.find("running cron for plugin a\nrunning cron for plugin a1\n"
                  "running cron for plugin b\nplugin b failed in cron: cron of b failed on purpose\n"

@@ -10,7 +10,8 @@ extern "C" {
 #include "sstore.h"
 }
 
-namespace {
+namespace
+{
 
 struct Store {
     pol_sstore *st = nullptr;
@@ -20,7 +21,10 @@ struct Store {
         pol_sstore_config c{sessions, memory, max_bytes, expire_ms};
         REQUIRE(pol_sstore_create(&c, &st) == 0);
     }
-    ~Store() { pol_sstore_destroy(st); }
+    ~Store()
+    {
+        pol_sstore_destroy(st);
+    }
     // Takes, writes and releases a session.
     void put(const std::string &key, const std::string &blob, uint64_t now = 0)
     {
@@ -135,8 +139,7 @@ TEST_CASE("memory budget: sessions are evicted to make room", "[sstore]")
     CHECK(s.get("c") == blob);
 }
 
-TEST_CASE("session_bytes_max: N bytes stored, N+1 refused and the old version kept",
-          "[sstore]")
+TEST_CASE("session_bytes_max: N bytes stored, N+1 refused and the old version kept", "[sstore]")
 {
     const uint32_t max = 600;
     Store s(8, 1 << 20, max);
