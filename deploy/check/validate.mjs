@@ -384,12 +384,25 @@ export function checkReferences(objs, report, examplesDir) {
       report(o, `no Secret ${name} (and no example in ${examplesDir ?? "--examples"})`);
     },
   };
+  // An object malformed enough to break a check already has a schema problem; say so rather
+  // than stop.
+  const guarded = (o, fn) => {
+    try {
+      fn(o, ctx, report);
+    } catch (e) {
+      report(o, `references not checked (malformed object: ${e.message})`);
+    }
+  };
   for (const o of objs) {
-    checkWorkload(o, ctx, report);
-    checkService(o, ctx, report);
-    checkPolicyObjects(o, ctx, report);
+    guarded(o, checkWorkload);
+    guarded(o, checkService);
+    guarded(o, checkPolicyObjects);
   }
-  checkBackends(ctx, report);
+  try {
+    checkBackends(ctx, report);
+  } catch (e) {
+    report({}, `backend check failed on a malformed object: ${e.message}`);
+  }
   return ctx;
 }
 
@@ -412,12 +425,16 @@ function volumeFiles(v, ctx) {
   return out;
 }
 
-export function materialize(ctx, root) {
+const safeName = (s) => String(s ?? "unnamed").replace(/[^\w.-]/g, "_");
+
+export function materialize(ctx, root, report) {
   const lines = [];
   for (const e of ctx.ringpolicyd) {
-    const dir = path.join(root, e.o.metadata.name, e.c.name);
+    const dir = path.join(root, safeName(e.o.metadata?.name), safeName(e.c.name));
     const vols = new Map((e.podSpec.volumes ?? []).map((v) => [v.name, v]));
-    const mounts = (e.c.volumeMounts ?? []).filter((m) => vols.get(m.name)?.configMap || vols.get(m.name)?.secret);
+    const mounts = (e.c.volumeMounts ?? []).filter(
+      (m) => typeof m.mountPath === "string" && m.mountPath.startsWith("/") &&
+        (vols.get(m.name)?.configMap || vols.get(m.name)?.secret));
     const rewrite = (text) =>
       mounts.reduce((t, m) => t.split(m.mountPath + "/").join(path.join(dir, m.mountPath) + "/"), text);
     for (const m of mounts) {
@@ -429,6 +446,10 @@ export function materialize(ctx, root) {
     }
     const args = e.c.args ?? [];
     const conf = args[args.indexOf("-c") + 1];
+    if (typeof conf !== "string" || !conf.startsWith("/")) {
+      report(e.o, `container ${e.c.name}: -c needs an absolute configuration path`);
+      continue;
+    }
     lines.push(`CONFIG ${ident(e.o)}/${e.c.name} ${path.join(dir, conf)}`);
   }
   return lines;
@@ -456,7 +477,7 @@ export async function validateTexts(inputs, opts = {}) {
   for (const [file, objs, report] of perFile) {
     const ctx = checkReferences(objs, report, opts.examples);
     if (opts.materialize)
-      configs.push(...materialize(ctx, path.join(opts.materialize, path.basename(file, ".yaml"))));
+      configs.push(...materialize(ctx, path.join(opts.materialize, safeName(path.basename(file, ".yaml"))), report));
     objects += objs.length;
   }
   return { problems, objects, configs };

@@ -94,7 +94,7 @@ wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || fail "daem
 RELOADER_CONFIG=$T/conf/mtpolicyd.conf RELOADER_WATCH=$T/conf RELOADER_INTERVAL=0.2 \
     RELOADER_BIN=$BIN "$RELOADER" >"$T/reloader.log" 2>&1 &
 RELOADER_PID=$!
-PIDS+=($RELOADER_PID)
+PIDS+=("$RELOADER_PID")
 wait_for 5 grep -q watching "$T/reloader.log" || fail "reloader did not start"
 sleep 0.5
 [ "$(signals)" = 0 ] || fail "signalled without a change"
