@@ -289,8 +289,8 @@ for b in "$RPD" "$(dirname "${RPD:-.}")/client/ringpolicyd-client"; do
 done
 step "Containerfile" python3 "$D/check/container_check.py" "$REPO" "${BINS[@]}"
 if command -v shellcheck >/dev/null; then
-    step "shellcheck" shellcheck "$D/check.sh" "$D/container/config-reloader" \
-        "$D/check/postfix_check.sh" "$D/check/test/reloader_test.sh"
+    step "shellcheck" shellcheck -x deploy/check.sh deploy/container/config-reloader \
+        deploy/check/testlib.sh deploy/check/postfix_check.sh deploy/check/test/reloader_test.sh
 else
     skip "shellcheck" "shellcheck missing"
 fi

@@ -22,20 +22,13 @@ if ! command -v postconf >/dev/null || [ "$(id -u)" != 0 ]; then
     exit 77
 fi
 
-T=$(mktemp -d /tmp/rpd-postfix.XXXXXX)
-chmod 755 "$T"
+# shellcheck source=deploy/check/testlib.sh
+. "$HERE/testlib.sh"
+testlib_init rpd-postfix
 PF=$T/pf
 mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
 chown postfix:postfix "$PF/data"
-PIDS=()
-cleanup() {
-    local p
-    postfix -c "$PF/etc" stop >/dev/null 2>&1
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
+testlib_at_exit() { postfix -c "$PF/etc" stop >/dev/null 2>&1; }
 fail() {
     echo "FAIL: $*"
     local f
@@ -44,10 +37,6 @@ fail() {
     done
     exit 1
 }
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 SMTPD=$(free_port) P1=$(free_port) P2=$(free_port) SUB=$(free_port) REINJ=$(free_port)
 
 # main.cf: a minimal instance (paths, logging, no delivery), then the snippet. The test
@@ -129,42 +118,23 @@ EOF
     RPD_PID[$1]=$!
 }
 declare -A RPD_PID=()
+# The last two plugins of each chain check that Postfix sent the snippet's policy_context.
+context_check() {
+    printf '  <Plugin context>\n    module = "Condition"\n    key = "policy_context"\n'
+    printf '    re_match = "^%s$"\n    action = "dunno"\n  </Plugin>\n' "$1"
+    printf '  <Plugin unexpected-context>\n    module = "Action"\n'
+    printf '    action = "reject unexpected policy_context"\n  </Plugin>\n'
+}
 start_rpd reputation "$P1" reputation '
   <Plugin blocked-sender>
     module = "Condition"
     key = "sender"
     re_match = "@blocked\\.example$"
     action = "reject sender blocked by policy"
-  </Plugin>
-  <Plugin context>
-    module = "Condition"
-    key = "policy_context"
-    re_match = "^recipient$"
-    action = "dunno"
-  </Plugin>
-  <Plugin unexpected-context>
-    module = "Action"
-    action = "reject unexpected policy_context"
-  </Plugin>'
-start_rpd accounting "$P2" accounting '
-  <Plugin context>
-    module = "Condition"
-    key = "policy_context"
-    re_match = "^accounting$"
-    action = "dunno"
-  </Plugin>
-  <Plugin unexpected-context>
-    module = "Action"
-    action = "reject unexpected policy_context"
-  </Plugin>'
+  </Plugin>'"
+$(context_check recipient)"
+start_rpd accounting "$P2" accounting "$(context_check accounting)"
 
-wait_port() {
-    local end=$((SECONDS + 10))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.1
-    done
-}
 { wait_port "$P1" && wait_port "$P2"; } || fail "ringpolicyd did not start"
 script -qec "postfix -c $PF/etc start" /dev/null >"$T/postfix-start.out" 2>&1 ||
     { cat "$T/postfix-start.out"; fail "postfix did not start"; }

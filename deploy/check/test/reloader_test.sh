@@ -21,16 +21,9 @@ if [ "${RELOADER_TEST_INSIDE:-}" != 1 ]; then
     RELOADER_TEST_INSIDE=1 exec unshare --pid --fork --mount-proc "$0" "$@"
 fi
 
-T=$(mktemp -d /tmp/rpd-cfgwatch.XXXXXX)
-chmod 755 "$T"
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
+# shellcheck source=deploy/check/testlib.sh
+. "$HERE/../testlib.sh"
+testlib_init rpd-cfgwatch
 fail() {
     echo "FAIL: $*"
     echo "--- daemon log"; cat "$T/daemon.log"
@@ -38,7 +31,7 @@ fail() {
     exit 1
 }
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 version() { # version NAME ACTION: a ConfigMap version directory
     mkdir -p "$T/conf/..$1"
     cat >"$T/conf/..$1/mtpolicyd.conf" <<CONF
@@ -75,20 +68,13 @@ print(buf.decode().strip())
 PY
 }
 signals() { grep -ciE 'sighup|reloading|reloaded' "$T/daemon.log"; }
-wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.1
-    done
-}
 
 version v1 dunno
 publish v1
 ln -s ..data/mtpolicyd.conf "$T/conf/mtpolicyd.conf"
 "$BIN" -f -c "$T/conf/mtpolicyd.conf" >"$T/daemon.log" 2>&1 &
 PIDS+=($!)
-wait_for 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || fail "daemon not listening"
+wait_port "$PORT" || fail "daemon not listening"
 [ "$(ask)" = "action=dunno" ] || fail "first answer: $(ask)"
 
 RELOADER_CONFIG=$T/conf/mtpolicyd.conf RELOADER_WATCH=$T/conf RELOADER_INTERVAL=0.2 \
