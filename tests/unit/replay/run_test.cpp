@@ -542,6 +542,68 @@ TEST_CASE("port map: END-OF-MESSAGE to its own server", "[run]")
     CHECK(t.action("dunno") == 18);
 }
 
+TEST_CASE("limits: request and reply size at N and N+1, difference kinds", "[run]")
+{
+    SECTION("a request longer than RPL_REQUEST_BYTES_MAX is skipped and counted")
+    {
+        corpus_t c(make_log(1, 2), 1u);
+        stub_server srv(dunno);
+        run_t t(&c.c);
+        t.server(0, srv.addr());
+        // Find how long request 0 renders, then grow its recipient to hit the limit exactly.
+        std::string r0 = render(&c.c, 0, t.o.render);
+        std::string good = "good0@y";
+        std::string log = make_log(1, 2);
+        size_t fill_n = RPL_REQUEST_BYTES_MAX - r0.size(); // request 0 at exactly N bytes
+        std::string at_n = std::string(fill_n, 'a') + good;
+        std::string log_n = log, log_n1 = log;
+        log_n.replace(log_n.find("to=<" + good), 4 + good.size(), "to=<" + at_n);
+        log_n1.replace(log_n1.find("to=<" + good), 4 + good.size(), "to=<a" + at_n);
+        for (int over = 0; over < 2; over++) {
+            corpus_t c2(over ? log_n1 : log_n, 1u);
+            stub_server srv2(dunno);
+            run_t t2(&c2.c);
+            t2.server(0, srv2.addr());
+            REQUIRE(t2.run() == 0);
+            CHECK(t2.r.total.requests == 4);
+            CHECK(t2.r.total.skipped_too_big == (uint64_t)over);
+            CHECK(srv2.records().size() == 4u - over);
+            if (!over)
+                CHECK(srv2.records()[0].text.size() == RPL_REQUEST_BYTES_MAX);
+        }
+    }
+    SECTION("a reply of RPL_REPLY_BYTES_MAX bytes is taken, one byte more is malformed")
+    {
+        corpus_t c(make_log(1, 1), 1u);
+        for (int over = 0; over < 2; over++) {
+            std::string reply = "action=dunno " +
+                                std::string(RPL_REPLY_BYTES_MAX - 15 + over, 'x') + "\n\n";
+            stub_server srv([&reply](const std::string &, int, int) { return reply; });
+            run_t t(&c.c);
+            t.server(0, srv.addr());
+            REQUIRE(t.run() == 0);
+            CHECK(t.s().requests == (over ? 0u : 2u));
+            CHECK(t.s().err_malformed == (over ? 2u : 0u));
+        }
+    }
+    SECTION("difference kinds beyond RPL_DIFF_KINDS_MAX are counted as other")
+    {
+        corpus_t c(make_log(1, 40), 1u); // 80 requests
+        std::atomic<int> n{0};
+        stub_server a(dunno);
+        stub_server b([&n](const std::string &, int, int) {
+            return "action=w" + std::to_string(n++) + "\n\n";
+        });
+        run_t t(&c.c);
+        t.server(0, a.addr());
+        t.server(1, b.addr());
+        REQUIRE(t.run() == 0);
+        CHECK(t.r.total.diff_count == 80);
+        CHECK(t.r.total.diff_kind_count == RPL_DIFF_KINDS_MAX);
+        CHECK(t.r.total.diff_other == 80 - RPL_DIFF_KINDS_MAX);
+    }
+}
+
 TEST_CASE("bounds, copies, stream cap and threads", "[run]")
 {
     corpus_t c(make_log(6, 3), 1u);
