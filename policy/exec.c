@@ -130,6 +130,36 @@ static int plugins_start(struct pol_shard *ps, char *err, size_t err_len)
     return 0;
 }
 
+/* Connections (pol_conn_ops) on an engine shard; the testkit has none. */
+static int conns_start(struct pol_shard *ps, char *err, size_t err_len)
+{
+    const struct pol_server *s = ps->srv;
+    for (uint32_t i = 0; ps->sh && i < s->conn_count; i++) {
+        struct pol_conn_def *d = &s->conns[i];
+        if (!d->opened || !d->ops->shard_start)
+            continue;
+        char why[512] = "";
+        if (d->ops->shard_start(d, ps->sh, why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "%s:%u: connection %s failed to start on shard %u: %s",
+                     d->file, d->line, d->name, ps->index, why[0] ? why : "shard_start failed");
+            return -1;
+        }
+    }
+    ps->conns_started = ps->sh != NULL;
+    return 0;
+}
+
+static void conns_stop(struct pol_shard *ps)
+{
+    const struct pol_server *s = ps->srv;
+    for (uint32_t i = ps->conns_started ? s->conn_count : 0; i-- > 0;) {
+        struct pol_conn_def *d = &s->conns[i];
+        if (d->opened && d->ops->shard_stop)
+            d->ops->shard_stop(d, ps->sh);
+    }
+    ps->conns_started = false;
+}
+
 int pol_shard_init(struct pol_shard *ps, const struct pol_server *srv, struct eng_shard *sh,
                    unsigned index, unsigned count, uint32_t requests_max, char *err, size_t err_len)
 {
@@ -140,9 +170,17 @@ int pol_shard_init(struct pol_shard *ps, const struct pol_server *srv, struct en
     ps->sh = sh;
     ps->index = index;
     ps->count = count;
-    if (pol_regex_thread_init() != 0 || pools_init(ps, requests_max) != 0 ||
-        sessions_init(ps) != 0) {
+    if (pol_regex_thread_init() != 0 || pools_init(ps, requests_max) != 0) {
         snprintf(err, err_len, "shard %u: out of memory for %u requests", index, requests_max);
+        pol_shard_fini(ps);
+        return -1;
+    }
+    if (conns_start(ps, err, err_len) != 0) {
+        pol_shard_fini(ps);
+        return -1;
+    }
+    if (sessions_init(ps) != 0) {
+        snprintf(err, err_len, "shard %u: out of memory for the session cache", index);
         pol_shard_fini(ps);
         return -1;
     }
@@ -190,6 +228,8 @@ void pol_shard_fini(struct pol_shard *ps)
     free(ps->plugin_started);
     if (ps->sh) /* the daemon's shards; tests and the testkit stay quiet */
         pol_shard_log_stats(ps);
+    if (s)
+        conns_stop(ps);
     pol_sstore_destroy(ps->sessions);
     free(ps->sess_scratch);
     free(ps->reqs);

@@ -55,6 +55,7 @@ struct pol_shard {
     uint32_t free_req_count;
     struct pol_arena_pool arenas;
     struct pol_sstore *sessions; /* Memory cache: this shard's instances */
+    bool conns_started;          /* connections' shard_start ran */
     char *sess_scratch;          /* serialising a session for the store */
     size_t sess_scratch_bytes;
     void **plugin_data; /* per plugin index: shard_start's *shard_data */

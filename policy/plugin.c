@@ -439,6 +439,7 @@ struct pol_plugin *pol_plugin_build(struct pol_server *s, const struct pol_cfg_n
     p->line = block->line;
     p->vhost_name = vhost_name;
     p->depth = depth;
+    p->srv = s;
     if (build_children(s, p, block, err, err_len) != 0 || finish_options(p, err, err_len) != 0 ||
         check_connections(s, p, err, err_len) != 0)
         goto fail;

@@ -263,6 +263,11 @@ static void conn_check_options(struct pol_server *s, const struct pol_cfg_node *
                             o->is_block ? "block" : "option", o->name);
 }
 
+/* Connection modules with an implementation (pol_conn_ops); add a line per module. */
+static const struct pol_conn_ops *const conn_modules[] = {
+    NULL,
+};
+
 static int conn_add(struct pol_server *s, const struct pol_cfg_node *b, char *err, size_t err_len)
 {
     static const char *const modules[] = {"Sql", "Memcached", "Redis", "Ldap"};
@@ -287,9 +292,53 @@ static int conn_add(struct pol_server *s, const struct pol_cfg_node *b, char *er
         return -1;
     }
     s->conns = n;
-    n[s->conn_count++] = (struct pol_conn_def){name, m->value, b->file, b->line, b};
+    const struct pol_conn_ops *ops = NULL;
+    for (size_t i = 0; conn_modules[i] && !ops; i++)
+        if (strcmp(conn_modules[i]->module, m->value) == 0)
+            ops = conn_modules[i];
+    n[s->conn_count++] = (struct pol_conn_def){
+        .name = name, .module = m->value, .file = b->file, .line = b->line, .block = b, .ops = ops};
     conn_check_options(s, b, m->value);
     return 0;
+}
+
+/* After every <Connection> block was read (s->conns no longer moves): opens those whose module
+ * has an implementation. A module without one (Redis, Ldap, or Sql until it lands) is kept as
+ * a definition only: plugins that need it fail to start in their own way. */
+static int conns_open(struct pol_server *s, char *err, size_t err_len)
+{
+    for (uint32_t i = 0; i < s->conn_count; i++) {
+        struct pol_conn_def *d = &s->conns[i];
+        if (!d->ops)
+            continue;
+        char why[512] = "";
+        if (d->ops->open(s, d, why, sizeof(why)) != 0) {
+            pol_errf(err, err_len, d->file, d->line, "could not open connection %s: %s", d->name,
+                     why[0] ? why : "open failed");
+            return -1;
+        }
+        d->opened = true;
+    }
+    return 0;
+}
+
+static void conns_close(struct pol_server *s)
+{
+    for (uint32_t i = s->conn_count; i-- > 0;) {
+        struct pol_conn_def *d = &s->conns[i];
+        if (d->opened && d->ops->close)
+            d->ops->close(d);
+        d->opened = false;
+        d->impl = NULL;
+    }
+}
+
+const struct pol_conn_def *pol_server_conn(const struct pol_server *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->conn_count; i++)
+        if (strcmp(s->conns[i].name, name) == 0)
+            return &s->conns[i];
+    return NULL;
 }
 
 static int scache_memory_opt(struct pol_server *s, const struct pol_cfg_node *o, char *err,
@@ -496,6 +545,8 @@ int pol_server_from_cfg(struct pol_cfg *cfg, struct pol_server **out, char *err,
     /* Connections and globals first: plugins refer to both (plugin_dir, <Connection>). */
     int rc = root_walk(s, root, err, err_len);
     if (rc == 0)
+        rc = conns_open(s, err, err_len);
+    if (rc == 0)
         rc = vhosts_build(s, root, file, err, err_len);
     if (rc != 0) {
         pol_server_free(s);
@@ -554,6 +605,7 @@ void pol_server_free(struct pol_server *s)
     }
     free(s->vhosts);
     free(s->plugins);
+    conns_close(s);
     free(s->conns);
     for (uint32_t i = 0; i < s->warning_count; i++)
         free(s->warnings[i]);

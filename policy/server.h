@@ -45,6 +45,7 @@ struct pol_plugin {
     bool on_error_continue;     /* on_error = continue */
     const char *score_field;    /* default "score" */
     char *score_detail_field;   /* score_field + "_detail" */
+    const struct pol_server *srv; /* the server it belongs to (connection lookups) */
     struct pol_chain sub;       /* nested <Plugin> blocks (POL_TYPE_CHAIN only) */
     uint32_t index;             /* in pol_server.plugins: per-shard data slot */
     uint32_t depth;             /* 1 for a top-level plugin */
@@ -76,13 +77,37 @@ struct pol_scache_config {
     unsigned line;
 };
 
+struct pol_conn_ops;
+
 struct pol_conn_def {
     const char *name;
     const char *module; /* Sql, Memcached, Redis, Ldap */
     const char *file;
     unsigned line;
     const struct pol_cfg_node *block;
+    const struct pol_conn_ops *ops; /* NULL: no implementation registered for module */
+    void *impl;                     /* set by ops->open, owned by the module */
+    bool opened;                    /* ops->open succeeded: close is due */
 };
+
+/* A connection module (spec 9): the code behind <Connection NAME> module = "X" blocks.
+ * open runs on the main thread once the global options and every <Connection> block were read
+ * (before any plugin is created, so plugins can look their connection up in create), and fills
+ * def->impl; shard_start/shard_stop run on each shard's thread (before the plugins' shard_start,
+ * after their shard_stop; not in the testkit, which has no engine shards); close frees impl
+ * after every plugin was destroyed. open and shard_start return 0, or -1 with a sentence in
+ * err (start-up fails naming the block's file and line). Every callback but open may be NULL. */
+struct pol_conn_ops {
+    const char *module;
+    int (*open)(struct pol_server *s, struct pol_conn_def *def, char *err, size_t err_len);
+    int (*shard_start)(struct pol_conn_def *def, struct eng_shard *sh, char *err,
+                       size_t err_len);
+    void (*shard_stop)(struct pol_conn_def *def, struct eng_shard *sh);
+    void (*close)(struct pol_conn_def *def);
+};
+
+/* The connection named name, NULL when there is none. */
+const struct pol_conn_def *pol_server_conn(const struct pol_server *s, const char *name);
 
 struct pol_globals {
     /* 2.05 options (section 3) */
