@@ -222,41 +222,35 @@ row() {
         "$(field "$j" '", ".join("%s %d" % kv for kv in d["actions"].items())') |"
 }
 
-# ---------------------------------------------------------------------------------------------
-if wants perl; then
+# chain_section WHO TITLE BIN [SERVER_PART ARGS...]: starts BIN -f -c chain.conf and runs
+# server_part against it, or says why not.
+chain_section() {
+    local who=$1 title=$2 bin=$3
+    shift 3
     echo
-    echo "## The Perl mtpolicyd 2.05, bench/run/chain.conf"
+    echo "## $title"
     echo
-    if [ ! -x "$PERL" ]; then
-        skipped "$PERL is not installed"
-    else
-        port=$(free_port)
-        chain_conf "$port" 64 "$RUN/perl.conf"
-        if serve perl "$port" "$PERL" -f -c "$RUN/perl.conf"; then
-            server_part perl "$port" "$PERL_REQUESTS" "$PERL_REQUESTS" 1000 1000 16
-            stop_last
-        else
-            skipped "mtpolicyd did not start (see $RUN/perl.log)"
-        fi
+    if [ ! -x "$bin" ]; then
+        skipped "$bin is not built or not installed"
+        return
     fi
-fi
+    local port
+    port=$(free_port)
+    chain_conf "$port" 64 "$RUN/$who.conf"
+    if serve "$who" "$port" "$bin" -f -c "$RUN/$who.conf"; then
+        server_part "$who" "$port" "$@"
+        stop_last
+    else
+        skipped "$bin did not start (see $RUN/$who.log)"
+    fi
+}
 
-# ---------------------------------------------------------------------------------------------
+if wants perl; then
+    chain_section perl "The Perl mtpolicyd 2.05, bench/run/chain.conf" "$PERL" \
+        "$PERL_REQUESTS" "$PERL_REQUESTS" 1000 1000 16
+fi
 if wants ours; then
-    echo
-    echo "## ringpolicyd, bench/run/chain.conf, >= 1M requests per log"
-    echo
-    if [ ! -x "$OURS" ]; then
-        skipped "ringpolicyd is not built ($OURS)"
-    else
-        port=$(free_port)
-        chain_conf "$port" 64 "$RUN/ours.conf"
-        if serve ours "$port" "$OURS" -f -c "$RUN/ours.conf"; then
-            # kdent: 2056 requests per copy (all stages); louisitvn: 2844 (RCPT, END-OF-MESSAGE).
-            server_part ours "$port" "" "" 500 352 64
-            stop_last
-        else
-            skipped "ringpolicyd did not start (see $RUN/ours.log)"
-        fi
-    fi
+    # kdent: 2056 requests per copy (all stages); louisitvn: 2844 (RCPT, END-OF-MESSAGE).
+    chain_section ours "ringpolicyd, bench/run/chain.conf, >= 1M requests per log" "$OURS" \
+        "" "" 500 352 64
 fi

@@ -164,16 +164,25 @@ void check_no_differences(const RunResult &r, uint64_t want_requests)
     CHECK(json_u64(r.out, "compared") == want_requests);
 }
 
+// Both daemons (or the stand-in) serving kRcptChain and kEomChain, for the log named.
+struct Rig {
+    DiffRig rig{{{"rcpt", kRcptChain, ""}, {"eom", kEomChain, ""}}};
+    Sides s;
+    explicit Rig(const std::string &log)
+    {
+        need_file(maillog(log), "the " + log + " maillog");
+        need_file(replay_bin(), "ringpolicyd-replay");
+        ITEST_START_RIG(rig);
+        sides_start(rig, s);
+    }
+};
+
 } // namespace
 
 TEST_CASE("inbound MX log (kdent), all stages: no differences", "[replay][diff]")
 {
-    need_file(maillog("kdent-postfix_log_analysis"), "the kdent maillog");
-    need_file(replay_bin(), "ringpolicyd-replay");
-    DiffRig rig({{"rcpt", kRcptChain, ""}, {"eom", kEomChain, ""}});
-    ITEST_START_RIG(rig);
-    Sides s;
-    sides_start(rig, s);
+    Rig rig("kdent-postfix_log_analysis");
+    const Sides &s = rig.s;
     RunResult r = replay({"--server", s.server_rcpt.str(), "--against", s.against_rcpt.str(),
                           "--stages", "all", maillog("kdent-postfix_log_analysis")});
     // 1078 RCPT (489 mails' recipients and 589 rejected ones), 489 DATA, 489 END-OF-MESSAGE.
@@ -185,12 +194,8 @@ TEST_CASE("inbound MX log (kdent), all stages: no differences", "[replay][diff]"
 TEST_CASE("SASL submission log (louisitvn), END-OF-MESSAGE on its own port: no differences",
           "[replay][diff]")
 {
-    need_file(maillog("louisitvn-pflgviewer"), "the louisitvn maillog");
-    need_file(replay_bin(), "ringpolicyd-replay");
-    DiffRig rig({{"rcpt", kRcptChain, ""}, {"eom", kEomChain, ""}});
-    ITEST_START_RIG(rig);
-    Sides s;
-    sides_start(rig, s);
+    Rig rig("louisitvn-pflgviewer");
+    const Sides &s = rig.s;
     RunResult r = replay({"--server", s.server_rcpt.str(), "--against", s.against_rcpt.str(),
                           "--port-map", "END-OF-MESSAGE=" + std::to_string(s.server_eom.port),
                           "--against-port-map",
@@ -207,12 +212,9 @@ TEST_CASE("SASL submission log (louisitvn), END-OF-MESSAGE on its own port: no d
 TEST_CASE("control: a server that always says dunno differs, and the replay says so",
           "[replay][diff]")
 {
-    need_file(maillog("kdent-postfix_log_analysis"), "the kdent maillog");
-    need_file(replay_bin(), "ringpolicyd-replay");
     std::string bare = build_root() + "/bench/responder/ringpolicyd-bare";
     need_file(bare, "ringpolicyd-bare");
-    DiffRig rig({{"rcpt", kRcptChain, ""}, {"eom", kEomChain, ""}});
-    ITEST_START_RIG(rig);
+    Rig rig("kdent-postfix_log_analysis");
     uint16_t port = free_tcp_port();
     std::vector<std::string> argv = {bare, "--listen", "127.0.0.1:" + std::to_string(port),
                                      "--shards", "1"};
@@ -238,7 +240,7 @@ TEST_CASE("control: a server that always says dunno differs, and the replay says
     }
     REQUIRE(up);
     RunResult r = replay({"--server", "127.0.0.1:" + std::to_string(port), "--against",
-                          rig.endpoint(Impl::Perl, "rcpt").str(), "--requests", "300",
+                          rig.s.against_rcpt.str(), "--requests", "300",
                           "--show-diffs", "1", maillog("kdent-postfix_log_analysis")});
     kill(-pid, SIGTERM);
     waitpid(pid, nullptr, 0);
