@@ -1,0 +1,67 @@
+/*
+ * acct_sql.h: the SQL text of the accounting tables (internal to policy/plugins/): the table
+ * definitions per dialect (appendix B: 2.05's SQLite text, and ours for PostgreSQL), the
+ * unique (key, time) index, the multi-row upsert a flush sends and the batched select a quota
+ * fetch sends. Every value is a `?` placeholder; only identifiers (already quoted by the
+ * caller with pol_sql_quote_ident) are written into the text.
+ *
+ * Pure functions writing into the caller's buffer: each returns the length written (the text
+ * is NUL-terminated), or 0 when the buffer is too small.
+ */
+#ifndef POL_PLUGINS_ACCT_SQL_H
+#define POL_PLUGINS_ACCT_SQL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum pol_acct_dialect {
+    POL_ACCT_SQLITE,
+    POL_ACCT_PG,
+};
+
+/* Bytes of a quoted identifier (a table name: prefix + field, quotes doubled). */
+#define POL_ACCT_IDENT_BYTES_MAX 256u
+
+/* The text of the upsert for rows rows is at most this long (for sizing buffers). */
+size_t pol_acct_sql_upsert_bytes(uint32_t rows, size_t table_q_len);
+/* ... and of the select for keys keys. */
+size_t pol_acct_sql_select_bytes(uint32_t keys, size_t table_q_len);
+
+/* `SELECT * FROM T WHERE 1=0`: fails when the table is missing (2.05's check). */
+size_t pol_acct_sql_exists(const char *table_q, char *out, size_t out_len);
+
+/* CREATE TABLE T (...) for the dialect. */
+size_t pol_acct_sql_create(enum pol_acct_dialect d, const char *table_q, char *out, size_t out_len);
+
+/* CREATE UNIQUE INDEX IF NOT EXISTS "<table>_time_key" ON T ("key", "time"). table is the
+ * unquoted name (the index name is derived from it and quoted here). */
+size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *out, size_t out_len);
+
+/* INSERT INTO T ("key","time","count","count_rcpt","size","size_rcpt") VALUES (?,?,CAST(? AS
+ * BIGINT),...)... ON CONFLICT ("key","time") DO UPDATE SET "count" = T."count" +
+ * excluded."count", ... for rows rows (>= 1); parameters per row: key, time, then the four
+ * metrics as decimal text. */
+size_t pol_acct_sql_upsert(enum pol_acct_dialect d, const char *table_q, uint32_t rows, char *out,
+                           size_t out_len);
+
+/* SELECT "key","time","count","count_rcpt","size","size_rcpt" FROM T WHERE ("key","time") IN
+ * ((?,?),...) for keys keys (>= 1); parameters: key, time per key. */
+size_t pol_acct_sql_select(const char *table_q, uint32_t keys, char *out, size_t out_len);
+
+/* SELECT "METRIC" FROM T WHERE "key"=? AND "time"=? (Quota on a table no Accounting plugin of
+ * this daemon writes). metric is one of the four column names. */
+size_t pol_acct_sql_select_one(const char *table_q, const char *metric, char *out, size_t out_len);
+
+/* Perl's /^\d+$/ on a column value: the number, or 0 when the text is not all digits (2.05's
+ * Quota counts such a value as 0). Saturates at UINT64_MAX. */
+uint64_t pol_acct_sql_count_of(const char *s, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
