@@ -18,7 +18,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=$ROOT/build
-LOGS=$ROOT/../shared/data/maillogs
+LOGS=$ROOT/../shared/data/maillogs; [ -d "$LOGS" ] || LOGS=/work/shared/data/maillogs
 REPEATS=5
 DURATION=5
 CONNS="16 64"

@@ -91,7 +91,12 @@ const char *kEomChain = R"CFG(
 
 std::string maillog(const std::string &name)
 {
-    return source_root() + "/../shared/data/maillogs/" + name + "/mail.log";
+    // The shared data sits next to the source tree, or at /work/shared/data on our machines
+    // (a clean clone elsewhere, as CI makes, has no sibling directory).
+    std::string path = source_root() + "/../shared/data/maillogs/" + name + "/mail.log";
+    if (access(path.c_str(), R_OK) != 0)
+        path = "/work/shared/data/maillogs/" + name + "/mail.log";
+    return path;
 }
 
 std::string replay_bin()
