@@ -245,13 +245,19 @@ start_server() {
 # workers) and any helper pids given after it (Perl's memcached), from /proc/PID/stat.
 CLK_TCK=$(getconf CLK_TCK)
 server_cpu_s() {
-    local pid t ticks=0
-    for pid in "$@" $(pgrep -P "$1"); do
-        # A worker may exit between pgrep and the read: it then counts 0.
-        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')
-        ticks=$((ticks + ${t:-0}))
-    done
-    echo "$ticks $CLK_TCK" | awk '{printf "%.2f", $1 / $2}'
+    local files=() pid
+    for pid in "$@" $(pgrep -P "$1"); do files+=("/proc/$pid/stat"); done
+    # One awk for every process: on a busy machine a fork per process took seconds and moved
+    # the samples out of the window. A process that exited meanwhile is skipped (counts 0).
+    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%.2f", t / hz }' \
+        "${files[@]}" 2>/dev/null
+}
+
+# sleep_until EPOCH: sleeps until that time (seconds since 1970, fractions allowed).
+sleep_until() {
+    local left
+    left=$(awk -v t="$1" -v n="$(date +%s.%N)" 'BEGIN { d = t - n; printf "%.3f", d > 0 ? d : 0 }')
+    sleep "$left"
 }
 
 # run_point NAME CONNS PORT PID: the repeats of one measurement, with the server's CPU time
@@ -266,11 +272,11 @@ run_point() {
         "$LOAD" --server "127.0.0.1:$port" --connections "$conns" --duration "$DURATION" \
             --warmup "$WARMUP" --json --label "$name c=$conns rep=$rep" \
             ${THREADS:+--threads "$THREADS"} >"$base.json" 2>>"$RUN/load.stderr" &
-        local load_pid=$!
-        sleep "$WARMUP"
-        local cpu0 cpu1
+        local load_pid=$! t0 cpu0 cpu1
+        t0=$(date +%s.%N)
+        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" 'BEGIN { printf "%.3f", t + w }')"
         cpu0=$(server_cpu_s "${pids[@]}")
-        sleep "$DURATION"
+        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.3f", t + w + d }')"
         cpu1=$(server_cpu_s "${pids[@]}")
         wait "$load_pid"
         echo "$cpu0 $cpu1" | awk '{printf "%.2f\n", $2 - $1}' >"$base.cpu"
