@@ -23,6 +23,10 @@ extern const struct pol_plugin_type pol_type_Quota;
 extern const struct pol_plugin_type pol_type_SqlList;
 extern const struct pol_plugin_type pol_type_SqlUserConfig;
 
+/* create of SqlList and SqlUserConfig: the Sql connection named by option db_idx becomes the
+ * plugin's data. 0, or -1 with a sentence in err. */
+int pol_acct_db_create(struct pol_plugin *p, unsigned db_idx, char *err, size_t err_len);
+
 /* Spec 13.1 step 2 from the `size` and `recipient_count` attributes (NULL when absent), with
  * Perl's numeric conversion and truthiness ("" and "0" are false): count 1; size or 0;
  * count_rcpt recipient_count when true, else 1; size_rcpt size * recipient_count when true,

@@ -130,6 +130,16 @@ size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *o
     return sb_done(&b);
 }
 
+/* ON CONFLICT ("key","time") DO UPDATE SET "count" = T."count" + excluded."count", ... */
+static void sb_on_conflict(struct sqlbuf *b, const char *table_q)
+{
+    sb_printf(b, " ON CONFLICT (\"key\",\"time\") DO UPDATE SET ");
+    for (int m = 0; m < POL_ACCT_METRICS; m++)
+        sb_printf(b, "%s\"%s\" = %s.\"%s\" + excluded.\"%s\"", m ? ", " : "",
+                  pol_acct_metric_names[m], table_q, pol_acct_metric_names[m],
+                  pol_acct_metric_names[m]);
+}
+
 size_t pol_acct_sql_upsert(enum pol_acct_dialect d, const char *table_q, uint32_t rows, char *out,
                            size_t out_len)
 {
@@ -146,12 +156,64 @@ size_t pol_acct_sql_upsert(enum pol_acct_dialect d, const char *table_q, uint32_
                   "%s(?,?,CAST(? AS BIGINT),CAST(? AS BIGINT),CAST(? AS BIGINT),"
                   "CAST(? AS BIGINT))",
                   i ? "," : "");
-    sb_printf(&b, " ON CONFLICT (\"key\",\"time\") DO UPDATE SET ");
-    for (int m = 0; m < POL_ACCT_METRICS; m++)
-        sb_printf(&b, "%s\"%s\" = %s.\"%s\" + excluded.\"%s\"", m ? ", " : "",
-                  pol_acct_metric_names[m], table_q, pol_acct_metric_names[m],
-                  pol_acct_metric_names[m]);
+    sb_on_conflict(&b, table_q);
     return sb_done(&b);
+}
+
+size_t pol_acct_sql_upsert_pg(const char *table_q, char *out, size_t out_len)
+{
+    struct sqlbuf b;
+    sb_init(&b, out, out_len);
+    sb_printf(&b, "INSERT INTO %s (\"key\",\"time\"", table_q);
+    for (int m = 0; m < POL_ACCT_METRICS; m++)
+        sb_printf(&b, ",\"%s\"", pol_acct_metric_names[m]);
+    sb_printf(&b, ") SELECT * FROM unnest(CAST(? AS text[]),CAST(? AS text[]),CAST(? AS bigint[]),"
+                  "CAST(? AS bigint[]),CAST(? AS bigint[]),CAST(? AS bigint[]))");
+    sb_on_conflict(&b, table_q);
+    return sb_done(&b);
+}
+
+size_t pol_acct_sql_select_pg(const char *table_q, char *out, size_t out_len)
+{
+    struct sqlbuf b;
+    sb_init(&b, out, out_len);
+    sb_printf(&b, "SELECT \"key\",\"time\"");
+    for (int m = 0; m < POL_ACCT_METRICS; m++)
+        sb_printf(&b, ",\"%s\"", pol_acct_metric_names[m]);
+    sb_printf(&b,
+              " FROM %s WHERE (\"key\",\"time\") IN (SELECT * FROM unnest(CAST(? AS text[]),"
+              "CAST(? AS text[])))",
+              table_q);
+    return sb_done(&b);
+}
+
+size_t pol_acct_sql_array_elem_bytes(size_t n)
+{
+    return 2 * n + 4; /* every byte escaped, two quotes, a comma, the closing brace */
+}
+
+bool pol_acct_sql_array_add(char *buf, size_t cap, size_t *len, const char *s, size_t n, bool quote)
+{
+    size_t at = *len == 0 ? 0 : *len - 1;           /* overwrite the closing brace */
+    size_t need = at + 1 + (quote ? 2 : 0) + 1 + 1; /* separator, quotes, brace, NUL */
+    for (size_t i = 0; i < n; i++)
+        need += quote && (s[i] == '"' || s[i] == '\\') ? 2 : 1;
+    if (need > cap)
+        return false;
+    buf[at++] = *len == 0 ? '{' : ',';
+    if (quote)
+        buf[at++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (quote && (s[i] == '"' || s[i] == '\\'))
+            buf[at++] = '\\';
+        buf[at++] = s[i];
+    }
+    if (quote)
+        buf[at++] = '"';
+    buf[at++] = '}';
+    buf[at] = '\0';
+    *len = at;
+    return true;
 }
 
 size_t pol_acct_sql_select(const char *table_q, uint32_t keys, char *out, size_t out_len)

@@ -11,6 +11,7 @@
 #ifndef POL_PLUGINS_ACCT_SQL_H
 #define POL_PLUGINS_ACCT_SQL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,26 @@ size_t pol_acct_sql_upsert(enum pol_acct_dialect d, const char *table_q, uint32_
 /* SELECT "key","time","count","count_rcpt","size","size_rcpt" FROM T WHERE ("key","time") IN
  * ((?,?),...) for keys keys (>= 1); parameters: key, time per key. */
 size_t pol_acct_sql_select(const char *table_q, uint32_t keys, char *out, size_t out_len);
+
+/* PostgreSQL: the same two statements with one array parameter per column, so that their text
+ * is one per table whatever the number of rows (the client prepares each text once per
+ * connection and keeps a bounded number of them):
+ *   INSERT INTO T (...) SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]),
+ *       CAST(? AS bigint[]) x4) ON CONFLICT ... (the same DO UPDATE as above)
+ *   SELECT ... FROM T WHERE ("key","time") IN (SELECT * FROM unnest(CAST(? AS text[]),
+ *       CAST(? AS text[])))
+ * Parameters are array literals built with pol_acct_sql_array_add. */
+size_t pol_acct_sql_upsert_pg(const char *table_q, char *out, size_t out_len);
+size_t pol_acct_sql_select_pg(const char *table_q, char *out, size_t out_len);
+
+/* Appends one element to the array literal in buf (*len bytes so far, 0 for a new one):
+ * "{" first, then ",", then the element, double-quoted with " and \ escaped when quote (text)
+ * or as is (numbers), and keeps a closing "}" after it. Returns false, leaving buf as it was,
+ * when cap bytes (NUL included) are not enough. */
+bool pol_acct_sql_array_add(char *buf, size_t cap, size_t *len, const char *s, size_t n,
+                            bool quote);
+/* The most bytes pol_acct_sql_array_add may need for an element of n bytes. */
+size_t pol_acct_sql_array_elem_bytes(size_t n);
 
 /* SELECT "METRIC" FROM T WHERE "key"=? AND "time"=? (Quota on a table no Accounting plugin of
  * this daemon writes). metric is one of the four column names. */

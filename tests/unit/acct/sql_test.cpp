@@ -208,3 +208,53 @@ TEST_CASE("the statements run on SQLite: create, index, upsert sums, select", "[
     REQUIRE(pol_acct_sql_select_one(t, "count", buf, sizeof(buf)) > 0);
     CHECK(db.run(buf, {"192.168.0.1", "2014-12"}) == std::vector<std::string>{"11"});
 }
+
+TEST_CASE("PostgreSQL statements take one array per column", "[sql]")
+{
+    char buf[1024];
+    REQUIRE(pol_acct_sql_upsert_pg("\"acct_x\"", buf, sizeof(buf)) > 0);
+    CHECK(
+        std::string(buf) ==
+        "INSERT INTO \"acct_x\" (\"key\",\"time\",\"count\",\"count_rcpt\",\"size\",\"size_rcpt\")"
+        " SELECT * FROM unnest(CAST(? AS text[]),CAST(? AS text[]),CAST(? AS bigint[]),"
+        "CAST(? AS bigint[]),CAST(? AS bigint[]),CAST(? AS bigint[])) ON CONFLICT "
+        "(\"key\",\"time\") DO UPDATE SET \"count\" = \"acct_x\".\"count\" + excluded.\"count\", "
+        "\"count_rcpt\" = \"acct_x\".\"count_rcpt\" + excluded.\"count_rcpt\", \"size\" = "
+        "\"acct_x\".\"size\" + excluded.\"size\", \"size_rcpt\" = \"acct_x\".\"size_rcpt\" + "
+        "excluded.\"size_rcpt\"");
+    REQUIRE(pol_acct_sql_select_pg("\"acct_x\"", buf, sizeof(buf)) > 0);
+    CHECK(
+        std::string(buf) ==
+        "SELECT \"key\",\"time\",\"count\",\"count_rcpt\",\"size\",\"size_rcpt\" FROM \"acct_x\" "
+        "WHERE (\"key\",\"time\") IN (SELECT * FROM unnest(CAST(? AS text[]),CAST(? AS text[])))");
+}
+
+TEST_CASE("array literals: quoting, escapes, numbers; room at N and N-1", "[sql]")
+{
+    char buf[64];
+    size_t len = 0;
+    REQUIRE(pol_acct_sql_array_add(buf, sizeof(buf), &len, "a", 1, true));
+    CHECK(std::string(buf) == "{\"a\"}");
+    REQUIRE(pol_acct_sql_array_add(buf, sizeof(buf), &len, "b\"c\\d", 5, true));
+    REQUIRE(pol_acct_sql_array_add(buf, sizeof(buf), &len, "", 0, true));
+    REQUIRE(pol_acct_sql_array_add(buf, sizeof(buf), &len, "{x, NULL}", 9, true));
+    CHECK(std::string(buf) == "{\"a\",\"b\\\"c\\\\d\",\"\",\"{x, NULL}\"}");
+    CHECK(len == strlen(buf));
+    char nums[16];
+    size_t nl = 0;
+    REQUIRE(pol_acct_sql_array_add(nums, sizeof(nums), &nl, "12", 2, false));
+    REQUIRE(pol_acct_sql_array_add(nums, sizeof(nums), &nl, "0", 1, false));
+    CHECK(std::string(nums) == "{12,0}");
+    // "{12,0,345}" plus NUL is 11 bytes: 11 fit, 10 do not (and leave the text as it was).
+    char exact[11], tight[10];
+    for (char *b : {exact, tight}) {
+        size_t l = 0;
+        size_t cap = b == exact ? sizeof(exact) : sizeof(tight);
+        REQUIRE(pol_acct_sql_array_add(b, cap, &l, "12", 2, false));
+        REQUIRE(pol_acct_sql_array_add(b, cap, &l, "0", 1, false));
+        bool ok = pol_acct_sql_array_add(b, cap, &l, "345", 3, false);
+        CHECK(ok == (b == exact));
+        CHECK(std::string(b) == (ok ? "{12,0,345}" : "{12,0}"));
+    }
+    CHECK(pol_acct_sql_array_elem_bytes(3) >= strlen(",\"\\\"\\\\\\\"\"}"));
+}

@@ -1,0 +1,595 @@
+/*
+ * acct_flush.c: what a shard does with its accounting rows (see acct_store.h): flush the dirty
+ * ones every flush_interval, fetch stored values for quota checks, answer those checks, spill
+ * to and replay from the shard's file, and the final synchronous flush at exit.
+ *
+ * Per table and shard one statement is out at a time (acct_part.busy): quota fetches go first
+ * (a request waits for them), then flush slices. Statement texts, parameter arrays and number
+ * texts are allocated at shard start for the largest statement; a flush's parameters point
+ * into the rows themselves, which stay put (INFLIGHT and FETCH rows are never evicted) until
+ * the statement's done runs. Nothing here runs inside a plugin's step: steps only queue work
+ * and arm the shard's work timer.
+ *
+ * Failure: a refused flush gives the counts back to the rows (and, with a spill_dir, writes
+ * them to the spill file); the next interval retries. A refused fetch fails its quota checks
+ * (a plugin failure, as 2.05 fails on any SQL error). The first failure is logged, then at
+ * most one line a minute per table, and the recovery. Known limit: a flush whose result never
+ * arrives (the connection died after sending it) counts as failed and is sent again, so it may
+ * be counted twice; losing it instead would break "no count is ever lost".
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <eng/assert.h>
+#include <eng/log.h>
+
+#include "plugins/acct_int.h"
+
+#define DOWN_LOG_INTERVAL_MS 60000u
+/* Records read back from a spill file per step (they go to the rows, then to a flush). */
+#define REPLAY_BATCH 64u
+/* Records written to a spill file per write. */
+#define SPILL_BATCH 64u
+
+static bool spill_enabled(const struct acct_shard *as)
+{
+    return as->st->spill_dir[0] != '\0';
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Tables of a shard
+ */
+
+int pol_acct_part_init(struct acct_part *pt, struct acct_shard *as, int table, char *err,
+                       size_t err_len)
+{
+    const struct pol_acct_store *st = as->st;
+    memset(pt, 0, sizeof(*pt));
+    pt->as = as;
+    pt->table = table;
+    if (pol_acct_agg_init(&pt->agg, st->opts.buffer_rows) != 0) {
+        snprintf(err, err_len, "out of memory for %u accounting rows", st->opts.buffer_rows);
+        return -1;
+    }
+    pt->rows_max = st->opts.buffer_rows < POL_ACCT_FLUSH_ROWS_MAX ? st->opts.buffer_rows
+                                                                  : POL_ACCT_FLUSH_ROWS_MAX;
+    uint32_t batch_max =
+        pt->rows_max > POL_ACCT_FETCH_KEYS_MAX ? pt->rows_max : POL_ACCT_FETCH_KEYS_MAX;
+    pt->batch = calloc(batch_max, sizeof(*pt->batch));
+    if (!pt->batch) {
+        snprintf(err, err_len, "out of memory for accounting statements");
+        return -1;
+    }
+    return pol_acct_stmt_init(pt, err, err_len);
+}
+
+void pol_acct_part_fini(struct acct_part *pt)
+{
+    pol_acct_agg_fini(&pt->agg);
+    pol_acct_stmt_fini(pt);
+    free(pt->batch);
+    memset(pt, 0, sizeof(*pt));
+}
+
+static const char *table_name(const struct acct_part *pt)
+{
+    return pt->as->st->tables[pt->table].name;
+}
+
+static uint64_t now_ms(const struct acct_shard *as)
+{
+    return as->sh ? eng_now_ms(as->sh) : eng_clock_ms();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Spill files (synchronous, local disk)
+ */
+
+static void rec_of_row(struct pol_acct_spill_rec *rec, const struct acct_part *pt,
+                       const struct pol_acct_row *row, const uint64_t m[POL_ACCT_METRICS])
+{
+    const struct acct_table *t = &pt->as->st->tables[pt->table];
+    pol_acct_spill_rec_set(rec, t->name, t->name_len, pol_acct_row_key(row), row->key_len,
+                           pol_acct_row_time(row), row->time_len, m);
+}
+
+static void spill_error(struct acct_shard *as, int rc)
+{
+    as->stats.spill_errors++;
+    if (as->stats.spill_errors == 1 || as->stats.spill_errors % 1000 == 0)
+        eng_log(ENG_LOG_ERR, "accounting: cannot write spill file %s: %s (%llu times)",
+                as->spill.path, strerror(-rc), (unsigned long long)as->stats.spill_errors);
+}
+
+void pol_acct_part_spill_dirty(struct acct_part *pt)
+{
+    struct acct_shard *as = pt->as;
+    struct pol_acct_spill_rec recs[SPILL_BATCH];
+    uint32_t idx[SPILL_BATCH];
+    for (;;) {
+        uint32_t n = pol_acct_agg_peek_dirty(&pt->agg, SPILL_BATCH, idx);
+        if (n == 0)
+            return;
+        for (uint32_t i = 0; i < n; i++) {
+            const struct pol_acct_row *row = pol_acct_agg_row(&pt->agg, idx[i]);
+            rec_of_row(&recs[i], pt, row, row->delta);
+        }
+        int rc = pol_acct_spill_append(&as->spill, recs, n);
+        if (rc != 0) {
+            spill_error(as, rc);
+            return;
+        }
+        pol_acct_agg_mark_spilled(&pt->agg, idx, n);
+        as->stats.spilled += n;
+    }
+}
+
+/* A delta that found no room in the table: straight to the spill file, or lost. */
+static void spill_direct(struct acct_part *pt, const char *key, size_t key_len, const char *time,
+                         size_t time_len, const uint64_t m[POL_ACCT_METRICS])
+{
+    struct acct_shard *as = pt->as;
+    const struct acct_table *t = &as->st->tables[pt->table];
+    if (spill_enabled(as)) {
+        struct pol_acct_spill_rec rec;
+        pol_acct_spill_rec_set(&rec, t->name, t->name_len, key, key_len, time, time_len, m);
+        int rc = pol_acct_spill_append(&as->spill, &rec, 1);
+        if (rc == 0) {
+            as->stats.spilled++;
+            return;
+        }
+        spill_error(as, rc);
+    }
+    as->stats.dropped++;
+    if (as->stats.dropped == 1 || as->stats.dropped % 1000 == 0)
+        eng_log(ENG_LOG_ERR,
+                "accounting: table %s is full on shard %u (%u rows unflushed) and %s: %llu "
+                "counts lost so far",
+                t->name, as->index, pt->agg.rows_max,
+                spill_enabled(as) ? "the spill file cannot be written" : "no spill_dir is set",
+                (unsigned long long)as->stats.dropped);
+}
+
+void pol_acct_part_apply(struct acct_part *pt, const char *key, size_t key_len, const char *time,
+                         size_t time_len, const uint64_t m[POL_ACCT_METRICS])
+{
+    struct acct_shard *as = pt->as;
+    as->stats.accounted++;
+    struct pol_acct_row *row = pol_acct_agg_get(&pt->agg, key, key_len, time, time_len);
+    if (!row) {
+        spill_direct(pt, key, key_len, time, time_len, m);
+        return;
+    }
+    pol_acct_agg_add(&pt->agg, row, m);
+    /* Three quarters full: flush now rather than at the end of the interval. */
+    if (!pt->flush_due && pt->agg.dirty_count >= pt->agg.rows_max / 4 * 3) {
+        pt->flush_due = true;
+        pol_acct_shard_work(as);
+    }
+}
+
+/* The spill file records to read back next: an adopted file of an earlier run first. */
+static struct pol_acct_spill *replay_source(struct acct_shard *as)
+{
+    while (as->adopted_count > 0) {
+        struct pol_acct_spill *s = &as->adopted[as->adopted_count - 1];
+        if (s->records > 0)
+            return s;
+        eng_log(ENG_LOG_NOTICE, "accounting: spill file %s replayed", s->path);
+        pol_acct_spill_remove_if_empty(s);
+        pol_acct_spill_close(s);
+        as->adopted_count--;
+    }
+    return as->spill.records > 0 ? &as->spill : NULL;
+}
+
+static bool replay_room(const struct acct_shard *as)
+{
+    for (unsigned t = 0; t < as->st->table_count; t++) {
+        const struct acct_part *pt = &as->parts[t];
+        if (pt->down || pt->agg.dirty_count + REPLAY_BATCH > pt->agg.rows_max / 2)
+            return false;
+    }
+    return true;
+}
+
+/* Puts one record back into its table's rows; false when there is no room. */
+static bool replay_one(struct acct_shard *as, const struct pol_acct_spill_rec *rec)
+{
+    int t = pol_acct_store_find_table(as->st, rec->table, rec->table_len);
+    if (t < 0) {
+        /* Written by a configuration that had this table: nobody here writes it now. */
+        as->stats.dropped++;
+        eng_log(ENG_LOG_ERR, "accounting: spill record for unknown table %s dropped", rec->table);
+        return true;
+    }
+    struct acct_part *pt = &as->parts[t];
+    struct pol_acct_row *row =
+        pol_acct_agg_get(&pt->agg, rec->key, rec->key_len, rec->time, rec->time_len);
+    if (!row)
+        return false;
+    pol_acct_agg_unspill(&pt->agg, row, rec->m);
+    pt->flush_due = true;
+    as->stats.replayed++;
+    return true;
+}
+
+/* Reads one batch back from the spill files into the rows (they are flushed next). */
+static void replay_some(struct acct_shard *as)
+{
+    struct pol_acct_spill *src = replay_source(as);
+    if (!src || as->stopped || !replay_room(as))
+        return;
+    struct pol_acct_spill_rec recs[REPLAY_BATCH];
+    int n = pol_acct_spill_pop(src, recs, REPLAY_BATCH, false, &as->spill_bad);
+    if (n < 0) {
+        spill_error(as, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        if (!replay_one(as, &recs[i])) {
+            int rc = pol_acct_spill_append(src, &recs[i], (size_t)(n - i));
+            if (rc != 0)
+                spill_error(as, rc);
+            break;
+        }
+    if (src == &as->spill)
+        pol_acct_spill_remove_if_empty(src);
+    pol_acct_shard_work(as);
+}
+
+/* Files of earlier runs adopted by shard 0 at once (more wait for the next start). */
+#define ADOPT_MAX 64u
+
+static void adopt(void *ctx, struct pol_acct_spill *s)
+{
+    struct acct_shard *as = ctx;
+    if (as->adopted_count == ADOPT_MAX || s->records == 0) {
+        if (s->records == 0)
+            pol_acct_spill_remove_if_empty(s);
+        pol_acct_spill_close(s);
+        return;
+    }
+    eng_log(ENG_LOG_NOTICE, "accounting: replaying %llu counts from spill file %s",
+            (unsigned long long)s->records, s->path);
+    as->adopted[as->adopted_count++] = *s;
+}
+
+void pol_acct_spill_start(struct acct_shard *as)
+{
+    if (access(as->spill.path, F_OK) == 0) { /* our pid was used by a run that left a file */
+        int rc = pol_acct_spill_open(&as->spill, as->spill.path);
+        if (rc != 0)
+            spill_error(as, rc);
+    }
+    if (as->index != 0)
+        return;
+    as->adopted = calloc(ADOPT_MAX, sizeof(*as->adopted));
+    if (!as->adopted) {
+        eng_log(ENG_LOG_ERR, "accounting: out of memory: spill files of earlier runs are left");
+        return;
+    }
+    /* Files named with our own pid belong to our shards (pol_acct_spill_orphans skips them). */
+    int rc = pol_acct_spill_orphans(as->st->spill_dir, as->st->ident, adopt, as);
+    if (rc < 0)
+        eng_log(ENG_LOG_ERR, "accounting: cannot read spill_dir %s: %s", as->st->spill_dir,
+                strerror(-rc));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Database health (logging only)
+ */
+
+static void note_failure(struct acct_part *pt, const char *what, const char *error)
+{
+    struct acct_shard *as = pt->as;
+    uint64_t now = now_ms(as);
+    pt->down_failures++;
+    if (!pt->down) {
+        pt->down = true;
+        pt->down_since_ms = now;
+        pt->down_logged_ms = now;
+        eng_log(ENG_LOG_ERR, "accounting: %s table %s failed on shard %u: %s; counts are kept%s",
+                what, table_name(pt), as->index, error,
+                spill_enabled(as) ? " (and written to the spill file)" : " in memory");
+        return;
+    }
+    if (now - pt->down_logged_ms >= DOWN_LOG_INTERVAL_MS) {
+        pt->down_logged_ms = now;
+        eng_log(ENG_LOG_ERR, "accounting: table %s still failing on shard %u (%llu attempts): %s",
+                table_name(pt), as->index, (unsigned long long)pt->down_failures, error);
+    }
+}
+
+static void note_success(struct acct_part *pt)
+{
+    if (!pt->down)
+        return;
+    eng_log(ENG_LOG_NOTICE,
+            "accounting: table %s reachable again on shard %u after %llu failed attempts (%llu s)",
+            table_name(pt), pt->as->index, (unsigned long long)pt->down_failures,
+            (unsigned long long)((now_ms(pt->as) - pt->down_since_ms) / 1000));
+    pt->down = false;
+    pt->down_failures = 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Statements: fetch, flush
+ */
+
+static void part_kick(struct acct_part *pt);
+
+static struct pol_acct_query *query_of(struct pol_acct_waiter *w)
+{
+    return (struct pol_acct_query *)(void *)((char *)w - offsetof(struct pol_acct_query, wait));
+}
+
+/* Answers every quota check waiting on row: its value, or the error when error is set. */
+static void answer_waiters(struct acct_shard *as, struct pol_acct_row *row, const char *error)
+{
+    struct pol_acct_waiter *w = row->waiters;
+    row->waiters = row->waiters_tail = NULL;
+    while (w) {
+        struct pol_acct_waiter *next = w->next;
+        struct pol_acct_query *q = query_of(w);
+        if (error)
+            pol_acct_query_finish(as, q, true, 0, error);
+        else
+            pol_acct_query_finish(as, q, false, pol_acct_row_value(row, q->metric), NULL);
+        w = next;
+    }
+}
+
+static void fetch_fail(struct acct_part *pt, const char *error)
+{
+    struct acct_shard *as = pt->as;
+    char why[256];
+    snprintf(why, sizeof(why), "select from %.128s failed: %.100s", table_name(pt), error);
+    for (uint32_t i = 0; i < pt->batch_count; i++) {
+        struct pol_acct_row *row = pol_acct_agg_row(&pt->agg, pt->batch[i]);
+        row->flags = (uint8_t)(row->flags & ~POL_ACCT_ROW_FETCH);
+        answer_waiters(as, row, why);
+    }
+    as->stats.fetch_failed++;
+    note_failure(pt, "reading", error);
+}
+
+/* Sets the stored values of the batch's rows from the result and answers their waiters. */
+static void fetch_apply(struct acct_part *pt, const struct pol_sql_result *res)
+{
+    struct acct_shard *as = pt->as;
+    for (uint32_t i = 0; i < pt->batch_count; i++)
+        memset(pol_acct_agg_row(&pt->agg, pt->batch[i])->stored, 0,
+               sizeof(((struct pol_acct_row *)0)->stored));
+    for (size_t r = 0; res->col_count >= 2 + POL_ACCT_METRICS && r < res->row_count; r++) {
+        size_t kl = 0, tl = 0;
+        const char *k = pol_sql_value(res, r, 0, &kl);
+        const char *t = pol_sql_value(res, r, 1, &tl);
+        if (!k || !t || kl > POL_ACCT_KEY_BYTES_MAX || tl > POL_ACCT_TIME_BYTES_MAX)
+            continue;
+        struct pol_acct_row *row = pol_acct_agg_find(&pt->agg, k, kl, t, tl);
+        if (!row || !(row->flags & POL_ACCT_ROW_FETCH))
+            continue;
+        for (int m = 0; m < POL_ACCT_METRICS; m++) {
+            size_t vl = 0;
+            const char *v = pol_sql_value(res, r, (size_t)(2 + m), &vl);
+            row->stored[m] = pol_acct_sql_count_of(v, vl);
+        }
+    }
+    uint64_t now = now_ms(as);
+    for (uint32_t i = 0; i < pt->batch_count; i++) {
+        struct pol_acct_row *row = pol_acct_agg_row(&pt->agg, pt->batch[i]);
+        row->flags = (uint8_t)((row->flags & ~POL_ACCT_ROW_FETCH) | POL_ACCT_ROW_STORED);
+        row->fetched_ms = now;
+        answer_waiters(as, row, NULL);
+    }
+}
+
+static void fetch_done(void *ctx, const struct pol_sql_result *res)
+{
+    struct acct_part *pt = ctx;
+    ENG_ASSERT(pt->busy);
+    ENG_ASSERT(pt->fetching);
+    if (res->status < 0) {
+        fetch_fail(pt, res->error ? res->error : "unknown error");
+    } else {
+        note_success(pt);
+        fetch_apply(pt, res);
+    }
+    pt->busy = false;
+    pt->fetching = false;
+    pt->batch_count = 0;
+    part_kick(pt);
+}
+
+static void fetch_start(struct acct_part *pt)
+{
+    struct acct_shard *as = pt->as;
+    uint32_t n = pol_acct_stmt_fetch(pt);
+    ENG_ASSERT(n > 0);
+    pt->busy = true;
+    pt->fetching = true;
+    pt->batch_count = n;
+    as->stats.fetches++;
+    as->stats.fetch_keys += n;
+    int rc = pol_sql_query(as->sh, as->st->db, pt->stmt.text, pt->stmt.params, pt->stmt.lens,
+                           pt->stmt.count, 0, fetch_done, pt);
+    if (rc < 0) {
+        struct pol_sql_result res = {.status = rc, .error = strerror(-rc)};
+        fetch_done(pt, &res);
+    }
+}
+
+static void flush_done(void *ctx, const struct pol_sql_result *res)
+{
+    struct acct_part *pt = ctx;
+    struct acct_shard *as = pt->as;
+    ENG_ASSERT(pt->busy);
+    ENG_ASSERT(!pt->fetching);
+    bool ok = res->status >= 0;
+    pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, ok);
+    pt->busy = false;
+    if (ok) {
+        as->stats.flushes++;
+        as->stats.flush_rows += pt->batch_count;
+        note_success(pt);
+        replay_some(as);
+    } else if (!as->stopped) {
+        as->stats.flush_failed++;
+        pt->flush_due = false; /* the next interval retries */
+        note_failure(pt, "writing to", res->error ? res->error : "unknown error");
+        if (spill_enabled(as))
+            pol_acct_part_spill_dirty(pt);
+    } else {
+        pt->flush_due = false; /* stopping: the final flush on the main thread takes it */
+    }
+    pt->batch_count = 0;
+    part_kick(pt);
+}
+
+static void flush_start(struct acct_part *pt)
+{
+    struct acct_shard *as = pt->as;
+    uint32_t n = pol_acct_stmt_flush(pt);
+    if (pt->agg.dirty_count == 0)
+        pt->flush_due = false;
+    if (n == 0)
+        return;
+    pt->busy = true;
+    pt->fetching = false;
+    pt->batch_count = n;
+    int rc = pol_sql_query(as->sh, as->st->db, pt->stmt.text, pt->stmt.params, pt->stmt.lens,
+                           pt->stmt.count, 0, flush_done, pt);
+    if (rc < 0) {
+        struct pol_sql_result res = {.status = rc, .error = strerror(-rc)};
+        flush_done(pt, &res);
+    }
+}
+
+static void part_kick(struct acct_part *pt)
+{
+    if (pt->busy || !pt->as->sh)
+        return;
+    if (pt->fetch_head != 0 && !pt->as->stopped)
+        fetch_start(pt);
+    else if (pt->flush_due)
+        flush_start(pt);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Quota checks on the owner
+ */
+
+static void fetch_queue(struct acct_part *pt, struct pol_acct_row *row)
+{
+    uint32_t ri = pol_acct_agg_index_of(&pt->agg, row) + 1;
+    row->flags |= POL_ACCT_ROW_FETCH;
+    row->fetch_next = 0;
+    if (pt->fetch_tail)
+        pol_acct_agg_row(&pt->agg, pt->fetch_tail - 1)->fetch_next = ri;
+    else
+        pt->fetch_head = ri;
+    pt->fetch_tail = ri;
+}
+
+static void query_answer(struct acct_shard *as, struct pol_acct_query *q)
+{
+    struct acct_part *pt = &as->parts[q->table];
+    struct pol_acct_row *row =
+        pol_acct_agg_find(&pt->agg, q->key, q->key_len, q->time, q->time_len);
+    if (row && (row->flags & POL_ACCT_ROW_STORED) && now_ms(as) - row->fetched_ms < q->ttl_ms) {
+        as->stats.quota_hits++;
+        pol_acct_query_finish(as, q, false, pol_acct_row_value(row, q->metric), NULL);
+        return;
+    }
+    as->stats.quota_misses++;
+    if (!row)
+        row = pol_acct_agg_get(&pt->agg, q->key, q->key_len, q->time, q->time_len);
+    if (!row) {
+        char why[256];
+        snprintf(why, sizeof(why), "no room for table %s's row in the accounting buffer",
+                 table_name(pt));
+        pol_acct_query_finish(as, q, true, 0, why);
+        return;
+    }
+    q->wait.next = NULL;
+    if (row->waiters_tail)
+        row->waiters_tail->next = &q->wait;
+    else
+        row->waiters = &q->wait;
+    row->waiters_tail = &q->wait;
+    if (!(row->flags & POL_ACCT_ROW_FETCH))
+        fetch_queue(pt, row);
+}
+
+static void work_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    (void)sh;
+    struct acct_shard *as =
+        (struct acct_shard *)(void *)((char *)t - offsetof(struct acct_shard, work_timer));
+    while (as->q_head) {
+        struct pol_acct_waiter *w = as->q_head;
+        as->q_head = w->next;
+        if (!as->q_head)
+            as->q_tail = NULL;
+        query_answer(as, query_of(w));
+    }
+    for (unsigned i = 0; i < as->st->table_count; i++)
+        part_kick(&as->parts[i]);
+}
+
+void pol_acct_shard_work(struct acct_shard *as)
+{
+    if (as->sh && !as->stopped && !eng_timer_armed(&as->work_timer))
+        eng_timer_arm(as->sh, &as->work_timer, 0);
+}
+
+static void flush_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    struct acct_shard *as =
+        (struct acct_shard *)(void *)((char *)t - offsetof(struct acct_shard, flush_timer));
+    for (unsigned i = 0; i < as->st->table_count; i++)
+        as->parts[i].flush_due = true;
+    replay_some(as);
+    pol_acct_shard_work(as);
+    eng_timer_arm(sh, &as->flush_timer, as->st->opts.flush_interval_ms);
+}
+
+void pol_acct_shard_timers_start(struct acct_shard *as)
+{
+    eng_timer_init(&as->work_timer, work_fired);
+    eng_timer_init(&as->flush_timer, flush_fired);
+    if (as->sh)
+        eng_timer_arm(as->sh, &as->flush_timer, as->st->opts.flush_interval_ms);
+}
+
+void pol_acct_shard_stop(struct acct_shard *as)
+{
+    as->stopped = true;
+    if (as->sh) {
+        eng_timer_cancel(as->sh, &as->work_timer);
+        eng_timer_cancel(as->sh, &as->flush_timer);
+    }
+    /* Last asynchronous flush: the Sql connection stops after the plugins and completes what
+     * is out; whatever is left is written by the final flush on the main thread. */
+    for (unsigned i = 0; i < as->st->table_count; i++) {
+        as->parts[i].flush_due = true;
+        part_kick(&as->parts[i]);
+    }
+    const struct pol_acct_store_stats *s = &as->stats;
+    eng_log(ENG_LOG_NOTICE,
+            "accounting %s shard %u: %llu counted, %llu sent to owners, %llu kept locally, "
+            "%llu flushes (%llu rows, %llu failed), %llu fetches (%llu keys, %llu failed), "
+            "quota %llu hits %llu misses, %llu spilled, %llu replayed, %llu lost",
+            as->st->conn_name, as->index, (unsigned long long)s->accounted,
+            (unsigned long long)s->sent, (unsigned long long)s->local_fallback,
+            (unsigned long long)s->flushes, (unsigned long long)s->flush_rows,
+            (unsigned long long)s->flush_failed, (unsigned long long)s->fetches,
+            (unsigned long long)s->fetch_keys, (unsigned long long)s->fetch_failed,
+            (unsigned long long)s->quota_hits, (unsigned long long)s->quota_misses,
+            (unsigned long long)s->spilled, (unsigned long long)s->replayed,
+            (unsigned long long)s->dropped);
+}

@@ -1,0 +1,492 @@
+/*
+ * acct_store.c: the accounting store of one Sql connection (see acct_store.h): the registry
+ * of stores, tables and their start-up DDL, per-shard state, the cross-shard messages of
+ * Accounting and Quota. Flushes, fetches and spill files are in acct_flush.c.
+ *
+ * Owns: the stores (a process-wide list, main thread only, guarded by a mutex because tests
+ * may build servers from several threads), each shard's state (allocated by the first plugin's
+ * shard_start on that shard, freed by the last release on the main thread after every shard
+ * thread ended), the delta messages (a fixed pool per shard; a message belongs to the shard
+ * that sent it and comes back to it). A message that never came back (its owner shard stopped
+ * first) is found by the final flush and counted then.
+ */
+#include "plugins/acct_store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include <eng/assert.h>
+#include <eng/log.h>
+
+#include "plugins/acct_int.h"
+#include "plugins/acct_spill.h"
+#include "plugins/acct_sql.h"
+
+static pthread_mutex_t stores_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pol_acct_store *stores;
+
+/* ---------------------------------------------------------------------------------------------
+ * Stores and tables (main thread)
+ */
+
+struct pol_acct_store *pol_acct_store_acquire(struct pol_sql *db, const char *conn_name, char *err,
+                                              size_t err_len)
+{
+    ENG_ASSERT(db != NULL);
+    pthread_mutex_lock(&stores_lock);
+    struct pol_acct_store *st = stores;
+    while (st && st->db != db)
+        st = st->next;
+    if (!st) {
+        enum pol_sql_driver drv = pol_sql_driver_of(db);
+        if (drv != POL_SQL_SQLITE && drv != POL_SQL_PG) {
+            pthread_mutex_unlock(&stores_lock);
+            snprintf(err, err_len, "accounting supports SQLite and PostgreSQL connections only");
+            return NULL;
+        }
+        st = calloc(1, sizeof(*st));
+        if (!st) {
+            pthread_mutex_unlock(&stores_lock);
+            snprintf(err, err_len, "out of memory");
+            return NULL;
+        }
+        st->db = db;
+        st->driver = drv;
+        snprintf(st->conn_name, sizeof(st->conn_name), "%s", conn_name);
+        st->ident = XXH3_64bits(conn_name, strlen(conn_name));
+        st->opts.flush_interval_ms = POL_ACCT_FLUSH_INTERVAL_MS_DEFAULT;
+        st->opts.buffer_rows = POL_ACCT_BUFFER_ROWS_DEFAULT;
+        st->next = stores;
+        stores = st;
+    }
+    st->refs++;
+    pthread_mutex_unlock(&stores_lock);
+    return st;
+}
+
+enum pol_sql_driver pol_acct_store_driver(const struct pol_acct_store *st)
+{
+    return st->driver;
+}
+
+int pol_acct_store_find_table(const struct pol_acct_store *st, const char *table, size_t len)
+{
+    for (unsigned i = 0; i < st->table_count; i++)
+        if (st->tables[i].name_len == len && memcmp(st->tables[i].name, table, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Runs one statement of the start-up DDL. 0, or -1 with "...: DRIVER MESSAGE" in err. */
+static int ddl_exec(struct pol_acct_store *st, const char *sql, const char *what, char *err,
+                    size_t err_len)
+{
+    char why[512];
+    if (pol_sql_exec_sync(st->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) == 0)
+        return 0;
+    snprintf(err, err_len, "%s: %s", what, why);
+    return -1;
+}
+
+/* 2.05's check_sql_tables, plus the unique (key, time) index every dialect needs now. */
+static int table_ensure(struct pol_acct_store *st, const struct acct_table *t, char *err,
+                        size_t err_len)
+{
+    char sql[2048], why[512];
+    enum pol_acct_dialect d = st->driver == POL_SQL_PG ? POL_ACCT_PG : POL_ACCT_SQLITE;
+    pol_acct_sql_exists(t->quoted, sql, sizeof(sql));
+    if (pol_sql_exec_sync(st->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) != 0) {
+        pol_acct_sql_create(d, t->quoted, sql, sizeof(sql));
+        char what[POL_ACCT_TABLE_BYTES_MAX + 64];
+        snprintf(what, sizeof(what), "sql table %s does not exist and creating it failed", t->name);
+        if (ddl_exec(st, sql, what, err, err_len) != 0)
+            return -1;
+        eng_log(ENG_LOG_NOTICE, "accounting: created table %s", t->name);
+    }
+    if (pol_acct_sql_unique_index(t->name, t->quoted, sql, sizeof(sql)) == 0) {
+        snprintf(err, err_len, "table name %s is too long", t->name);
+        return -1;
+    }
+    char what[POL_ACCT_TABLE_BYTES_MAX + 160];
+    snprintf(what, sizeof(what),
+             "cannot create the unique (key, time) index of table %s (duplicate rows left by "
+             "2.05? merge them first)",
+             t->name);
+    return ddl_exec(st, sql, what, err, err_len);
+}
+
+static int opts_merge(struct pol_acct_store *st, const struct pol_acct_store_opts *o, char *err,
+                      size_t err_len)
+{
+    const char *dir = o->spill_dir ? o->spill_dir : "";
+    if (st->has_writer) {
+        if (strcmp(dir, st->spill_dir) != 0) {
+            snprintf(err, err_len,
+                     "every Accounting plugin on connection %s must use the same spill_dir "
+                     "(\"%s\" here, \"%s\" before)",
+                     st->conn_name, dir, st->spill_dir);
+            return -1;
+        }
+        if (o->flush_interval_ms < st->opts.flush_interval_ms)
+            st->opts.flush_interval_ms = o->flush_interval_ms;
+        if (o->buffer_rows > st->opts.buffer_rows)
+            st->opts.buffer_rows = o->buffer_rows;
+        return 0;
+    }
+    if (strlen(dir) >= sizeof(st->spill_dir)) {
+        snprintf(err, err_len, "spill_dir is too long");
+        return -1;
+    }
+    snprintf(st->spill_dir, sizeof(st->spill_dir), "%s", dir);
+    st->opts.flush_interval_ms = o->flush_interval_ms;
+    st->opts.buffer_rows = o->buffer_rows;
+    st->has_writer = true;
+    return 0;
+}
+
+int pol_acct_store_add_table(struct pol_acct_store *st, const char *table, bool writer,
+                             const struct pol_acct_store_opts *o, char *err, size_t err_len)
+{
+    ENG_ASSERT(!st->sealed); /* tables are known before any shard starts */
+    size_t len = strlen(table);
+    if (len == 0 || len > POL_ACCT_TABLE_BYTES_MAX) {
+        snprintf(err, err_len, "table name %s must have 1 to %u bytes", table,
+                 POL_ACCT_TABLE_BYTES_MAX);
+        return -1;
+    }
+    if (writer && opts_merge(st, o, err, err_len) != 0)
+        return -1;
+    int idx = pol_acct_store_find_table(st, table, len);
+    if (idx < 0) {
+        struct acct_table *t = realloc(st->tables, (st->table_count + 1) * sizeof(*t));
+        if (!t) {
+            snprintf(err, err_len, "out of memory");
+            return -1;
+        }
+        st->tables = t;
+        t = &st->tables[st->table_count];
+        memset(t, 0, sizeof(*t));
+        memcpy(t->name, table, len);
+        t->name_len = len;
+        if (pol_sql_quote_ident(st->db, table, t->quoted, sizeof(t->quoted)) == 0) {
+            snprintf(err, err_len, "table name %s cannot be quoted", table);
+            return -1;
+        }
+        idx = (int)st->table_count++;
+    }
+    struct acct_table *t = &st->tables[idx];
+    if (writer && !t->writer) {
+        if (table_ensure(st, t, err, err_len) != 0)
+            return -1;
+        t->writer = true;
+    }
+    return idx;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Shards (each on its own thread)
+ */
+
+static void shard_free(struct acct_shard *as, unsigned table_count)
+{
+    if (!as)
+        return;
+    for (unsigned t = 0; as->parts && t < table_count; t++)
+        pol_acct_part_fini(&as->parts[t]);
+    free(as->parts);
+    free(as->msgs);
+    free(as->msg_free);
+    pol_acct_spill_close(&as->spill);
+    for (uint32_t i = 0; i < as->adopted_count; i++)
+        pol_acct_spill_close(&as->adopted[i]);
+    free(as->adopted);
+    free(as);
+}
+
+static int shard_alloc(struct pol_acct_store *st, struct eng_shard *sh, unsigned idx,
+                       unsigned count, char *err, size_t err_len)
+{
+    struct acct_shard *as = calloc(1, sizeof(*as));
+    if (!as) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    as->st = st;
+    as->sh = sh;
+    as->index = idx;
+    as->count = count;
+    pol_acct_spill_init(&as->spill);
+    as->parts = calloc(st->table_count ? st->table_count : 1, sizeof(*as->parts));
+    as->msgs = calloc(POL_ACCT_MSGS_PER_SHARD, sizeof(*as->msgs));
+    as->msg_free = calloc(POL_ACCT_MSGS_PER_SHARD, sizeof(*as->msg_free));
+    if (!as->parts || !as->msgs || !as->msg_free) {
+        shard_free(as, 0);
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < POL_ACCT_MSGS_PER_SHARD; i++)
+        as->msg_free[i] = POL_ACCT_MSGS_PER_SHARD - 1 - i;
+    as->msg_free_count = POL_ACCT_MSGS_PER_SHARD;
+    for (unsigned t = 0; t < st->table_count; t++)
+        if (pol_acct_part_init(&as->parts[t], as, (int)t, err, err_len) != 0) {
+            shard_free(as, t + 1);
+            return -1;
+        }
+    if (st->spill_dir[0] && pol_acct_spill_path(st->spill_dir, st->ident, idx, as->spill.path,
+                                                sizeof(as->spill.path)) != 0) {
+        shard_free(as, st->table_count);
+        snprintf(err, err_len, "spill_dir %s is too long", st->spill_dir);
+        return -1;
+    }
+    st->shards[idx] = as;
+    if (st->spill_dir[0])
+        pol_acct_spill_start(as);
+    pol_acct_shard_timers_start(as);
+    return 0;
+}
+
+int pol_acct_store_shard_start(struct pol_acct_store *st, struct eng_shard *sh, char *err,
+                               size_t err_len)
+{
+    unsigned idx = sh ? eng_shard_index(sh) : 0;
+    unsigned count = sh ? eng_shard_count(sh) : 1;
+    if (idx >= POL_ACCT_SHARDS_MAX) {
+        snprintf(err, err_len, "accounting serves at most %u shards", POL_ACCT_SHARDS_MAX);
+        return -1;
+    }
+    /* Every shard's start happens after every create: the table list no longer changes. Each
+     * shard thread writes only its own slot. */
+    st->sealed = true;
+    if (st->shards[idx]) {
+        ENG_ASSERT(st->shards[idx]->sh == sh);
+        st->shards[idx]->users++;
+        return 0;
+    }
+    if (shard_alloc(st, sh, idx, count, err, err_len) != 0)
+        return -1;
+    st->shards[idx]->users = 1;
+    return 0;
+}
+
+void pol_acct_store_shard_stop(struct pol_acct_store *st, struct eng_shard *sh)
+{
+    unsigned idx = sh ? eng_shard_index(sh) : 0;
+    struct acct_shard *as = st->shards[idx];
+    ENG_ASSERT(as != NULL);
+    ENG_ASSERT(as->users > 0);
+    if (--as->users > 0)
+        return;
+    pol_acct_shard_stop(as); /* the final asynchronous flush; freed by the last release */
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Accounting: deltas to their owner and acknowledgements back
+ */
+
+unsigned pol_acct_store_owner(int table, const char *key, size_t key_len, unsigned shard_count)
+{
+    ENG_ASSERT(shard_count > 0);
+    return (unsigned)(XXH3_64bits_withSeed(key, key_len, (uint64_t)table) % shard_count);
+}
+
+static struct acct_shard *shard_of(struct pol_acct_store *st, struct eng_shard *sh)
+{
+    struct acct_shard *as = st->shards[sh ? eng_shard_index(sh) : 0];
+    ENG_ASSERT(as != NULL);
+    ENG_ASSERT(as->sh == sh);
+    return as;
+}
+
+/* Back home: the message is free again; the mail goes on when it was the last one. */
+static void x_delta_back(struct eng_shard *dst, struct eng_xmsg *m)
+{
+    struct acct_msg *msg = (struct acct_msg *)(void *)m;
+    struct acct_shard *as = shard_of(msg->st, dst);
+    ENG_ASSERT(msg->state == ACCT_MSG_APPLIED);
+    ENG_ASSERT(msg >= as->msgs && msg < as->msgs + POL_ACCT_MSGS_PER_SHARD);
+    struct pol_acct_wait *w = msg->w;
+    msg->state = ACCT_MSG_FREE;
+    as->msg_free[as->msg_free_count++] = (uint32_t)(msg - as->msgs);
+    ENG_ASSERT(w->pending > 0);
+    if (--w->pending == 0)
+        pol_req_resume(w->r);
+}
+
+/* On the owner: apply, then send the message home. */
+static void x_delta(struct eng_shard *dst, struct eng_xmsg *m)
+{
+    struct acct_msg *msg = (struct acct_msg *)(void *)m;
+    struct acct_shard *as = shard_of(msg->st, dst);
+    ENG_ASSERT(msg->state == ACCT_MSG_SENT);
+    pol_acct_part_apply(&as->parts[msg->table], msg->text, msg->key_len,
+                        msg->text + msg->key_len + 1, msg->time_len, msg->m);
+    msg->state = ACCT_MSG_APPLIED;
+    msg->xm.fn = x_delta_back;
+    eng_xshard_send(dst, msg->origin, &msg->xm);
+}
+
+void pol_acct_store_add(struct pol_acct_store *st, struct pol_req *r, struct pol_acct_wait *w,
+                        int table, const char *key, size_t key_len, const char *time,
+                        size_t time_len, const uint64_t m[POL_ACCT_METRICS])
+{
+    ENG_ASSERT(table >= 0 && (unsigned)table < st->table_count);
+    ENG_ASSERT(key_len <= POL_ACCT_KEY_BYTES_MAX);
+    ENG_ASSERT(time_len <= POL_ACCT_TIME_BYTES_MAX);
+    struct eng_shard *sh = pol_req_shard(r);
+    struct acct_shard *as = shard_of(st, sh);
+    unsigned owner = pol_acct_store_owner(table, key, key_len, as->count);
+    if (owner == as->index || !sh || as->msg_free_count == 0) {
+        if (owner != as->index)
+            as->stats.local_fallback++;
+        pol_acct_part_apply(&as->parts[table], key, key_len, time, time_len, m);
+        return;
+    }
+    struct acct_msg *msg = &as->msgs[as->msg_free[--as->msg_free_count]];
+    ENG_ASSERT(msg->state == ACCT_MSG_FREE);
+    msg->xm.fn = x_delta;
+    msg->st = st;
+    msg->w = w;
+    msg->origin = as->index;
+    msg->table = table;
+    msg->key_len = (uint16_t)key_len;
+    msg->time_len = (uint16_t)time_len;
+    memcpy(msg->text, key, key_len);
+    msg->text[key_len] = '\0';
+    memcpy(msg->text + key_len + 1, time, time_len);
+    msg->text[key_len + 1 + time_len] = '\0';
+    memcpy(msg->m, m, sizeof(msg->m));
+    msg->state = ACCT_MSG_SENT;
+    w->r = r;
+    w->pending++;
+    as->stats.sent++;
+    eng_xshard_send(sh, owner, &msg->xm);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Quota: ask the owner, answer home
+ */
+
+static void x_query_back(struct eng_shard *dst, struct eng_xmsg *m)
+{
+    (void)dst;
+    struct pol_acct_query *q = (struct pol_acct_query *)(void *)m;
+    ENG_ASSERT(q->done);
+    pol_req_resume(q->r);
+}
+
+void pol_acct_query_finish(struct acct_shard *as, struct pol_acct_query *q, bool failed,
+                           uint64_t value, const char *error)
+{
+    ENG_ASSERT(!q->done);
+    q->done = true;
+    q->failed = failed;
+    q->value = value;
+    if (failed)
+        snprintf(q->error, sizeof(q->error), "%s", error);
+    if (q->origin == as->index) {
+        pol_req_resume(q->r);
+        return;
+    }
+    q->xm.fn = x_query_back;
+    eng_xshard_send(as->sh, q->origin, &q->xm);
+}
+
+/* Queued on the owner and answered by its work timer, after this turn's cross-shard messages
+ * (deltas of earlier mails included) were applied. */
+static void query_enqueue(struct acct_shard *as, struct pol_acct_query *q)
+{
+    q->wait.next = NULL;
+    if (as->q_tail)
+        as->q_tail->next = &q->wait;
+    else
+        as->q_head = &q->wait;
+    as->q_tail = &q->wait;
+    pol_acct_shard_work(as);
+}
+
+static void x_query(struct eng_shard *dst, struct eng_xmsg *m)
+{
+    struct pol_acct_query *q = (struct pol_acct_query *)(void *)m;
+    query_enqueue(shard_of(q->st, dst), q);
+}
+
+int pol_acct_store_query(struct pol_acct_store *st, struct pol_req *r, struct pol_acct_query *q,
+                         int table, int metric, const char *key, size_t key_len, const char *time,
+                         size_t time_len, uint64_t ttl_ms)
+{
+    ENG_ASSERT(table >= 0 && (unsigned)table < st->table_count);
+    ENG_ASSERT(metric >= 0 && metric < POL_ACCT_METRICS);
+    ENG_ASSERT(key_len <= POL_ACCT_KEY_BYTES_MAX);
+    ENG_ASSERT(time_len <= POL_ACCT_TIME_BYTES_MAX);
+    struct eng_shard *sh = pol_req_shard(r);
+    memset(q, 0, sizeof(*q));
+    if (!sh) {
+        snprintf(q->error, sizeof(q->error), "quota checks need the daemon's shards");
+        return -1;
+    }
+    struct acct_shard *as = shard_of(st, sh);
+    q->st = st;
+    q->r = r;
+    q->ttl_ms = ttl_ms;
+    q->origin = as->index;
+    q->table = table;
+    q->metric = metric;
+    q->key_len = (uint16_t)key_len;
+    q->time_len = (uint16_t)time_len;
+    memcpy(q->key, key, key_len);
+    memcpy(q->time, time, time_len);
+    unsigned owner = pol_acct_store_owner(table, key, key_len, as->count);
+    if (owner == as->index) {
+        query_enqueue(as, q);
+        return 0;
+    }
+    q->xm.fn = x_query;
+    eng_xshard_send(sh, owner, &q->xm);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The end (main thread, every shard thread has ended)
+ */
+
+void pol_acct_store_stats(const struct pol_acct_store *st, struct pol_acct_store_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < POL_ACCT_SHARDS_MAX; i++) {
+        const struct acct_shard *as = st->shards[i];
+        if (!as)
+            continue;
+        const uint64_t *src = (const uint64_t *)(const void *)&as->stats;
+        uint64_t *dst = (uint64_t *)(void *)out;
+        for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
+            dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    }
+}
+
+void pol_acct_store_release(struct pol_acct_store *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&stores_lock);
+    ENG_ASSERT(st->refs > 0);
+    if (--st->refs > 0) {
+        pthread_mutex_unlock(&stores_lock);
+        return;
+    }
+    struct pol_acct_store **pp = &stores;
+    while (*pp != st)
+        pp = &(*pp)->next;
+    *pp = st->next;
+    pthread_mutex_unlock(&stores_lock);
+
+    pol_acct_final_flush(st);
+    for (unsigned i = 0; i < POL_ACCT_SHARDS_MAX; i++)
+        shard_free(st->shards[i], st->table_count);
+    free(st->tables);
+    free(st);
+}
