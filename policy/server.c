@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "eng/assert.h"
+#include "eng/dns.h"
 #include "eng/log.h"
 #include "proto.h"
 #include "ringpolicyd_config.h"
@@ -192,6 +193,20 @@ static bool global_205(struct pol_globals *g, const struct pol_cfg_node *o)
     return true;
 }
 
+/* dns_servers: the resolver's servers (eng_dns_servers_check); empty means the system's. */
+static int dns_servers_parse(struct pol_globals *g, const struct pol_cfg_node *o, char *err,
+                             size_t err_len)
+{
+    const char *v = o->value ? o->value : "";
+    char why[256];
+    if (eng_dns_servers_check(v, why, sizeof(why)) != 0) {
+        pol_errf(err, err_len, o->file, o->line, "dns_servers: %s", why);
+        return -1;
+    }
+    g->dns_servers = v[0] ? v : NULL;
+    return 1;
+}
+
 /* ringpolicyd's own options. Returns 1 when handled, 0 when unknown, -1 on error. */
 static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char *err,
                        size_t err_len)
@@ -218,6 +233,8 @@ static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char
         return strict_uint(o, 1, 65000, &g->max_attributes, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "max_pipelined_bytes") == 0)
         return strict_uint(o, 0, 1u << 30, &g->max_pipelined_bytes, err, err_len) == 0 ? 1 : -1;
+    else if (strcmp(n, "dns_servers") == 0)
+        return dns_servers_parse(g, o, err, err_len);
     else if (strcmp(n, "drain_timeout") == 0)
         return strict_uint(o, 0, 86400, &g->drain_timeout_s, err, err_len) == 0 ? 1 : -1;
     else

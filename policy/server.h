@@ -137,6 +137,8 @@ struct pol_globals {
     uint32_t max_pipelined_bytes; /* input held for one connection while its request is being
                                      answered (pipelining). Default 256 KiB */
     uint32_t drain_timeout_s;     /* default 10 */
+    const char *dns_servers;      /* NULL: the system resolver (/etc/resolv.conf); else
+                                     "IP[:PORT],..." (pol/dns.h) */
 };
 
 #define POL_MAX_CONNECTIONS_DEFAULT 4096u
