@@ -364,12 +364,18 @@ static void dollar(struct xlate *x)
     put(x, x->s + start, x->i - start);
 }
 
+/* `?` becomes $n, with a blank on either side where a neighbour would otherwise join it into
+ * another token ("a?" is not "a$1", an identifier; "?AND" is not "$1AND", an error). */
 static void placeholder(struct xlate *x)
 {
     char num[24];
     int n = snprintf(num, sizeof(num), "$%lu", ++x->qmarks);
+    if (x->o > 0 && (is_word(x->out[x->o - 1]) || x->out[x->o - 1] == '$'))
+        put(x, " ", 1);
     put(x, num, (size_t)n);
     x->i++;
+    if (x->i < x->n && (is_word(x->s[x->i]) || x->s[x->i] == '$'))
+        put(x, " ", 1);
 }
 
 long pol_sql_placeholders_pg(const char *sql, size_t sql_len, char *out, size_t out_len)

@@ -52,7 +52,8 @@ int pol_sql_dsn_parse(const char *dsn, const char *user, const char *password,
 int pol_sql_conninfo_add(char *out, size_t out_len, const char *key, const char *value,
                          size_t value_len);
 
-/* Rewrites DBI `?` placeholders as $1, $2, ... outside quoted strings ('...', E'...' with its
+/* Rewrites DBI `?` placeholders as $1, $2, ... (with a blank between one and a neighbouring
+ * word or '$', so that no other token forms) outside quoted strings ('...', E'...' with its
  * backslash escapes), quoted identifiers ("..."), dollar-quoted strings ($tag$...$tag$) and
  * comments (-- and nested C style). A statement that uses no `?` is copied as is. Returns the
  * number of parameters the statement takes (the `?` count, or the highest $n when there is

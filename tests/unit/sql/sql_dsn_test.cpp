@@ -246,7 +246,8 @@ TEST_CASE("? placeholders become $n outside quotes and comments", "[sql_dsn]")
         {"SELECT $x ?", "SELECT $x $1", 1},
         {"SELECT 1 /* ? unterminated", "SELECT 1 /* ? unterminated", 0},
         {"SELECT $$ ? unterminated", "SELECT $$ ? unterminated", 0},
-        {"?????????????", "$1$2$3$4$5$6$7$8$9$10$11$12$13", 13},
+        {"?????????????", "$1 $2 $3 $4 $5 $6 $7 $8 $9 $10 $11 $12 $13", 13},
+        {"SELECT a?, ?AND, $?", "SELECT a $1, $2 AND, $ $3", 3},
         {"", "", 0},
         {"SELECT - ? - / ?", "SELECT - $1 - / $2", 2},
     };
