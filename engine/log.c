@@ -277,19 +277,14 @@ int eng_log_level(void)
     return atomic_load_explicit(&g_log.level, memory_order_relaxed);
 }
 
-void eng_logv(int level, const char *fmt, va_list ap)
+/* Escapes msg[0..len) (5.2), builds the record for the target and writes or buffers it.
+ * truncated: the message was cut before it reached us (say so with "..."). */
+static void log_emit(int level, const char *msg, size_t len, bool truncated)
 {
-    if (!eng_log_enabled(level))
-        return;
-    char msg[ENG_LOG_LINE_MAX];
-    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (n < 0)
-        return;
-    size_t len = (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
     char esc[ENG_LOG_LINE_MAX];
     size_t consumed;
     size_t esc_len = escape_into(esc, sizeof(esc) - 3, msg, len, &consumed);
-    if ((size_t)n >= sizeof(msg) || consumed < len) {
+    if (truncated || consumed < len) {
         /* Truncated, by formatting or by escaping: say so. */
         memcpy(esc + esc_len, "...", 3);
         esc_len += 3;
@@ -310,6 +305,32 @@ void eng_logv(int level, const char *fmt, va_list ap)
     memcpy(rec, &rlen, sizeof(rlen));
     memcpy(tb->data + tb->len, rec, sizeof(rlen) + rlen);
     tb->len += sizeof(rlen) + rlen;
+}
+
+void eng_logv(int level, const char *fmt, va_list ap)
+{
+    if (!eng_log_enabled(level))
+        return;
+    char msg[ENG_LOG_LINE_MAX];
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+    log_emit(level, msg, len, (size_t)n >= sizeof(msg));
+}
+
+void eng_log_bytes(int level, const char *prefix, const char *bytes, size_t len)
+{
+    if (!eng_log_enabled(level))
+        return;
+    char msg[ENG_LOG_LINE_MAX];
+    size_t n = prefix ? strnlen(prefix, sizeof(msg) - 1) : 0;
+    memcpy(msg, prefix ? prefix : "", n);
+    size_t room = sizeof(msg) - 1 - n;
+    size_t take = bytes ? (len < room ? len : room) : 0;
+    if (take)
+        memcpy(msg + n, bytes, take);
+    log_emit(level, msg, n + take, bytes && take < len);
 }
 
 void eng_log(int level, const char *fmt, ...)

@@ -172,7 +172,7 @@ static void answer(struct dconn *dc, struct pol_req *r)
         if (eng_log_enabled(ENG_LOG_WARNING)) {
             char line[ENG_LOG_LINE_MAX];
             size_t n = pol_exec_result_line(r, pol_exec_now_us(), line, sizeof(line));
-            pol_log_bytes(ENG_LOG_WARNING, line, n);
+            eng_log_bytes(ENG_LOG_WARNING, NULL, line, n);
         }
         conn_next(dc);
         return;

@@ -131,36 +131,10 @@ char *pol_template_expand(struct pol_req *r, const char *tmpl, const struct pol_
  */
 
 /* Logs msg[0..len), NUL bytes included (request values may hold them; the log escapes them
- * as \0, spec 5.2). eng_log takes a format, so each NUL becomes a "%c" given a 0 argument
- * (eng_logv measures the message by vsnprintf's count, not by strlen) and '%' is doubled; more
- * than LOG_NULS_MAX NUL bytes are dropped. TODO: an eng_log call taking a length would make
- * this a plain call. */
-#define LOG_NULS_MAX 16
+ * as \0, spec 5.2) and '%' as it is: no format is applied. */
 void pol_log_bytes(int level, const char *msg, size_t len)
 {
-    if (!eng_log_enabled(level))
-        return;
-    char fmt[2 * ENG_LOG_LINE_MAX];
-    size_t n = 0, nuls = 0;
-    for (size_t i = 0; i < len && n + 3 < sizeof(fmt); i++) {
-        if (msg[i] == '%') {
-            fmt[n++] = '%';
-            fmt[n++] = '%';
-        } else if (msg[i] == '\0') {
-            if (nuls++ < LOG_NULS_MAX) {
-                fmt[n++] = '%';
-                fmt[n++] = 'c';
-            }
-        } else {
-            fmt[n++] = msg[i];
-        }
-    }
-    fmt[n] = '\0';
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-#pragma GCC diagnostic ignored "-Wformat-extra-args"
-    eng_log(level, fmt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-#pragma GCC diagnostic pop
+    eng_log_bytes(level, NULL, msg, len);
 }
 
 static void plugin_logv(int level, const struct pol_plugin *p, const char *fmt, va_list ap)

@@ -59,6 +59,11 @@ bool eng_log_enabled(int level);
 int eng_log_level(void);
 void eng_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void eng_logv(int level, const char *fmt, va_list ap);
+/* Logs prefix (a C string, may be NULL) followed by bytes[0..len) as they are: NUL bytes and
+ * '%' included (no format is applied), escaped like every message (NUL as \0, spec 5.2). The
+ * message is cut at ENG_LOG_LINE_MAX with "...", as eng_log does. For request data, which may
+ * hold any byte. */
+void eng_log_bytes(int level, const char *prefix, const char *bytes, size_t len);
 /* Writes this thread's buffered lines. */
 void eng_log_flush(void);
 

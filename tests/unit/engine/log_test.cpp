@@ -130,6 +130,39 @@ TEST_CASE("a long message is cut at ENG_LOG_LINE_MAX with ...", "[log]")
     unlink(path.c_str());
 }
 
+
+TEST_CASE("eng_log_bytes: NUL bytes and '%' as they are, with a prefix, cut with ...", "[log]")
+{
+    std::string path = tmp_path("bytes");
+    open_file(path, 2);
+    const char data[] = "x\0y%d%%s\0"; // 9 bytes without the terminator
+    eng_log_bytes(ENG_LOG_WARNING, "pre: ", data, 9);
+    eng_log_bytes(ENG_LOG_ERR, nullptr, "no prefix", 9);
+    eng_log_bytes(ENG_LOG_ERR, "only a prefix", nullptr, 0);
+    eng_log_bytes(ENG_LOG_INFO, "", "above the level", 15);
+    std::string many_nuls(40, '\0'); // more NULs than a format trick could carry
+    eng_log_bytes(ENG_LOG_ERR, "", many_nuls.data(), many_nuls.size());
+    std::string want_nuls;
+    for (int i = 0; i < 40; i++)
+        want_nuls += "\\0";
+    CHECK(slurp(path) == "pre: x\\0y%d%%s\\0\nno prefix\nonly a prefix\n" + want_nuls + "\n");
+
+    open_file(path, 2);
+    std::string big(2 * ENG_LOG_LINE_MAX, 'b');
+    eng_log_bytes(ENG_LOG_ERR, "p ", big.data(), big.size());
+    eng_log_bytes(ENG_LOG_ERR, "p ", big.data(), ENG_LOG_LINE_MAX - 1 - 2 - 3);
+    std::string got = slurp(path);
+    size_t nl = got.find('\n');
+    REQUIRE(nl != std::string::npos);
+    std::string first = got.substr(0, nl);
+    CHECK(first.substr(0, 3) == "p b");
+    CHECK(first.size() < ENG_LOG_LINE_MAX);
+    CHECK(first.substr(first.size() - 3) == "...");
+    std::string second = got.substr(nl + 1, got.size() - nl - 2);
+    CHECK(second == "p " + std::string(ENG_LOG_LINE_MAX - 1 - 2 - 3, 'b')); // fits: not cut
+    eng_log_close();
+    unlink(path.c_str());
+}
 TEST_CASE("shard threads buffer lines and write them once per turn", "[log]")
 {
     eng_backend backend = ENG_BACKENDS;
