@@ -186,14 +186,21 @@ static struct pol_acct_spill *replay_source(struct acct_shard *as)
     return as->spill.records > 0 ? &as->spill : NULL;
 }
 
-static bool replay_room(const struct acct_shard *as)
+/* How many records may be read back now: up to REPLAY_BATCH, and no table more than half
+ * dirty afterwards. The database's state does not matter: read-back counts are flushed like
+ * any others, and while it is still down they go back to the file; so a replay is also what
+ * notices that it came back when no new mail arrives. */
+static size_t replay_room(const struct acct_shard *as)
 {
+    size_t room = REPLAY_BATCH;
     for (unsigned t = 0; t < as->st->table_count; t++) {
         const struct acct_part *pt = &as->parts[t];
-        if (pt->down || pt->agg.dirty_count + REPLAY_BATCH > pt->agg.rows_max / 2)
-            return false;
+        uint32_t half = pt->agg.rows_max / 2;
+        size_t free_rows = pt->agg.dirty_count < half ? half - pt->agg.dirty_count : 0;
+        if (free_rows < room)
+            room = free_rows;
     }
-    return true;
+    return room;
 }
 
 /* Puts one record back into its table's rows; false when there is no room. */
@@ -221,10 +228,11 @@ static bool replay_one(struct acct_shard *as, const struct pol_acct_spill_rec *r
 static void replay_some(struct acct_shard *as)
 {
     struct pol_acct_spill *src = replay_source(as);
-    if (!src || as->stopped || !replay_room(as))
+    size_t room = src && !as->stopped ? replay_room(as) : 0;
+    if (room == 0)
         return;
     struct pol_acct_spill_rec recs[REPLAY_BATCH];
-    int n = pol_acct_spill_pop(src, recs, REPLAY_BATCH, false, &as->spill_bad);
+    int n = pol_acct_spill_pop(src, recs, room, false, &as->spill_bad);
     if (n < 0) {
         spill_error(as, n);
         return;
