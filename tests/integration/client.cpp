@@ -11,15 +11,20 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <random>
+#include <set>
 
-namespace itest {
+namespace itest
+{
 
 /* ---------------------------------------------------------------------------------------------
  * Ports and addresses
  */
 
-namespace {
+namespace
+{
 
 /* Fills ss from an endpoint; returns the length or 0. */
 socklen_t make_sockaddr(const Endpoint &ep, struct sockaddr_storage *ss)
@@ -62,20 +67,54 @@ bool is_loopback(const Endpoint &ep)
 
 } // namespace
 
-uint16_t free_tcp_port(bool v6)
+namespace {
+
+/* 0 when port can be bound on the loopback address now. */
+bool port_bindable(uint16_t port, bool v6)
 {
     int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return 0;
+        return false;
     struct sockaddr_storage ss;
-    socklen_t len = make_sockaddr(Endpoint::tcp(0, v6 ? "::1" : "127.0.0.1"), &ss);
-    uint16_t port = 0;
-    if (bind(fd, reinterpret_cast<struct sockaddr *>(&ss), len) == 0 &&
-        getsockname(fd, reinterpret_cast<struct sockaddr *>(&ss), &len) == 0)
-        port = v6 ? ntohs(reinterpret_cast<struct sockaddr_in6 *>(&ss)->sin6_port)
-                  : ntohs(reinterpret_cast<struct sockaddr_in *>(&ss)->sin_port);
+    socklen_t len = make_sockaddr(Endpoint::tcp(port, v6 ? "::1" : "127.0.0.1"), &ss);
+    bool ok = bind(fd, reinterpret_cast<struct sockaddr *>(&ss), len) == 0;
     ::close(fd);
-    return port;
+    return ok;
+}
+
+/* The lowest port the kernel hands out for outgoing connections (32768 by default). */
+uint16_t ephemeral_low()
+{
+    unsigned lo = 0, hi = 0;
+    FILE *f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (std::fscanf(f, "%u %u", &lo, &hi) != 2)
+            lo = 0;
+        std::fclose(f);
+    }
+    return lo >= 12000 && lo <= 65535 ? static_cast<uint16_t>(lo) : 32768;
+}
+
+} // namespace
+
+/* Ports come from below the ephemeral range, so that the many outgoing connections of
+ * parallel tests (which take ephemeral ports) cannot grab a port between this check and the
+ * daemon's bind; chosen at random (parallel test processes rarely meet) and never twice in one
+ * process. */
+uint16_t free_tcp_port(bool v6)
+{
+    static std::set<uint16_t> given;
+    static std::mt19937 rng(static_cast<unsigned>(getpid()) * 2654435761u ^
+                            static_cast<unsigned>(now_ms()));
+    const uint16_t lo = 10000, hi = static_cast<uint16_t>(ephemeral_low() - 1);
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        uint16_t port = static_cast<uint16_t>(lo + rng() % (hi - lo + 1u));
+        if (given.count(port) || !port_bindable(port, v6))
+            continue;
+        given.insert(port);
+        return port;
+    }
+    return 0;
 }
 
 bool ipv6_loopback_usable()
@@ -233,8 +272,8 @@ Conn::~Conn()
     close();
 }
 
-Conn::Conn(Conn &&o) noexcept : fd_(o.fd_), buf_(std::move(o.buf_)), error_(std::move(o.error_)),
-                               eof_(o.eof_)
+Conn::Conn(Conn &&o) noexcept
+    : fd_(o.fd_), buf_(std::move(o.buf_)), error_(std::move(o.error_)), eof_(o.eof_)
 {
     o.fd_ = -1;
 }

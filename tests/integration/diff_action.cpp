@@ -11,7 +11,8 @@ TEST_CASE("Action texts, chain order and vhosts by port (D #1, #2)", "[diff][act
   <Plugin a>
     module = "Action"
     action = "reject test"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"d2", R"(
   <Plugin first>
     module = "Action"
@@ -20,39 +21,48 @@ TEST_CASE("Action texts, chain order and vhosts by port (D #1, #2)", "[diff][act
   <Plugin second>
     module = "Action"
     action = "defer other"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"texts", R"X(
   <Plugin long>
     module = "Action"
     action = "550 5.7.1 <spam@example.org>: rejected; see https://example.org/?a=b&c=d  (twice  spaced)"
-  </Plugin>)X", ""},
+  </Plugin>)X",
+         ""},
         {"hash", R"(
   <Plugin hash>
     module = "Action"
     action = "reject see #1"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"escaped_hash", R"(
   <Plugin hash>
     module = "Action"
     action = reject see \#1
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"unquoted", R"(
   <Plugin u>
     module = Action
     action     reject   inner  spaces kept   
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"single_quotes", R"(
   <Plugin q>
     module = "Action"
     action = 'reject quoted'
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"prepend", R"(
   <Plugin p>
     module = "Action"
     action = "PREPEND X-Test: yes"
-  </Plugin>)", ""},
-        {"continued", "\n  <Plugin c>\n    module = \"Action\"\n    action = reject first \\\n"
-                      "        second\n  </Plugin>\n", ""},
+  </Plugin>)",
+         ""},
+        {"continued",
+         "\n  <Plugin c>\n    module = \"Action\"\n    action = reject first \\\n"
+         "        second\n  </Plugin>\n",
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);
@@ -63,7 +73,8 @@ TEST_CASE("Action texts, chain order and vhosts by port (D #1, #2)", "[diff][act
         {"d1", rq({{"protocol_state", "END-OF-MESSAGE"}, {"size", "2152"}}), "reject test", "", ""},
         {"d2", rq(), "reject", "", ""},
         {"texts", rq(),
-         "550 5.7.1 <spam@example.org>: rejected; see https://example.org/?a=b&c=d  (twice  spaced)",
+         "550 5.7.1 <spam@example.org>: rejected; see https://example.org/?a=b&c=d  (twice  "
+         "spaced)",
          "", ""},
         {"hash", rq(), "\"reject see", "", ""},
         {"escaped_hash", rq(), "reject see #1", "", ""},
@@ -82,17 +93,20 @@ TEST_CASE("vhost by policy_context (D #3)", "[diff][action][vhost]")
   <Plugin fred-action>
     module = "Action"
     action = "reject fred"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"horst", R"(
   <Plugin horst-action>
     module = "Action"
     action = "reject horst"
-  </Plugin>)", "0"},
+  </Plugin>)",
+         "0"},
         {"other", R"(
   <Plugin other-action>
     module = "Action"
     action = "reject other"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
     };
     DiffRig rig(vhosts, "vhost_by_policy_context = 1\n");
     ITEST_START_RIG(rig);
@@ -116,12 +130,14 @@ TEST_CASE("policy_context is ignored without vhost_by_policy_context", "[diff][a
   <Plugin a>
     module = "Action"
     action = "reject fred"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"horst", R"(
   <Plugin a>
     module = "Action"
     action = "reject horst"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);

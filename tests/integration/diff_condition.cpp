@@ -4,7 +4,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 /* One Condition (the options given) followed by a fallback Action, so "not matched" shows as
  * "defer fallback" rather than the default dunno. */
@@ -20,29 +21,46 @@ std::string cond(const std::string &options)
 TEST_CASE("Condition tests: match, re_match, lt/gt, invert, absent values", "[diff][condition]")
 {
     std::vector<VhostSpec> vhosts = {
-        {"match", cond("    key = \"sender\"\n    match = \"alice@example.org\"\n"
-                       "    action = \"reject matched\""), ""},
-        {"match_empty", cond("    key = \"sasl_username\"\n    match = \"\"\n"
-                             "    action = \"reject empty\""), ""},
-        {"re", cond("    key = \"client_name\"\n    re_match = \"\\.example\\.(org|net)$\"\n"
-                    "    action = \"reject re\""), ""},
-        {"re_ci", cond("    key = \"helo_name\"\n    re_match = \"(?i)^MAIL\\.\"\n"
-                       "    action = \"reject re_ci\""), ""},
-        {"re_class", cond("    key = \"client_address\"\n    re_match = \"^192\\.0\\.2\\.\\d+$\"\n"
-                          "    action = \"reject re_class\""), ""},
+        {"match",
+         cond("    key = \"sender\"\n    match = \"alice@example.org\"\n"
+              "    action = \"reject matched\""),
+         ""},
+        {"match_empty",
+         cond("    key = \"sasl_username\"\n    match = \"\"\n"
+              "    action = \"reject empty\""),
+         ""},
+        {"re",
+         cond("    key = \"client_name\"\n    re_match = \"\\.example\\.(org|net)$\"\n"
+              "    action = \"reject re\""),
+         ""},
+        {"re_ci",
+         cond("    key = \"helo_name\"\n    re_match = \"(?i)^MAIL\\.\"\n"
+              "    action = \"reject re_ci\""),
+         ""},
+        {"re_class",
+         cond("    key = \"client_address\"\n    re_match = \"^192\\.0\\.2\\.\\d+$\"\n"
+              "    action = \"reject re_class\""),
+         ""},
         {"lt", cond("    key = \"size\"\n    lt_match = 1000\n    action = \"reject small\""), ""},
         {"gt", cond("    key = \"size\"\n    gt_match = 1000\n    action = \"reject big\""), ""},
-        {"gt_frac", cond("    key = \"recipient_count\"\n    gt_match = 2.5\n"
-                         "    action = \"reject many\""), ""},
-        {"lt_neg", cond("    key = \"encryption_keysize\"\n    lt_match = -.5\n"
-                        "    action = \"reject negative\""), ""},
-        {"invert", cond("    key = \"sender\"\n    match = \"alice@example.org\"\n    invert = 1\n"
-                        "    action = \"reject not alice\""), ""},
-        {"invert_only", cond("    key = \"sender\"\n    invert = 1\n    action = \"reject present\""),
+        {"gt_frac",
+         cond("    key = \"recipient_count\"\n    gt_match = 2.5\n"
+              "    action = \"reject many\""),
          ""},
+        {"lt_neg",
+         cond("    key = \"encryption_keysize\"\n    lt_match = -.5\n"
+              "    action = \"reject negative\""),
+         ""},
+        {"invert",
+         cond("    key = \"sender\"\n    match = \"alice@example.org\"\n    invert = 1\n"
+              "    action = \"reject not alice\""),
+         ""},
+        {"invert_only",
+         cond("    key = \"sender\"\n    invert = 1\n    action = \"reject present\""), ""},
         {"no_test", cond("    key = \"sender\"\n    action = \"reject never\""), ""},
-        {"several", cond("    key = \"size\"\n    match = \"7\"\n    re_match = \"^9\"\n"
-                         "    lt_match = 2\n    gt_match = 5000\n    action = \"reject any\""),
+        {"several",
+         cond("    key = \"size\"\n    match = \"7\"\n    re_match = \"^9\"\n"
+              "    lt_match = 2\n    gt_match = 5000\n    action = \"reject any\""),
          ""},
         {"no_action", cond("    key = \"sender\"\n    match = \"alice@example.org\""), ""},
     };
@@ -101,16 +119,22 @@ TEST_CASE("Condition tests: match, re_match, lt/gt, invert, absent values", "[di
 TEST_CASE("Condition variable references and duplicate attributes", "[diff][condition]")
 {
     std::vector<VhostSpec> vhosts = {
-        {"r_scope", cond("    key = \"r:recipient\"\n    match = \"bob@example.com\"\n"
-                         "    action = \"reject r\""), ""},
-        {"request_scope", cond("    key = \"request:recipient\"\n    match = \"bob@example.com\"\n"
-                               "    action = \"reject request\""), ""},
-        {"colon_name", cond("    key = \"r:x:y\"\n    match = \"1\"\n    action = \"reject colon\""),
+        {"r_scope",
+         cond("    key = \"r:recipient\"\n    match = \"bob@example.com\"\n"
+              "    action = \"reject r\""),
          ""},
-        {"empty_name", cond("    key = \"r:\"\n    match = \"v\"\n    action = \"reject emptyname\""),
+        {"request_scope",
+         cond("    key = \"request:recipient\"\n    match = \"bob@example.com\"\n"
+              "    action = \"reject request\""),
          ""},
-        {"session_absent", cond("    key = \"s:nothing\"\n    match = \"\"\n"
-                                "    action = \"reject session\""), ""},
+        {"colon_name",
+         cond("    key = \"r:x:y\"\n    match = \"1\"\n    action = \"reject colon\""), ""},
+        {"empty_name",
+         cond("    key = \"r:\"\n    match = \"v\"\n    action = \"reject emptyname\""), ""},
+        {"session_absent",
+         cond("    key = \"s:nothing\"\n    match = \"\"\n"
+              "    action = \"reject session\""),
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);
@@ -125,10 +149,16 @@ TEST_CASE("Condition variable references and duplicate attributes", "[diff][cond
         {"empty_name", {"request=smtpd_access_policy", "=w"}, "defer fallback", "", ""},
         {"session_absent", rq(), "defer fallback", "", ""},
         /* a name given twice: the later value wins (spec 6.1) */
-        {"r_scope", {"request=smtpd_access_policy", "recipient=x@y", "recipient=bob@example.com"},
-         "reject r", "", ""},
-        {"r_scope", {"request=smtpd_access_policy", "recipient=bob@example.com", "recipient=x@y"},
-         "defer fallback", "", ""},
+        {"r_scope",
+         {"request=smtpd_access_policy", "recipient=x@y", "recipient=bob@example.com"},
+         "reject r",
+         "",
+         ""},
+        {"r_scope",
+         {"request=smtpd_access_policy", "recipient=bob@example.com", "recipient=x@y"},
+         "defer fallback",
+         "",
+         ""},
     };
     run_cases(rig, vhosts, cases);
 }
@@ -147,7 +177,8 @@ TEST_CASE("Condition with an unknown scope: 2.05 fails the request, ringpolicyd 
          ""},
         {"bad_scope_continue",
          cond("    key = \"x:sender\"\n    match = \"a\"\n    on_error = \"continue\"\n"
-              "    action = \"reject x\""), ""},
+              "    action = \"reject x\""),
+         ""},
     };
     {
         DiffRig rig(vhosts);
@@ -197,7 +228,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
     key = "size"
     gt_match = 100
     score = 3
-  </Plugin>)" + header, ""},
+  </Plugin>)" + header,
+         ""},
         {"uc_action", R"(
   <Plugin set>
     module = "SetField"
@@ -210,7 +242,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
     match = "alice@example.org"
     action = "reject from config"
     uc_action = "my_action"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"uc_action_unset", R"(
   <Plugin cond>
     module = "Condition"
@@ -218,7 +251,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
     match = "alice@example.org"
     action = "reject from config"
     uc_action = "my_action"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"uc_score", R"(
   <Plugin set>
     module = "SetField"
@@ -231,7 +265,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
     match = "alice@example.org"
     score = 1
     uc_score = "my_score"
-  </Plugin>)" + header, ""},
+  </Plugin>)" + header,
+         ""},
         {"uc_score_text", R"(
   <Plugin set>
     module = "SetField"
@@ -244,7 +279,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
     match = "alice@example.org"
     score = 1
     uc_score = "my_score"
-  </Plugin>)" + header, ""},
+  </Plugin>)" + header,
+         ""},
         {"subchain", R"(
   <Plugin ctx>
     module = "Condition"
@@ -264,7 +300,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
   <Plugin fallback>
     module = "Action"
     action = "defer fallback"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"subchain_empty", R"(
   <Plugin ctx>
     module = "Condition"
@@ -281,7 +318,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
     module = "ScoreAction"
     threshold = 5
     action = "reject score %SCORE%"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"action_wins_over_subchain", R"(
   <Plugin ctx>
     module = "Condition"
@@ -292,7 +330,8 @@ TEST_CASE("Condition scoring, uc_ options and sub-chains", "[diff][condition]")
       module = "Action"
       action = "reject from subchain"
     </Plugin>
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);

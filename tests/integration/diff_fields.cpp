@@ -6,7 +6,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 std::string set(const std::string &name, const std::string &key, const std::string &value)
 {
@@ -34,31 +35,38 @@ TEST_CASE("SetField and ClearFields", "[diff][fields]")
 {
     std::vector<VhostSpec> vhosts = {
         {"set", set("s1", "color", "blue") + is("c", "color", "blue") + fallback(), ""},
-        {"set_twice", set("s1", "color", "blue") + set("s2", "color", "red") +
-                          is("c1", "color", "blue") + is("c2", "color", "red") + fallback(),
+        {"set_twice",
+         set("s1", "color", "blue") + set("s2", "color", "red") + is("c1", "color", "blue") +
+             is("c2", "color", "red") + fallback(),
          ""},
         {"set_empty", set("s1", "color", "") + is("c", "color", "") + fallback(), ""},
         {"set_spaces", set("s1", "my key", " a  b ") + is("c", "my key", " a  b ") + fallback(),
          ""},
-        {"clear", set("s1", "a", "1") + set("s2", "b", "2") + set("s3", "c", "3") + R"(
+        {"clear",
+         set("s1", "a", "1") + set("s2", "b", "2") + set("s3", "c", "3") + R"(
   <Plugin clear>
     module = "ClearFields"
     fields = "a ,  c"
-  </Plugin>)" + is("ca", "a", "1") + is("cc", "c", "3") + is("cb", "b", "2") + fallback(),
+  </Plugin>)" +
+             is("ca", "a", "1") + is("cc", "c", "3") + is("cb", "b", "2") + fallback(),
          ""},
-        {"clear_prefix", set("s1", "user_a", "1") + set("s2", "user_b", "2") +
-                             set("s3", "other", "3") + set("s4", "us.x", "4") + R"(
+        {"clear_prefix",
+         set("s1", "user_a", "1") + set("s2", "user_b", "2") + set("s3", "other", "3") +
+             set("s4", "us.x", "4") + R"(
   <Plugin clear>
     module = "ClearFields"
     fields_prefix = "user_,us."
-  </Plugin>)" + is("c1", "user_a", "1") + is("c2", "user_b", "2") + is("c4", "us.x", "4") +
-                             is("c3", "other", "3") + fallback(),
+  </Plugin>)" +
+             is("c1", "user_a", "1") + is("c2", "user_b", "2") + is("c4", "us.x", "4") +
+             is("c3", "other", "3") + fallback(),
          ""},
-        {"clear_prefix_literal", set("s1", "ab", "1") + set("s2", "a.b", "2") + R"(
+        {"clear_prefix_literal",
+         set("s1", "ab", "1") + set("s2", "a.b", "2") + R"(
   <Plugin clear>
     module = "ClearFields"
     fields_prefix = "a."
-  </Plugin>)" + is("c2", "a.b", "2") + is("c1", "ab", "1") + fallback(),
+  </Plugin>)" +
+             is("c2", "a.b", "2") + is("c1", "ab", "1") + fallback(),
          ""},
         {"clear_score", R"(
   <Plugin scorer>
@@ -75,17 +83,21 @@ TEST_CASE("SetField and ClearFields", "[diff][fields]")
     module = "AddScoreHeader"
   </Plugin>)",
          ""},
-        {"clear_both", set("s1", "keep", "1") + set("s2", "x_1", "2") + set("s3", "y", "3") + R"(
+        {"clear_both",
+         set("s1", "keep", "1") + set("s2", "x_1", "2") + set("s3", "y", "3") + R"(
   <Plugin clear>
     module = "ClearFields"
     fields = "y"
     fields_prefix = "x_"
-  </Plugin>)" + is("c2", "x_1", "2") + is("c3", "y", "3") + is("c1", "keep", "1") + fallback(),
+  </Plugin>)" +
+             is("c2", "x_1", "2") + is("c3", "y", "3") + is("c1", "keep", "1") + fallback(),
          ""},
-        {"clear_nothing", set("s1", "a", "1") + R"(
+        {"clear_nothing",
+         set("s1", "a", "1") + R"(
   <Plugin clear>
     module = "ClearFields"
-  </Plugin>)" + is("c", "a", "1") + fallback(),
+  </Plugin>)" +
+             is("c", "a", "1") + fallback(),
          ""},
     };
     DiffRig rig(vhosts);
@@ -110,7 +122,8 @@ TEST_CASE("SetField and ClearFields", "[diff][fields]")
 TEST_CASE("Eval captures a sub-chain's answer in the session", "[diff][fields][eval]")
 {
     std::vector<VhostSpec> vhosts = {
-        {"eval", R"(
+        {"eval",
+         R"(
   <Plugin capture>
     module = "Eval"
     store_in = "captured"
@@ -120,8 +133,8 @@ TEST_CASE("Eval captures a sub-chain's answer in the session", "[diff][fields][e
       match = "alice@example.org"
       action = "reject alice"
     </Plugin>
-  </Plugin>)" + is("c", "captured", "reject alice") +
-                     fallback(),
+  </Plugin>)" +
+             is("c", "captured", "reject alice") + fallback(),
          ""},
         {"eval_quiet", R"(
   <Plugin capture>
@@ -133,7 +146,8 @@ TEST_CASE("Eval captures a sub-chain's answer in the session", "[diff][fields][e
     </Plugin>
   </Plugin>)",
          ""},
-        {"eval_nothing", set("s1", "captured", "before") + R"(
+        {"eval_nothing",
+         set("s1", "captured", "before") + R"(
   <Plugin capture>
     module = "Eval"
     store_in = "captured"
@@ -143,8 +157,8 @@ TEST_CASE("Eval captures a sub-chain's answer in the session", "[diff][fields][e
       match = "nobody"
       action = "reject nobody"
     </Plugin>
-  </Plugin>)" + is("c", "captured", "before") +
-                             fallback(),
+  </Plugin>)" +
+             is("c", "captured", "before") + fallback(),
          ""},
         {"eval_empty", R"(
   <Plugin capture>

@@ -9,7 +9,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const char *kChain = R"(
   <Plugin eq>
@@ -85,8 +86,7 @@ std::string exchange(const Endpoint &ep, const std::string &data, bool half_clos
             char hex[8];
             std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(ch));
             shown += hex;
-        }
-        else
+        } else
             shown += ch;
     }
     return shown + (closed ? " <closed>" : " <open>");
@@ -107,8 +107,8 @@ void run_raw(DiffRig &rig, const std::string &vhost, const std::vector<RawCase> 
     for (auto &c : cases) {
         INFO("case '" << c.what << "': sent " << c.data.size() << " bytes"
                       << (c.half_close ? " then shut down writing" : ""));
-        std::string perl = exchange(rig.endpoint(Impl::Perl, vhost), c.data, c.half_close,
-                                    settle_ms);
+        std::string perl =
+            exchange(rig.endpoint(Impl::Perl, vhost), c.data, c.half_close, settle_ms);
         if (!rig.daemon(Impl::Perl).alive())
             FAIL("the Perl mtpolicyd died; its log:\n" << rig.daemon(Impl::Perl).log());
         {
@@ -117,8 +117,8 @@ void run_raw(DiffRig &rig, const std::string &vhost, const std::vector<RawCase> 
         }
         if (!rig.has_ring())
             continue;
-        std::string ring = exchange(rig.endpoint(Impl::Ring, vhost), c.data, c.half_close,
-                                    settle_ms);
+        std::string ring =
+            exchange(rig.endpoint(Impl::Ring, vhost), c.data, c.half_close, settle_ms);
         if (!rig.daemon(Impl::Ring).alive())
             FAIL("ringpolicyd died; its log:\n" << rig.daemon(Impl::Ring).log());
         if (c.decision.empty()) {
@@ -145,12 +145,12 @@ TEST_CASE("protocol edge cases (D #12)", "[diff][protocol]")
         {"value containing '='", eq, false, "action=reject sender has =\\n\\n <open>", "", ""},
         {"CRLF lines", "request=smtpd_access_policy\r\nsender=a=b\r\n\r\n", false,
          "action=reject sender has =\\n\\n <open>", "", ""},
-        {"`=value` (empty name)", R + "=v\n\n", false, "action=reject empty name\\n\\n <open>",
-         "", ""},
+        {"`=value` (empty name)", R + "=v\n\n", false, "action=reject empty name\\n\\n <open>", "",
+         ""},
         {"NUL inside a value", R + std::string("helo_name=a\0b\n\n", 16), false,
          "action=reject nul byte\\n\\n <open>", "", ""},
-        {"CR inside a value (only the one before LF is dropped)", R + "helo_name=x\r\r\n\n",
-         false, "action=reject cr kept\\n\\n <open>", "", ""},
+        {"CR inside a value (only the one before LF is dropped)", R + "helo_name=x\r\r\n\n", false,
+         "action=reject cr kept\\n\\n <open>", "", ""},
         {"8-bit bytes", R + "sender=m\xc3\xbcller@example.org\n\n", false,
          "action=reject eight bit\\n\\n <open>", "", ""},
         {"pipelined requests answered in order",
@@ -158,12 +158,11 @@ TEST_CASE("protocol edge cases (D #12)", "[diff][protocol]")
          "action=reject numbered\\n\\naction=dunno\\n\\naction=reject numbered\\n\\n <open>", "",
          ""},
         {"line without '=': no reply, close", R + "garbage\n\n", false, " <closed>", "", ""},
-        {"line without '=' discards what follows", R + "garbage\n\n" + eq, false, " <closed>",
-         "", ""},
+        {"line without '=' discards what follows", R + "garbage\n\n" + eq, false, " <closed>", "",
+         ""},
         {"line without '=' after a good request", eq + R + "garbage\n\n", false,
          "action=reject sender has =\\n\\n <closed>", "", ""},
-        {"EOF in the middle of a request: no reply", R + "sender=a=b\n", true, " <closed>", "",
-         ""},
+        {"EOF in the middle of a request: no reply", R + "sender=a=b\n", true, " <closed>", "", ""},
         {"EOF in the middle of a line: no reply", R + "sender=a=b", true, " <closed>", "", ""},
         {"EOF after a complete request and a partial one", eq + R, true,
          "action=reject sender has =\\n\\n <closed>", "", ""},
@@ -219,7 +218,9 @@ TEST_CASE("request_timeout exceeded: no reply (D #12)", "[diff][protocol]")
   <Plugin answer>
     module = "Action"
     action = "reject too late"
-  </Plugin>)", ""}, {"quick", R"(
+  </Plugin>)",
+                                      ""},
+                                     {"quick", R"(
   <Plugin nap>
     module = "Sleep"
     ms = 100
@@ -227,7 +228,8 @@ TEST_CASE("request_timeout exceeded: no reply (D #12)", "[diff][protocol]")
   <Plugin answer>
     module = "Action"
     action = "reject in time"
-  </Plugin>)", ""}};
+  </Plugin>)",
+                                      ""}};
     DiffRig rig(vhosts, "request_timeout = 1\nplugin_dir = \"" + itest_build_dir() + "\"\n");
     ITEST_START_RIG(rig);
 

@@ -12,7 +12,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const char *kChain = R"C(
   <Plugin set-class>

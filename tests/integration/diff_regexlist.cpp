@@ -7,7 +7,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 /* One RegexList with the options given, then a fallback Action. */
 std::string rl(const std::string &options)
@@ -30,25 +31,41 @@ const char *kPatterns = "# sender patterns, one per line\n"
 TEST_CASE("RegexList inline patterns and Perl regex features", "[diff][regexlist]")
 {
     std::vector<VhostSpec> vhosts = {
-        {"inline", rl("    key = \"sender\"\n    regex = \"^alice@\"\n    action = \"reject alice\""),
+        {"inline",
+         rl("    key = \"sender\"\n    regex = \"^alice@\"\n    action = \"reject alice\""), ""},
+        {"anchored_end",
+         rl("    key = \"client_name\"\n    regex = \"\\.example\\.org$\"\n"
+            "    action = \"reject end\""),
          ""},
-        {"anchored_end", rl("    key = \"client_name\"\n    regex = \"\\.example\\.org$\"\n"
-                            "    action = \"reject end\""), ""},
-        {"alternation", rl("    key = \"helo_name\"\n    regex = \"^(mx|mail|smtp)[0-9]*\\.\"\n"
-                           "    action = \"reject alt\""), ""},
-        {"lookahead", rl("    key = \"recipient\"\n    regex = \"^(?!postmaster@).*@example\\.com$\"\n"
-                         "    action = \"reject lookahead\""), ""},
-        {"word", rl("    key = \"client_name\"\n    regex = \"\\bdyn\\b|\\bdsl\\b\"\n"
-                    "    action = \"reject dynamic\""), ""},
-        {"quoted", rl("    key = \"sender\"\n    regex = \"\\Qa.b+c@\\E\"\n"
-                      "    action = \"reject quoted\""), ""},
-        {"ci", rl("    key = \"sender\"\n    regex = \"(?i)^ALICE@EXAMPLE\"\n"
-                  "    action = \"reject ci\""), ""},
-        {"braces", rl("    key = \"client_address\"\n    regex = \"^(\\d{1,3}\\.){3}10$\"\n"
-                      "    action = \"reject braces\""), ""},
+        {"alternation",
+         rl("    key = \"helo_name\"\n    regex = \"^(mx|mail|smtp)[0-9]*\\.\"\n"
+            "    action = \"reject alt\""),
+         ""},
+        {"lookahead",
+         rl("    key = \"recipient\"\n    regex = \"^(?!postmaster@).*@example\\.com$\"\n"
+            "    action = \"reject lookahead\""),
+         ""},
+        {"word",
+         rl("    key = \"client_name\"\n    regex = \"\\bdyn\\b|\\bdsl\\b\"\n"
+            "    action = \"reject dynamic\""),
+         ""},
+        {"quoted",
+         rl("    key = \"sender\"\n    regex = \"\\Qa.b+c@\\E\"\n"
+            "    action = \"reject quoted\""),
+         ""},
+        {"ci",
+         rl("    key = \"sender\"\n    regex = \"(?i)^ALICE@EXAMPLE\"\n"
+            "    action = \"reject ci\""),
+         ""},
+        {"braces",
+         rl("    key = \"client_address\"\n    regex = \"^(\\d{1,3}\\.){3}10$\"\n"
+            "    action = \"reject braces\""),
+         ""},
         {"no_action", rl("    key = \"sender\"\n    regex = \"^alice@\""), ""},
-        {"dollar_newline", rl("    key = \"sender\"\n    regex = \"^x$\"\n"
-                              "    action = \"reject dollar\""), ""},
+        {"dollar_newline",
+         rl("    key = \"sender\"\n    regex = \"^x$\"\n"
+            "    action = \"reject dollar\""),
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);
@@ -93,19 +110,30 @@ TEST_CASE("RegexList pattern file, invert, enabled, uc_ and score once", "[diff]
     spam_score = 3
   </Plugin>)";
     std::vector<VhostSpec> vhosts = {
-        {"file", rl("    key = \"sender\"\n    file = \"@DIR@/patterns\"\n"
-                    "    action = \"reject listed\""), ""},
+        {"file",
+         rl("    key = \"sender\"\n    file = \"@DIR@/patterns\"\n"
+            "    action = \"reject listed\""),
+         ""},
         {"file_and_regex",
          rl("    key = \"sender\"\n    regex = \"^alice@\"\n    file = \"@DIR@/patterns\"\n"
-            "    action = \"reject either\""), ""},
-        {"invert", rl("    key = \"client_name\"\n    regex = \"\\.example\\.org$\"\n"
-                      "    invert = 1\n    action = \"reject not ours\""), ""},
-        {"invert_absent", rl("    key = \"sasl_username\"\n    regex = \".\"\n    invert = 1\n"
-                             "    action = \"reject no sasl\""), ""},
-        {"disabled", rl("    key = \"sender\"\n    regex = \"^alice@\"\n    enabled = off\n"
-                        "    action = \"reject alice\""), ""},
-        {"enabled_other", rl("    key = \"sender\"\n    regex = \"^alice@\"\n    enabled = no\n"
-                             "    action = \"reject alice\""), ""},
+            "    action = \"reject either\""),
+         ""},
+        {"invert",
+         rl("    key = \"client_name\"\n    regex = \"\\.example\\.org$\"\n"
+            "    invert = 1\n    action = \"reject not ours\""),
+         ""},
+        {"invert_absent",
+         rl("    key = \"sasl_username\"\n    regex = \".\"\n    invert = 1\n"
+            "    action = \"reject no sasl\""),
+         ""},
+        {"disabled",
+         rl("    key = \"sender\"\n    regex = \"^alice@\"\n    enabled = off\n"
+            "    action = \"reject alice\""),
+         ""},
+        {"enabled_other",
+         rl("    key = \"sender\"\n    regex = \"^alice@\"\n    enabled = no\n"
+            "    action = \"reject alice\""),
+         ""},
         {"uc_enabled", R"(
   <Plugin set>
     module = "SetField"
@@ -118,7 +146,8 @@ TEST_CASE("RegexList pattern file, invert, enabled, uc_ and score once", "[diff]
     regex = "^alice@"
     uc_enabled = "rl_enabled"
     action = "reject alice"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"uc_action", R"(
   <Plugin set>
     module = "SetField"
@@ -131,7 +160,8 @@ TEST_CASE("RegexList pattern file, invert, enabled, uc_ and score once", "[diff]
     regex = "^alice@"
     uc_action = "rl_action"
     action = "reject alice"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         /* the score is added once per mail (flag rl-score): the second plugin with the same
            name in a sub-chain shares the flag, and the cached result rl-result */
         {"score_once", R"(
@@ -151,7 +181,8 @@ TEST_CASE("RegexList pattern file, invert, enabled, uc_ and score once", "[diff]
       regex = "^alice@"
       score = 2
     </Plugin>
-  </Plugin>)" + header, ""},
+  </Plugin>)" + header,
+         ""},
         {"cached_result", R"(
   <Plugin outer>
     module = "Condition"
@@ -168,7 +199,8 @@ TEST_CASE("RegexList pattern file, invert, enabled, uc_ and score once", "[diff]
     key = "recipient"
     regex = "^nobody-matches-this@"
     action = "reject from cached result"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
         {"subchain", R"(
   <Plugin rl>
     module = "RegexList"
@@ -184,7 +216,8 @@ TEST_CASE("RegexList pattern file, invert, enabled, uc_ and score once", "[diff]
   <Plugin fallback>
     module = "Action"
     action = "defer fallback"
-  </Plugin>)", ""},
+  </Plugin>)",
+         ""},
     };
     DiffRig rig(vhosts, "", {{"patterns", kPatterns}});
     ITEST_START_RIG(rig);
@@ -228,8 +261,10 @@ TEST_CASE("RegexList with an invalid pattern: Perl skips it, ringpolicyd refuses
        for ringpolicyd (task: "a bad pattern is a start-up error naming the file and line"), is
        to reject it at start-up. */
     std::vector<VhostSpec> vhosts = {
-        {"bad", rl("    key = \"sender\"\n    file = \"@DIR@/bad-patterns\"\n"
-                   "    action = \"reject listed\""), ""},
+        {"bad",
+         rl("    key = \"sender\"\n    file = \"@DIR@/bad-patterns\"\n"
+            "    action = \"reject listed\""),
+         ""},
     };
     const std::string bad = "^ok@\n(unclosed\n^alice@\n";
     {
@@ -249,8 +284,8 @@ TEST_CASE("RegexList with an invalid pattern: Perl skips it, ringpolicyd refuses
                                 ">\n  name = \"bad\"\n" + vhosts[0].body + "</VirtualHost>\n");
     ring.write_file("bad-patterns", bad);
     RunResult r = ring.run({"--check"});
-    INFO("ringpolicyd --check: status " << r.status << "\nstdout: " << r.out << "\nstderr: "
-                                        << r.err);
+    INFO("ringpolicyd --check: status " << r.status << "\nstdout: " << r.out
+                                        << "\nstderr: " << r.err);
     CHECK(r.status != 0);
     CHECK(r.status != -1);
     /* the pattern file and its line ("FILE:2" or "FILE line 2") */

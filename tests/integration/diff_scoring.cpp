@@ -5,7 +5,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 /* A Condition named label that adds score when the request attribute `key` equals "1". */
 std::string scorer(const std::string &label, const std::string &key, const std::string &score,
@@ -35,7 +36,8 @@ TEST_CASE("Scoring, ScoreAction and AddScoreHeader (D #4)", "[diff][scoring]")
   </Plugin>
   <Plugin header>
     module = "AddScoreHeader"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
         {"d4_lt", d4_scorers() + R"C(
   <Plugin low>
     module = "ScoreAction"
@@ -46,23 +48,28 @@ TEST_CASE("Scoring, ScoreAction and AddScoreHeader (D #4)", "[diff][scoring]")
   <Plugin fallback>
     module = "Action"
     action = "defer high"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
         {"header_custom", d4_scorers() + R"C(
   <Plugin header>
     module = "AddScoreHeader"
     header_name = "X-Policy-Score"
     spam_score = 7.5
-  </Plugin>)C", ""},
-        {"header_uc", R"C(
+  </Plugin>)C",
+         ""},
+        {"header_uc",
+         R"C(
   <Plugin set>
     module = "SetField"
     key = "my_spam_score"
     value = "2"
-  </Plugin>)C" + d4_scorers() + R"C(
+  </Plugin>)C" +
+             d4_scorers() + R"C(
   <Plugin header>
     module = "AddScoreHeader"
     uc_spam_score = "my_spam_score"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
         {"score_field", d4_scorers("    score_field = \"other\"\n") + R"C(
   <Plugin header_default>
     module = "Condition"
@@ -76,13 +83,15 @@ TEST_CASE("Scoring, ScoreAction and AddScoreHeader (D #4)", "[diff][scoring]")
     module = "AddScoreHeader"
     score_field = "other"
     header_name = "X-Other"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
         {"template_once", d4_scorers() + R"C(
   <Plugin threshold>
     module = "ScoreAction"
     threshold = 0
     action = "reject %IP% %IP% %SCORE% %SCORE% %SCORE_DETAIL%|%SCORE_DETAIL%"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
         {"subchain", d4_scorers() + R"C(
   <Plugin threshold>
     module = "ScoreAction"
@@ -91,32 +100,38 @@ TEST_CASE("Scoring, ScoreAction and AddScoreHeader (D #4)", "[diff][scoring]")
       module = "Action"
       action = "reject from subchain"
     </Plugin>
-  </Plugin>)C", ""},
-        {"uc_threshold", R"C(
+  </Plugin>)C",
+         ""},
+        {"uc_threshold",
+         R"C(
   <Plugin set>
     module = "SetField"
     key = "my_threshold"
     value = "2.5"
-  </Plugin>)C" + d4_scorers() + R"C(
+  </Plugin>)C" +
+             d4_scorers() + R"C(
   <Plugin threshold>
     module = "ScoreAction"
     threshold = 100
     uc_threshold = "my_threshold"
     action = "reject uc threshold %SCORE%"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
         {"bad_match", d4_scorers() + R"C(
   <Plugin threshold>
     module = "ScoreAction"
     threshold = 1
     match = "ge"
     action = "reject never"
-  </Plugin>)C", ""},
-        {"numbers", scorer("a", "a", "0.1") + scorer("b", "b", "0.2") + scorer("c", "c", "-5") +
-                        scorer("d", "d", "1e3") + scorer("e", "e", ".5") +
-                        scorer("f", "f", "-2.5") + R"C(
+  </Plugin>)C",
+         ""},
+        {"numbers",
+         scorer("a", "a", "0.1") + scorer("b", "b", "0.2") + scorer("c", "c", "-5") +
+             scorer("d", "d", "1e3") + scorer("e", "e", ".5") + scorer("f", "f", "-2.5") + R"C(
   <Plugin header>
     module = "AddScoreHeader"
-  </Plugin>)C", ""},
+  </Plugin>)C",
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);
@@ -130,10 +145,10 @@ TEST_CASE("Scoring, ScoreAction and AddScoreHeader (D #4)", "[diff][scoring]")
     std::vector<DiffCase> cases = {
         {"d4_action", on({"zumsel", "bla", "blub"}),
          "reject sender ip 192.0.2.10 is blocked (score=10, ZUMSEL=5, BLA=2.5, BLUB=2.5)", "", ""},
-        {"d4_action", on({"zumsel", "bla"}),
-         "PREPEND X-MtScore: YES score=7.5 [ZUMSEL=5, BLA=2.5]", "", ""},
-        {"d4_action", on({"bla", "blub"}), "PREPEND X-MtScore: YES score=5 [BLA=2.5, BLUB=2.5]",
+        {"d4_action", on({"zumsel", "bla"}), "PREPEND X-MtScore: YES score=7.5 [ZUMSEL=5, BLA=2.5]",
          "", ""},
+        {"d4_action", on({"bla", "blub"}), "PREPEND X-MtScore: YES score=5 [BLA=2.5, BLUB=2.5]", "",
+         ""},
         {"d4_action", on({"blub"}), "PREPEND X-MtScore: NO score=2.5 [BLUB=2.5]", "", ""},
         {"d4_action", rq(), "PREPEND X-MtScore: NO score=0", "", ""},
         {"d4_action", on({"zumsel", "bla", "blub"}, {{"client_address", "\x7f"}}),
@@ -147,12 +162,11 @@ TEST_CASE("Scoring, ScoreAction and AddScoreHeader (D #4)", "[diff][scoring]")
          "PREPEND X-Policy-Score: YES score=7.5 [ZUMSEL=5, BLA=2.5]", "", ""},
         {"header_custom", on({"zumsel", "blub"}),
          "PREPEND X-Policy-Score: YES score=7.5 [ZUMSEL=5, BLUB=2.5]", "", ""},
-        {"header_custom", on({"zumsel"}), "PREPEND X-Policy-Score: NO score=5 [ZUMSEL=5]", "",
-         ""},
+        {"header_custom", on({"zumsel"}), "PREPEND X-Policy-Score: NO score=5 [ZUMSEL=5]", "", ""},
         {"header_uc", on({"bla"}), "PREPEND X-MtScore: YES score=2.5 [BLA=2.5]", "", ""},
         {"header_uc", rq(), "PREPEND X-MtScore: NO score=0", "", ""},
-        {"score_field", on({"zumsel", "bla"}),
-         "PREPEND X-Other: YES score=7.5 [ZUMSEL=5, BLA=2.5]", "", ""},
+        {"score_field", on({"zumsel", "bla"}), "PREPEND X-Other: YES score=7.5 [ZUMSEL=5, BLA=2.5]",
+         "", ""},
         {"score_field", on({"zumsel", "show_default"}), "PREPEND X-MtScore: NO score=0", "", ""},
         {"template_once", on({"zumsel", "bla"}),
          "reject 192.0.2.10 %IP% 7.5 %SCORE% , ZUMSEL=5, BLA=2.5|%SCORE_DETAIL%", "", ""},

@@ -22,14 +22,15 @@
 #include <string>
 #include <vector>
 
-namespace itest {
+namespace itest
+{
 
 struct DiffCase {
     std::string vhost;
     std::vector<std::string> attrs;
-    std::string expect;       /* both daemons (Perl always) */
-    std::string ring_expect;  /* set only for a difference by design */
-    std::string decision;     /* why ringpolicyd differs, e.g. "spec 16 #12" */
+    std::string expect;      /* both daemons (Perl always) */
+    std::string ring_expect; /* set only for a difference by design */
+    std::string decision;    /* why ringpolicyd differs, e.g. "spec 16 #12" */
 };
 
 /* A Postfix-like request with some attributes replaced (see postfix_request). */
@@ -77,8 +78,7 @@ inline const VhostSpec *find_vhost(const std::vector<VhostSpec> &vhosts, const s
 
 /* After a reply that did not come: stop the test case when the daemon died, or when it has
  * stopped answering (three in a row), rather than wait out every remaining case. */
-inline void check_still_serving(DiffRig &rig, Impl impl, const std::string &reply,
-                                int &unanswered)
+inline void check_still_serving(DiffRig &rig, Impl impl, const std::string &reply, int &unanswered)
 {
     if (reply != "<timeout>" && reply.compare(0, 7, "<error:") != 0) {
         unanswered = 0;
@@ -88,8 +88,7 @@ inline void check_still_serving(DiffRig &rig, Impl impl, const std::string &repl
     if (!d.alive())
         FAIL(impl_name(impl) << " died; its log:\n" << d.log());
     if (++unanswered >= 3)
-        FAIL(impl_name(impl) << " stopped answering (3 requests in a row); its log:\n"
-                             << d.log());
+        FAIL(impl_name(impl) << " stopped answering (3 requests in a row); its log:\n" << d.log());
 }
 
 /* Runs every case (CHECK, so one failing case does not hide the others). */

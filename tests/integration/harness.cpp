@@ -29,13 +29,15 @@
 
 extern char **environ;
 
-namespace itest {
+namespace itest
+{
 
 /* ---------------------------------------------------------------------------------------------
  * Environment and prerequisites
  */
 
-namespace {
+namespace
+{
 
 std::string env_or(const char *name, const std::string &dflt)
 {
@@ -108,7 +110,8 @@ void note_partial_skip(const std::string &why)
     g_partial_skips.push_back(why);
 }
 
-namespace {
+namespace
+{
 
 /* At the end of a run with a part skipped: no failure -> SKIP (77) outside CI, FAIL in CI.
  * Listeners run before the reporter, so print the totals ourselves before leaving. */
@@ -134,7 +137,8 @@ struct PartialSkipListener : Catch::TestEventListenerBase {
 
 CATCH_REGISTER_LISTENER(PartialSkipListener)
 
-namespace {
+namespace
+{
 
 /* Daemons run in their own directory, so every path handed to them must be absolute. */
 std::string absolute(const std::string &p)
@@ -343,7 +347,8 @@ void sleep_ms(int ms)
  * Processes
  */
 
-namespace {
+namespace
+{
 
 int decode_status(int st)
 {
@@ -499,7 +504,8 @@ const char *impl_name(Impl impl)
     return impl == Impl::Ring ? "ringpolicyd" : "mtpolicyd(Perl)";
 }
 
-Daemon::Daemon(Impl impl, const std::string &config_text, const std::vector<std::string> &extra_args)
+Daemon::Daemon(Impl impl, const std::string &config_text,
+               const std::vector<std::string> &extra_args)
     : impl_(impl), config_text_(config_text), args_(extra_args)
 {
     config_path_ = dir_.file("conf");
@@ -539,7 +545,8 @@ bool Daemon::reap(bool block)
     return false;
 }
 
-namespace {
+namespace
+{
 
 bool endpoint_accepts(const Endpoint &ep, int timeout_ms)
 {

@@ -30,7 +30,8 @@
 #include <utility>
 #include <vector>
 
-namespace itest {
+namespace itest
+{
 
 /* ---------------------------------------------------------------------------------------------
  * Environment and prerequisites
@@ -71,7 +72,8 @@ void need_file(const std::string &path, const std::string &what);
 
 /* A private directory (mode 755, so that daemons dropping privileges can read it), removed
  * recursively at destruction. */
-class TempDir {
+class TempDir
+{
   public:
     TempDir();
     ~TempDir();
@@ -137,9 +139,11 @@ const char *impl_name(Impl impl);
 
 /* One daemon process. The configuration text may contain @DIR@, replaced by the daemon's
  * temporary directory (for pid files, sockets and pattern files). */
-class Daemon {
+class Daemon
+{
   public:
-    Daemon(Impl impl, const std::string &config_text, const std::vector<std::string> &extra_args = {});
+    Daemon(Impl impl, const std::string &config_text,
+           const std::vector<std::string> &extra_args = {});
     ~Daemon(); /* stop() if still running */
     Daemon(const Daemon &) = delete;
     Daemon &operator=(const Daemon &) = delete;
@@ -177,8 +181,8 @@ class Daemon {
     {
         return pid_;
     }
-    bool alive();                 /* running and not a zombie */
-    int send_signal(int signo);   /* kill(pid, signo); 0 or -errno */
+    bool alive();               /* running and not a zombie */
+    int send_signal(int signo); /* kill(pid, signo); 0 or -errno */
     /* Waits for the process to exit; its status (code, or 128+signal), or -1 on timeout. */
     int wait_exit(int timeout_ms);
     /* SIGTERM, wait up to grace_ms (at most 300 ms for the Perl daemon), then SIGKILL to the
@@ -244,7 +248,8 @@ std::string encode_request(const std::vector<std::string> &attr_lines);
 std::vector<std::string>
 postfix_request(const std::vector<std::pair<std::string, std::string>> &overrides = {});
 
-class Conn {
+class Conn
+{
   public:
     Conn() = default;
     explicit Conn(const Endpoint &ep, int timeout_ms = 5000);
@@ -318,7 +323,8 @@ struct VhostSpec {
                          reachable only through policy_context) */
 };
 
-class DiffRig {
+class DiffRig
+{
   public:
     /* globals: extra global option lines (identical for both daemons). files: name -> content
      * written into each daemon's directory before start (e.g. RegexList pattern files). */

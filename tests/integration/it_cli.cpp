@@ -12,7 +12,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 std::string good_config(uint16_t port)
 {
@@ -127,8 +128,8 @@ TEST_CASE("configuration errors name file and line and exit non-zero", "[cli]")
         std::string config = config_with_body(port, c.body) + c.tail;
         Daemon d(Impl::Ring, config);
         RunResult r = d.run({"--check"});
-        INFO("config:\n" << config << "status " << r.status << "\nstdout: " << r.out
-                         << "\nstderr: " << r.err);
+        INFO("config:\n"
+             << config << "status " << r.status << "\nstdout: " << r.out << "\nstderr: " << r.err);
         CHECK(r.status > 0);
         if (c.line > 0)
             CHECK(contains(r.out + r.err, d.config_path() + ":" + std::to_string(c.line)));
@@ -187,22 +188,22 @@ TEST_CASE("-d, --dump_config and --dump_vhosts print the virtual hosts and exit 
 {
     need_ringpolicyd();
     uint16_t port = free_tcp_port();
-    std::string config = "port = \"127.0.0.1:" + std::to_string(port) + "\"\n" +
-                         vhost_block(std::to_string(port), "frontline",
-                                     "  <Plugin outer-cond>\n    module = \"Condition\"\n"
-                                     "    key = \"sender\"\n    match = \"x\"\n" +
-                                         action_plugin("inner-action", "reject x") +
-                                         "  </Plugin>\n" +
-                                         action_plugin("last-action", "reject y")) +
-                         vhost_block("0", "by-context", action_plugin("ctx-action", "dunno"));
+    std::string config =
+        "port = \"127.0.0.1:" + std::to_string(port) + "\"\n" +
+        vhost_block(std::to_string(port), "frontline",
+                    "  <Plugin outer-cond>\n    module = \"Condition\"\n"
+                    "    key = \"sender\"\n    match = \"x\"\n" +
+                        action_plugin("inner-action", "reject x") + "  </Plugin>\n" +
+                        action_plugin("last-action", "reject y")) +
+        vhost_block("0", "by-context", action_plugin("ctx-action", "dunno"));
     Daemon d(Impl::Ring, config);
     for (const char *flag : {"-d", "--dump_config", "--dump_vhosts"}) {
         INFO(flag);
         RunResult r = d.run({flag}, 10000);
         INFO(r.out << r.err);
         CHECK(r.status == 0);
-        for (const char *name : {"frontline", "by-context", "outer-cond", "inner-action",
-                                 "last-action", "ctx-action"})
+        for (const char *name :
+             {"frontline", "by-context", "outer-cond", "inner-action", "last-action", "ctx-action"})
             CHECK(contains(r.out + r.err, name));
         CHECK_FALSE(Conn(Endpoint::tcp(port), 200).ok());
     }
@@ -302,7 +303,8 @@ TEST_CASE("start-up errors are reported before detaching", "[cli]")
 {
     need_ringpolicyd();
     uint16_t port = free_tcp_port();
-    Daemon d(Impl::Ring, config_with_body(port, "  <Plugin a>\n    module = \"Action\"\n  </Plugin>\n"));
+    Daemon d(Impl::Ring,
+             config_with_body(port, "  <Plugin a>\n    module = \"Action\"\n  </Plugin>\n"));
     RunResult r = d.run({}, 10000); /* no -f */
     INFO(r.out << r.err);
     CHECK(r.status > 0);
@@ -314,9 +316,9 @@ TEST_CASE("log_file receives the log", "[cli]")
     uint16_t port = free_tcp_port();
     TempDir t;
     std::string logfile = t.file("ring.log");
-    auto d = start_ring(simple_config(port, action_plugin("a", "reject test"),
-                                      "log_file = \"" + logfile + "\"\n"),
-                        Endpoint::tcp(port));
+    auto d = start_ring(
+        simple_config(port, action_plugin("a", "reject test"), "log_file = \"" + logfile + "\"\n"),
+        Endpoint::tcp(port));
     CHECK(ask(Endpoint::tcp(port), postfix_request()).ok());
     int64_t deadline = now_ms() + 3000;
     while (!contains(read_file(logfile), "test: instance=") && now_ms() < deadline)
@@ -335,10 +337,10 @@ TEST_CASE("1.x and pre-fork options are accepted (real files carry them)", "[cli
                           "max_servers = 25\nmax_requests = 1000\n"
                           "program_name = \"mtpolicyd\"\nsyslog_ident = \"ringtest\"\n"
                           "syslog_facility = \"mail\"\n";
-    std::string config = "port = \"127.0.0.1:" + std::to_string(port) + "\"\n" + globals +
-                         vhost_block(std::to_string(port), "old",
-                                     "  unknown_vhost_option = 1\n" +
-                                         action_plugin("a", "reject old config"));
+    std::string config =
+        "port = \"127.0.0.1:" + std::to_string(port) + "\"\n" + globals +
+        vhost_block(std::to_string(port), "old",
+                    "  unknown_vhost_option = 1\n" + action_plugin("a", "reject old config"));
     auto d = start_ring(config, Endpoint::tcp(port));
     CHECK(ask(Endpoint::tcp(port), postfix_request()).actions ==
           std::vector<std::string>{"reject old config"});

@@ -5,7 +5,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const std::string kInput = "sender=bad@example.org\n\nsender=good@example.org\n\n"
                            "sender=bad@example.org\nrecipient=x@y\n\n";
@@ -57,8 +58,8 @@ TEST_CASE("ringpolicyd-client over TCP and Unix sockets", "[client]")
     CHECK(contains(v.err, "<< action=reject bad sender"));
 
     /* nothing listening: an error, not a hang */
-    RunResult none = run_command({client_bin(), "-h", "127.0.0.1:" + std::to_string(free_tcp_port())},
-                                 15000, kInput);
+    RunResult none = run_command(
+        {client_bin(), "-h", "127.0.0.1:" + std::to_string(free_tcp_port())}, 15000, kInput);
     CHECK(none.status != 0);
     CHECK(none.status != -1);
 }
@@ -73,11 +74,10 @@ TEST_CASE("ringpolicyd-client prints what the Perl policyd-client prints", "[cli
     perl.set_ready(Endpoint::tcp(p));
     REQUIRE(perl.start());
 
-    RunResult ours = run_command({client_bin(), "-h", "127.0.0.1:" + std::to_string(p)}, 15000,
-                                 kInput);
-    RunResult theirs =
-        run_command({"/usr/bin/policyd-client", "-h", "127.0.0.1:" + std::to_string(p)}, 15000,
-                    kInput);
+    RunResult ours =
+        run_command({client_bin(), "-h", "127.0.0.1:" + std::to_string(p)}, 15000, kInput);
+    RunResult theirs = run_command(
+        {"/usr/bin/policyd-client", "-h", "127.0.0.1:" + std::to_string(p)}, 15000, kInput);
     INFO("ours: " << ours.status << " " << ours.out << ours.err << "\ntheirs: " << theirs.status
                   << " " << theirs.out << theirs.err);
     CHECK(ours.out == kOutput);

@@ -10,7 +10,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const std::string kReq = "request=smtpd_access_policy";
 
@@ -22,8 +23,8 @@ std::string expected_for(int i)
 
 std::vector<std::string> numbered_request(int i)
 {
-    return postfix_request({{"recipient", "v" + std::to_string(i % 9)},
-                            {"instance", "inst" + std::to_string(i)}});
+    return postfix_request(
+        {{"recipient", "v" + std::to_string(i % 9)}, {"instance", "inst" + std::to_string(i)}});
 }
 
 } // namespace
@@ -31,14 +32,14 @@ std::vector<std::string> numbered_request(int i)
 TEST_CASE("many requests on one connection, sequential and pipelined", "[keepalive]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, numbered_plugins("recipient", 8)),
-                        Endpoint::tcp(port));
+    auto d = start_ring(simple_config(port, numbered_plugins("recipient", 8)), Endpoint::tcp(port));
     Conn c(Endpoint::tcp(port));
     REQUIRE(c.ok());
     int wrong = 0;
     for (int i = 0; i < 2000; i++) {
         Reply r = c.request(numbered_request(i));
-        std::string got = r.ok() && r.actions.size() == 1 ? r.actions[0] : reply_status_name(r.status);
+        std::string got =
+            r.ok() && r.actions.size() == 1 ? r.actions[0] : reply_status_name(r.status);
         if (got != expected_for(i) && wrong++ < 5)
             FAIL_CHECK("request #" << i << ": expected " << expected_for(i) << ", got " << got);
         if (!r.ok())
@@ -54,7 +55,8 @@ TEST_CASE("many requests on one connection, sequential and pipelined", "[keepali
     wrong = 0;
     for (int i = 0; i < 300; i++) {
         Reply r = c.read_reply(5000);
-        std::string got = r.ok() && r.actions.size() == 1 ? r.actions[0] : reply_status_name(r.status);
+        std::string got =
+            r.ok() && r.actions.size() == 1 ? r.actions[0] : reply_status_name(r.status);
         if (got != expected_for(i) && wrong++ < 5)
             FAIL_CHECK("pipelined #" << i << ": expected " << expected_for(i) << ", got " << got);
         if (!r.ok())
@@ -142,9 +144,9 @@ TEST_CASE("keepalive_timeout = 1 closes idle and dribbling connections", "[keepa
 TEST_CASE("max_keepalive closes after N replies", "[keepalive]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, action_plugin("a", "reject test"),
-                                      "max_keepalive = 3\n"),
-                        Endpoint::tcp(port));
+    auto d =
+        start_ring(simple_config(port, action_plugin("a", "reject test"), "max_keepalive = 3\n"),
+                   Endpoint::tcp(port));
     {
         Conn c(Endpoint::tcp(port));
         REQUIRE(c.ok());
@@ -170,15 +172,14 @@ TEST_CASE("request_timeout: no reply, close; other connections are not delayed",
 {
     need_file(sleep_so(), "the Sleep test plugin");
     uint16_t slow = free_tcp_port(), quick = free_tcp_port();
-    std::string config = "port = \"127.0.0.1:" + std::to_string(slow) + ",127.0.0.1:" +
-                         std::to_string(quick) + "\"\nrequest_timeout = 1\nplugin_dir = \"" +
-                         itest_build_dir() + "\"\n" +
-                         vhost_block(std::to_string(slow), "slow",
-                                     "  <Plugin nap>\n    module = \"Sleep\"\n    ms = 3000\n"
-                                     "  </Plugin>\n" +
-                                         action_plugin("late", "reject too late")) +
-                         vhost_block(std::to_string(quick), "quick",
-                                     action_plugin("now", "reject right now"));
+    std::string config =
+        "port = \"127.0.0.1:" + std::to_string(slow) + ",127.0.0.1:" + std::to_string(quick) +
+        "\"\nrequest_timeout = 1\nplugin_dir = \"" + itest_build_dir() + "\"\n" +
+        vhost_block(std::to_string(slow), "slow",
+                    "  <Plugin nap>\n    module = \"Sleep\"\n    ms = 3000\n"
+                    "  </Plugin>\n" +
+                        action_plugin("late", "reject too late")) +
+        vhost_block(std::to_string(quick), "quick", action_plugin("now", "reject right now"));
     auto d = start_ring(config, Endpoint::tcp(slow));
 
     Conn c(Endpoint::tcp(slow));
@@ -215,8 +216,8 @@ TEST_CASE("error_action answers failed and timed-out requests (spec 16 #13)", "[
                                 "    threshold = 0\n    match = \"ge\"\n"
                                 "    action = \"reject never\"\n  </Plugin>\n";
     auto config = [&](const std::string &error_action) {
-        return "port = \"127.0.0.1:" + std::to_string(slow) + ",127.0.0.1:" +
-               std::to_string(broken) + "\"\nrequest_timeout = 1\nplugin_dir = \"" +
+        return "port = \"127.0.0.1:" + std::to_string(slow) +
+               ",127.0.0.1:" + std::to_string(broken) + "\"\nrequest_timeout = 1\nplugin_dir = \"" +
                itest_build_dir() + "\"\n" + error_action +
                vhost_block(std::to_string(slow), "slow",
                            "  <Plugin nap>\n    module = \"Sleep\"\n    ms = 2500\n"

@@ -9,7 +9,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const std::string kReq = "request=smtpd_access_policy";
 
@@ -93,8 +94,7 @@ struct LimitProbe {
         }
         /* The bystander finishes its request and is answered. */
         REQUIRE(bystander.send(half.substr(half.size() / 2)));
-        CHECK(bystander.read_reply().actions ==
-              std::vector<std::string>{"reject recipient=v1"});
+        CHECK(bystander.read_reply().actions == std::vector<std::string>{"reject recipient=v1"});
         return ok;
     }
 };
@@ -139,8 +139,8 @@ TEST_CASE("configured limits at N and N+1", "[limits]")
 TEST_CASE("default limits at N and N+1", "[limits]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, match_plugin("m", "recipient", "v1")),
-                        Endpoint::tcp(port));
+    auto d =
+        start_ring(simple_config(port, match_plugin("m", "recipient", "v1")), Endpoint::tcp(port));
     LimitProbe p{*d, port};
 
     SECTION("request bytes 65536")
@@ -164,9 +164,9 @@ TEST_CASE("default limits at N and N+1", "[limits]")
 TEST_CASE("max_connections: backpressure, never a crash", "[limits]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, action_plugin("a", "reject test"),
-                                      "shards = 1\nmax_connections = 8\n"),
-                        Endpoint::tcp(port));
+    auto d = start_ring(
+        simple_config(port, action_plugin("a", "reject test"), "shards = 1\nmax_connections = 8\n"),
+        Endpoint::tcp(port));
     std::vector<Conn> held;
     for (int i = 0; i < 8; i++) {
         held.emplace_back(Endpoint::tcp(port));

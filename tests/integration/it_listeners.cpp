@@ -25,8 +25,8 @@ TEST_CASE("IPv6 loopback listener", "[listeners]")
     if (!ipv6_loopback_usable())
         skip_or_fail("::1 cannot be bound on this machine (IPv6 disabled)");
     uint16_t p6 = free_tcp_port(true), p4 = free_tcp_port();
-    std::string config = "port = \"[::1]:" + std::to_string(p6) + ",127.0.0.1:" +
-                         std::to_string(p4) + "\"\n" +
+    std::string config = "port = \"[::1]:" + std::to_string(p6) +
+                         ",127.0.0.1:" + std::to_string(p4) + "\"\n" +
                          vhost_block(std::to_string(p6), "six", action_plugin("x", "reject six")) +
                          vhost_block(std::to_string(p4), "four", action_plugin("x", "reject four"));
     auto d = start_ring(config, Endpoint::tcp(p6, "::1"));
@@ -46,15 +46,15 @@ TEST_CASE("Unix socket listener keyed by its path", "[listeners]")
     TempDir t;
     std::string sock = t.file("policy.sock");
     uint16_t p = free_tcp_port();
-    std::string config = "port = \"" + sock + "|unix,127.0.0.1:" + std::to_string(p) + "\"\n" +
-                         vhost_block(sock, "unix", action_plugin("x", "reject via unix")) +
-                         vhost_block(std::to_string(p), "tcp", action_plugin("x", "reject via tcp"));
+    std::string config =
+        "port = \"" + sock + "|unix,127.0.0.1:" + std::to_string(p) + "\"\n" +
+        vhost_block(sock, "unix", action_plugin("x", "reject via unix")) +
+        vhost_block(std::to_string(p), "tcp", action_plugin("x", "reject via tcp"));
     auto d = start_ring(config, Endpoint::unix_socket(sock));
     Conn c(Endpoint::unix_socket(sock));
     REQUIRE(c.ok());
     for (int i = 0; i < 50; i++)
-        CHECK(c.request(postfix_request()).actions ==
-              std::vector<std::string>{"reject via unix"});
+        CHECK(c.request(postfix_request()).actions == std::vector<std::string>{"reject via unix"});
     CHECK(ask(Endpoint::tcp(p), postfix_request()).actions ==
           std::vector<std::string>{"reject via tcp"});
     CHECK(d->wait_log("unix: instance=", 2000));

@@ -9,7 +9,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const char *kBody = R"(  <Plugin nap>
     module = "Sleep"
@@ -76,8 +77,8 @@ TEST_CASE("result line format", "[logline]")
     need_file(sleep_so(), "the Sleep test plugin");
     uint16_t p = free_tcp_port(), slow = free_tcp_port();
     auto d = start_ring(config_for(p, slow), Endpoint::tcp(p));
-    CHECK(ask(Endpoint::tcp(p), postfix_request({{"instance", "fmt-1"},
-                                                 {"sender", "bad@example.org"}}))
+    CHECK(ask(Endpoint::tcp(p),
+              postfix_request({{"instance", "fmt-1"}, {"sender", "bad@example.org"}}))
               .ok());
     CHECK(ask(Endpoint::tcp(p), postfix_request({{"instance", "fmt-2"}})).ok());
     CHECK(ask(Endpoint::tcp(p), postfix_request({{"instance", "\x7f"}})).ok());
@@ -106,8 +107,7 @@ TEST_CASE("result lines equal the Perl mtpolicyd's, odd bytes included", "[logli
     need_file(sleep_so(), "the Sleep test plugin");
     need_perl();
     need_ringpolicyd();
-    uint16_t rp = free_tcp_port(), rs = free_tcp_port(), pp = free_tcp_port(),
-             ps = free_tcp_port();
+    uint16_t rp = free_tcp_port(), rs = free_tcp_port(), pp = free_tcp_port(), ps = free_tcp_port();
     Daemon ring(Impl::Ring, config_for(rp, rs)), perl(Impl::Perl, config_for(pp, ps));
     ring.set_ready(Endpoint::tcp(rp));
     perl.set_ready(Endpoint::tcp(pp));
@@ -178,8 +178,9 @@ TEST_CASE("t= is real milliseconds (spec 16 #11); 2.05 logs hundredths", "[logli
 TEST_CASE("log_level = 0 means errors only (spec 16 #15); 2.05 logs nothing", "[logline][diff]")
 {
     uint16_t p = free_tcp_port();
-    std::string config = simple_config(p, "  <Plugin a>\n    module = \"Action\"\n"
-                                          "    action = \"reject quiet\"\n  </Plugin>\n",
+    std::string config = simple_config(p,
+                                       "  <Plugin a>\n    module = \"Action\"\n"
+                                       "    action = \"reject quiet\"\n  </Plugin>\n",
                                        "log_level = 0\n");
     auto d = start_ring(config, Endpoint::tcp(p));
     CHECK(ask(Endpoint::tcp(p), postfix_request({{"instance", "quiet-1"}})).ok());

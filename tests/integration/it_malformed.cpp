@@ -11,7 +11,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 const std::string kReq = "request=smtpd_access_policy";
 

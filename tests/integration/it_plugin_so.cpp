@@ -6,7 +6,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 std::string hello(const std::string &name, const std::string &module, const std::string &opts)
 {
@@ -23,8 +24,7 @@ std::string dir_of(const std::string &path)
 TEST_CASE("HelloWorld.so loaded by path and by plugin_dir", "[plugin_so]")
 {
     need_file(helloworld_so(), "policy/examples/HelloWorld.so");
-    uint16_t p1 = free_tcp_port(), p2 = free_tcp_port(), p3 = free_tcp_port(),
-             p4 = free_tcp_port();
+    uint16_t p1 = free_tcp_port(), p2 = free_tcp_port(), p3 = free_tcp_port(), p4 = free_tcp_port();
     std::string so = helloworld_so();
     std::string config =
         "port = \"127.0.0.1:" + std::to_string(p1) + ",127.0.0.1:" + std::to_string(p2) +
@@ -43,9 +43,9 @@ TEST_CASE("HelloWorld.so loaded by path and by plugin_dir", "[plugin_so]")
                         hello("hello-world", "HelloWorld",
                               "    enabled = on\n    uc_enabled = \"hello_enabled\"\n") +
                         action_plugin("after", "defer hello was off")) +
-        vhost_block(std::to_string(p4), "scored",
-                    hello("hello-world", "HelloWorld",
-                          "    score = 2.5\n    header_name = \"X-Hello\"\n"));
+        vhost_block(
+            std::to_string(p4), "scored",
+            hello("hello-world", "HelloWorld", "    score = 2.5\n    header_name = \"X-Hello\"\n"));
     auto d = start_ring(config, Endpoint::tcp(p1));
 
     CHECK(ask(Endpoint::tcp(p1), postfix_request()).actions ==
@@ -67,11 +67,10 @@ TEST_CASE("HelloWorld once-per-mail header and score with a Memory session", "[p
 {
     need_file(helloworld_so(), "policy/examples/HelloWorld.so");
     uint16_t p = free_tcp_port();
-    std::string config =
-        simple_config(p,
-                      hello("hello-world", helloworld_so(),
-                            "    score = 2.5\n    header_name = \"X-Hello\"\n"),
-                      "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n");
+    std::string config = simple_config(
+        p,
+        hello("hello-world", helloworld_so(), "    score = 2.5\n    header_name = \"X-Hello\"\n"),
+        "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n");
     auto d = start_ring(config, Endpoint::tcp(p));
     auto req = postfix_request({{"instance", "hello-mail-1"}});
     CHECK(ask(Endpoint::tcp(p), req).actions ==
@@ -87,9 +86,10 @@ TEST_CASE("--cron=weekly runs HelloWorld's weekly task and exits 0", "[plugin_so
     need_ringpolicyd();
     uint16_t p = free_tcp_port();
     std::string config = simple_config(
-        p, "  <Plugin outer>\n    module = \"Condition\"\n    key = \"sender\"\n    match = \"x\"\n" +
-               hello("nested-hello", helloworld_so(), "") + "  </Plugin>\n" +
-               hello("hello-world", helloworld_so(), ""));
+        p,
+        "  <Plugin outer>\n    module = \"Condition\"\n    key = \"sender\"\n    match = \"x\"\n" +
+            hello("nested-hello", helloworld_so(), "") + "  </Plugin>\n" +
+            hello("hello-world", helloworld_so(), ""));
     Daemon d(Impl::Ring, config);
 
     RunResult weekly = d.run({"-f", "-l", "4", "--cron=weekly"});
@@ -127,10 +127,12 @@ TEST_CASE("bad plugin blocks are start-up errors naming file and line", "[plugin
                                option is missing */
     } cases[] = {
         {"unknown option of a .so plugin",
-         "  <Plugin h>\n    module = \"" + helloworld_so() + "\"\n    colour = \"red\"\n  </Plugin>\n",
+         "  <Plugin h>\n    module = \"" + helloworld_so() +
+             "\"\n    colour = \"red\"\n  </Plugin>\n",
          6},
         {"mistyped option of a .so plugin",
-         "  <Plugin h>\n    module = \"" + helloworld_so() + "\"\n    score = \"lots\"\n  </Plugin>\n",
+         "  <Plugin h>\n    module = \"" + helloworld_so() +
+             "\"\n    score = \"lots\"\n  </Plugin>\n",
          6},
         {"a missing .so", "  <Plugin h>\n    module = \"/nonexistent/Nothing.so\"\n  </Plugin>\n",
          5},
@@ -138,8 +140,7 @@ TEST_CASE("bad plugin blocks are start-up errors naming file and line", "[plugin
          "  <Plugin h>\n    module = \"" + itest_build_dir() + "/NotAPlugin.so\"\n  </Plugin>\n",
          5},
         {"a .so refusing the host's API version",
-         "  <Plugin h>\n    module = \"" + itest_build_dir() + "/WrongApi.so\"\n  </Plugin>\n",
-         5},
+         "  <Plugin h>\n    module = \"" + itest_build_dir() + "/WrongApi.so\"\n  </Plugin>\n", 5},
         {"a file that is not a shared object",
          "  <Plugin h>\n    module = \"" + itest_dir() + "/harness.h\"\n  </Plugin>\n", 5},
         {"an unknown module name", "  <Plugin h>\n    module = \"NoSuchPlugin\"\n  </Plugin>\n", 5},

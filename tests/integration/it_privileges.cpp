@@ -11,7 +11,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 /* The value of a "Name:\t..." line of /proc/PID/status. */
 std::string status_field(pid_t pid, const std::string &name)
@@ -96,8 +97,8 @@ TEST_CASE("an unknown user is a start-up error", "[privileges]")
     if (geteuid() != 0)
         skip_or_fail("the privilege tests need root");
     uint16_t port = free_tcp_port();
-    Daemon d(Impl::Ring, simple_config(port, action_plugin("a", "x"),
-                                       "user = \"no-such-user-here\"\n"));
+    Daemon d(Impl::Ring,
+             simple_config(port, action_plugin("a", "x"), "user = \"no-such-user-here\"\n"));
     RunResult r = d.run({"-f"}, 10000);
     INFO(r.out << r.err);
     CHECK(r.status > 0);
@@ -118,8 +119,8 @@ TEST_CASE("chroot after binding", "[privileges]")
         CHECK(ask(Endpoint::tcp(port), postfix_request()).actions ==
               std::vector<std::string>{"reject jailed"});
     char root[4096] = {0};
-    ssize_t n = readlink(("/proc/" + std::to_string(d->pid()) + "/root").c_str(), root,
-                         sizeof root - 1);
+    ssize_t n =
+        readlink(("/proc/" + std::to_string(d->pid()) + "/root").c_str(), root, sizeof root - 1);
     REQUIRE(n > 0);
     CHECK(std::string(root, static_cast<size_t>(n)) == jail.path());
 }

@@ -11,7 +11,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 struct Ports {
     uint16_t rcpt = free_tcp_port();
@@ -21,8 +22,8 @@ struct Ports {
 std::string session_config(const Ports &p, const std::string &cache_block,
                            const std::string &globals = "shards = 2\n")
 {
-    return "port = \"127.0.0.1:" + std::to_string(p.rcpt) + ",127.0.0.1:" +
-           std::to_string(p.eom) + "\"\n" + globals + cache_block +
+    return "port = \"127.0.0.1:" + std::to_string(p.rcpt) + ",127.0.0.1:" + std::to_string(p.eom) +
+           "\"\n" + globals + cache_block +
            vhost_block(std::to_string(p.rcpt), "rcpt", R"(  <Plugin mark>
     module = "SetField"
     key = "seen_rcpt"
@@ -175,8 +176,9 @@ TEST_CASE("Memory session expire", "[sessions]")
 TEST_CASE("Memory session cache bounded by max_sessions", "[sessions]")
 {
     Ports p;
-    auto d = start_ring(session_config(p, "<SessionCache>\n  module = \"Memory\"\n"
-                                          "  max_sessions = 16\n</SessionCache>\n",
+    auto d = start_ring(session_config(p,
+                                       "<SessionCache>\n  module = \"Memory\"\n"
+                                       "  max_sessions = 16\n</SessionCache>\n",
                                        "shards = 1\n"),
                         Endpoint::tcp(p.rcpt));
     Conn r(Endpoint::tcp(p.rcpt));

@@ -9,7 +9,8 @@
 
 using namespace itest;
 
-namespace {
+namespace
+{
 
 std::string slow_config(uint16_t port, int ms)
 {
@@ -36,8 +37,8 @@ void stop_with_requests_in_flight(int signo)
         REQUIRE(idle.back().ok());
     }
     for (size_t i = 0; i < busy.size(); i++)
-        REQUIRE(busy[i].send(encode_request(
-            postfix_request({{"instance", "inflight-" + std::to_string(i)}}))));
+        REQUIRE(busy[i].send(
+            encode_request(postfix_request({{"instance", "inflight-" + std::to_string(i)}}))));
     /* Wait until every request is sleeping in the chain (the Sleep plugin logs at level 4):
        only then are they all in flight from the daemon's point of view. */
     int64_t deadline = now_ms() + 5000;
@@ -77,7 +78,8 @@ TEST_CASE("SIGINT with requests in flight: all answered, exit 0", "[signals]")
 TEST_CASE("SIGTERM on an idle daemon exits 0 promptly", "[signals]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, action_plugin("a", "reject test")), Endpoint::tcp(port));
+    auto d =
+        start_ring(simple_config(port, action_plugin("a", "reject test")), Endpoint::tcp(port));
     CHECK(ask(Endpoint::tcp(port), postfix_request()).ok());
     int64_t t0 = now_ms();
     REQUIRE(d->send_signal(SIGTERM) == 0);
@@ -88,7 +90,8 @@ TEST_CASE("SIGTERM on an idle daemon exits 0 promptly", "[signals]")
 TEST_CASE("SIGHUP does not stop the daemon", "[signals]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, action_plugin("a", "reject test")), Endpoint::tcp(port));
+    auto d =
+        start_ring(simple_config(port, action_plugin("a", "reject test")), Endpoint::tcp(port));
     Conn c(Endpoint::tcp(port));
     REQUIRE(c.ok());
     CHECK(c.request(postfix_request()).ok());

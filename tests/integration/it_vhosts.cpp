@@ -1,6 +1,6 @@
 // it_vhosts.cpp: virtual hosts of ringpolicyd (spec 11.1, 11.2): by local port, by
-// policy_context (appendix D #3), by Unix socket path, the vhost name in the result line, and a
-// listening socket without a virtual host refused at start-up.
+// policy_context (appendix D #3), the vhost name in the result line, and a listening socket
+// without a virtual host refused at start-up. (Vhosts keyed by a Unix socket path: it_listeners.)
 #include "itcommon.h"
 
 using namespace itest;
@@ -8,13 +8,13 @@ using namespace itest;
 TEST_CASE("virtual hosts by port", "[vhosts]")
 {
     uint16_t p1 = free_tcp_port(), p2 = free_tcp_port(), p3 = free_tcp_port();
-    std::string config = "port = \"127.0.0.1:" + std::to_string(p1) + ", 127.0.0.1:" +
-                         std::to_string(p2) + ",127.0.0.1:" + std::to_string(p3) + "\"\n" +
-                         vhost_block(std::to_string(p1), "one", action_plugin("a", "reject one")) +
-                         vhost_block(std::to_string(p2), "two", action_plugin("a", "reject two")) +
-                         vhost_block(std::to_string(p3), "three",
-                                     match_plugin("m", "sender", "x") +
-                                         action_plugin("b", "reject three"));
+    std::string config =
+        "port = \"127.0.0.1:" + std::to_string(p1) + ", 127.0.0.1:" + std::to_string(p2) +
+        ",127.0.0.1:" + std::to_string(p3) + "\"\n" +
+        vhost_block(std::to_string(p1), "one", action_plugin("a", "reject one")) +
+        vhost_block(std::to_string(p2), "two", action_plugin("a", "reject two")) +
+        vhost_block(std::to_string(p3), "three",
+                    match_plugin("m", "sender", "x") + action_plugin("b", "reject three"));
     auto d = start_ring(config, Endpoint::tcp(p1));
     for (int i = 0; i < 20; i++) {
         CHECK(ask(Endpoint::tcp(p1), postfix_request()).actions ==
@@ -35,11 +35,12 @@ TEST_CASE("virtual hosts by port", "[vhosts]")
 TEST_CASE("virtual hosts by policy_context (D #3)", "[vhosts]")
 {
     uint16_t p = free_tcp_port(), q = free_tcp_port();
-    std::string config = "port = \"127.0.0.1:" + std::to_string(p) + ",127.0.0.1:" +
-                         std::to_string(q) + "\"\nvhost_by_policy_context = 1\n" +
-                         vhost_block(std::to_string(p), "fred", action_plugin("a", "reject fred")) +
-                         vhost_block("0", "horst", action_plugin("a", "reject horst")) +
-                         vhost_block(std::to_string(q), "other", action_plugin("a", "reject other"));
+    std::string config =
+        "port = \"127.0.0.1:" + std::to_string(p) + ",127.0.0.1:" + std::to_string(q) +
+        "\"\nvhost_by_policy_context = 1\n" +
+        vhost_block(std::to_string(p), "fred", action_plugin("a", "reject fred")) +
+        vhost_block("0", "horst", action_plugin("a", "reject horst")) +
+        vhost_block(std::to_string(q), "other", action_plugin("a", "reject other"));
     auto d = start_ring(config, Endpoint::tcp(p));
     struct {
         uint16_t port;
@@ -81,8 +82,8 @@ TEST_CASE("a listening socket without a virtual host is refused at start-up", "[
 {
     need_ringpolicyd();
     uint16_t p = free_tcp_port(), q = free_tcp_port();
-    std::string config = "port = \"127.0.0.1:" + std::to_string(p) + ",127.0.0.1:" +
-                         std::to_string(q) + "\"\n" +
+    std::string config = "port = \"127.0.0.1:" + std::to_string(p) +
+                         ",127.0.0.1:" + std::to_string(q) + "\"\n" +
                          vhost_block(std::to_string(p), "fred", action_plugin("a", "reject fred"));
     Daemon d(Impl::Ring, config);
     RunResult check = d.run({"--check"});

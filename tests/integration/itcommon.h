@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-namespace itest {
+namespace itest
+{
 
 inline std::string action_plugin(const std::string &name, const std::string &action)
 {
