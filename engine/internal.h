@@ -36,6 +36,7 @@ enum eng_op {
     ENG_OP_POLL,   /* idx: poll slot */
     ENG_OP_EVFD,   /* the shard's eventfd */
     ENG_OP_WAKE,   /* MSG_RING from another shard (or its failure on the sender) */
+    ENG_OP_MC,     /* idx: memcached connection slot x 4 + kind (mc.c) */
     ENG_OP_COUNT
 };
 

@@ -7,11 +7,11 @@
  * path does not allocate (the engine's tests interpose malloc to check it).
  *
  * One turn of the loop (STYLE.md 8): reap a batch of completions and dispatch each by its op
- * kind; run cross-shard messages, due timers and the connection work list; on_turn_end; flush
- * cross-shard overflow and wakes, accept and poll changes, this thread's log lines; then one
- * submit-and-wait whose timeout is the next timer (0 if work is left). The loop times each turn
- * (histogram, maximum) and warns, at most every ENG_SLOW_WARN_INTERVAL_MS, when a turn took
- * longer than turn_warn_ms.
+ * kind; run cross-shard messages, due timers and the connection work list; on_turn_end; the
+ * memcached clients' batched sends (mc.c); flush cross-shard overflow and wakes, accept and poll
+ * changes, this thread's log lines; then one submit-and-wait whose timeout is the next timer
+ * (0 if work is left). The loop times each turn (histogram, maximum) and warns, at most every
+ * ENG_SLOW_WARN_INTERVAL_MS, when a turn took longer than turn_warn_ms.
  *
  * Stopping: when eng->stop is seen the shard drains (stops accepting, closes idle connections,
  * lets busy ones finish for drain_timeout_ms, then closes the rest), calls shard_stop and ends
@@ -28,6 +28,7 @@
 
 #include "eng/log.h"
 #include "internal.h"
+#include "mc_int.h"
 
 #define ENG_REAP_BATCH 256u
 #define ENG_REAP_ROUNDS 16u /* at most 4096 completions per turn; the rest wait a turn */
@@ -196,6 +197,9 @@ static void dispatch(struct eng_shard *sh, const struct eng_cqe *cqe)
     case ENG_OP_POLL:
         eng_poll_complete(sh, cqe);
         break;
+    case ENG_OP_MC:
+        eng_mc_complete(sh, cqe);
+        break;
     case ENG_OP_EVFD:
         evfd_complete(sh);
         break;
@@ -294,6 +298,7 @@ static void turn_end(struct eng_shard *sh)
     eng_conn_work_run(sh);
     if (ops->on_turn_end)
         ops->on_turn_end(sh->app);
+    eng_mc_turn_end(sh); /* one send per memcached connection for the turn's operations */
     eng_conn_work_run(sh);
     eng_xshard_flush(sh);
     eng_accept_update(sh);
