@@ -31,9 +31,29 @@ static const struct option long_opts[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "ringpolicyd [-h|--help] [-c|--config=<file>] [-f|--foreground] "
-                 "[-l|--loglevel=<level>] [-d|--dump_vhosts] [-t|--cron=<task1,hourly,daily,...>] "
-                 "[--check] [--shards=<n>]\n");
+    fputs("Usage: ringpolicyd [options]\n"
+          "A Postfix policy daemon that serves mtpolicyd 2.05 configuration files.\n"
+          "\n"
+          "Options (mtpolicyd's, long forms may be abbreviated):\n"
+          "  -c, --config=FILE     configuration file (default " POL_DAEMON_DEFAULT_CONFIG ")\n"
+          "  -f, --foreground      stay in the foreground (log to stderr unless log_file is set)\n"
+          "  -l, --loglevel=N      override the configuration's log_level (4: dump requests)\n"
+          "  -d, --dump_vhosts     print the parsed virtual hosts and plugins, then exit\n"
+          "  -t, --cron=TASKS      run the plugins' cron tasks (comma-separated: hourly,\n"
+          "                        daily, weekly, monthly, reboot or a plugin's own), then exit\n"
+          "  -h, --help            print this text and exit\n"
+          "\n"
+          "ringpolicyd's own:\n"
+          "      --check           load the configuration and build every plugin, check that\n"
+          "                        the listening addresses can be bound, report, and exit\n"
+          "                        (status 0 when the configuration is usable)\n"
+          "      --shards=N        engine threads, one io_uring each (default: one per CPU,\n"
+          "                        or the configuration's `shards`)\n"
+          "\n"
+          "Unknown options print a warning and are ignored, as in mtpolicyd. Signals: TERM\n"
+          "and INT stop after in-flight requests are answered; USR1 logs counters.\n"
+          "The configuration format, options and plugins are described in README.md.\n",
+          out);
 }
 
 /* A decimal number in [lo, hi], or -1. */
