@@ -23,6 +23,7 @@
 #include "eng/log.h"
 #include "proto.h"
 #include "ringpolicyd_config.h"
+#include "sql_conn.h"
 #include "values.h"
 
 void pol_errf(char *err, size_t err_len, const char *file, unsigned line, const char *fmt, ...)
@@ -282,6 +283,7 @@ static void conn_check_options(struct pol_server *s, const struct pol_cfg_node *
 
 /* Connection modules with an implementation (pol_conn_ops); add a line per module. */
 static const struct pol_conn_ops *const conn_modules[] = {
+    &pol_sql_conn_ops, /* Sql (owner: sql), sql.c */
     NULL,
 };
 

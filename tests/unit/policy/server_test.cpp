@@ -272,15 +272,17 @@ TEST_CASE("<Connection>: kept, and a plugin naming a missing one fails", "[serve
     CHECK(build("<Connection db>\nmodule = Memcached\n</Connection>\n" + vhost(none)) ==
           "test.conf:6: plugin acct: no connection db configured!");
     pol_server *s = nullptr;
-    REQUIRE(build("<Connection db>\nmodule = Sql\ndsn = dbi:SQLite::memory:\n</Connection>\n"
-                  "<Connection maria>\nmodule = \"Sql\"\n</Connection>\n" +
-                      vhost(none) + "<VirtualHost 2>\nname = b\n" + named + "</VirtualHost>\n",
-                  &s) == "");
+    REQUIRE(
+        build("<Connection db>\nmodule = Sql\ndsn = dbi:SQLite::memory:\n</Connection>\n"
+              "<Connection maria>\nmodule = \"Sql\"\ndsn = dbi:SQLite::memory:\n</Connection>\n" +
+                  vhost(none) + "<VirtualHost 2>\nname = b\n" + named + "</VirtualHost>\n",
+              &s) == "");
     CHECK(s->conn_count == 2);
     CHECK(std::string(s->conns[1].name) == "maria");
     CHECK(s->warning_count == 0);
     pol_server_free(s);
-    REQUIRE(build("<Connection db>\nmodule = Sql\ndsn = x\nuser = u\nmemcached_servers = 1\n"
+    REQUIRE(build("<Connection db>\nmodule = Sql\ndsn = dbi:SQLite::memory:\nuser = u\n"
+                  "memcached_servers = 1\n"
                   "</Connection>\n" +
                       vhost(none),
                   &s) == "");
