@@ -89,8 +89,8 @@ eng_app_ops g_ops;
 std::string load(const std::string &conns, pol_server **out)
 {
     std::string text = conns + "\n<VirtualHost 12345>\n name = test\n <Plugin a>\n"
-                                       "  module = \"Action\"\n  action = \"dunno\"\n"
-                                       " </Plugin>\n</VirtualHost>\n";
+                               "  module = \"Action\"\n  action = \"dunno\"\n"
+                               " </Plugin>\n</VirtualHost>\n";
     char err[1024] = "";
     int rc = pol_server_from_text("test.conf", text.c_str(), out, err, sizeof(err));
     return rc == 0 ? "" : err;
@@ -236,8 +236,8 @@ TEST_CASE("start-up errors name the file and line", "[sql]")
 
 TEST_CASE("lookup finds Sql connections by name", "[sql]")
 {
-    REQUIRE(load(conn_block("db", "dbi:SQLite::memory:") + "\n" + conn_block("pg",
-                 "dbi:Pg:dbname=policyd;host=127.0.0.1;port=1") +
+    REQUIRE(load(conn_block("db", "dbi:SQLite::memory:") + "\n" +
+                     conn_block("pg", "dbi:Pg:dbname=policyd;host=127.0.0.1;port=1") +
                      "\n<Connection mc>\n module = \"Memcached\"\n</Connection>",
                  &g_srv) == "");
     std::string err;
@@ -269,8 +269,8 @@ TEST_CASE("SQLite file: values of every kind, from two shards", "[sql]")
         REQUIRE(sync_err(db, "CREATE TABLE t (k TEXT, v TEXT, n INTEGER, r REAL);"
                              "CREATE INDEX t_k ON t (k)") == "");
         const std::string nul("a\0b", 3);
-        const char *vals[] = {"odd", k_odd.c_str(), "empty", "", "null", nullptr, "nul",
-                              nul.data()};
+        const char *vals[] = {"odd",  k_odd.c_str(), "empty", "",
+                              "null", nullptr,       "nul",   nul.data()};
         size_t lens[] = {3, k_odd.size(), 5, 0, 4, 0, 3, 3};
         Res ins = rig.run(0, db, "INSERT INTO t (k, v) VALUES (?, ?), (?, ?), (?, ?), (?, ?)",
                           {vals, vals + 8}, lens);
@@ -287,11 +287,10 @@ TEST_CASE("SQLite file: values of every kind, from two shards", "[sql]")
         CHECK(sel.rows[2] == std::vector<std::string>{"null", "\\N", "\\N"});
         CHECK(sel.rows[3][1] == k_odd);
         // Numbers come back as Perl would print them.
-        REQUIRE(rig.run(0, db, "UPDATE t SET n = 42, r = 2.5 WHERE k = ?", {"odd"}).affected ==
-                1);
+        REQUIRE(rig.run(0, db, "UPDATE t SET n = 42, r = 2.5 WHERE k = ?", {"odd"}).affected == 1);
         Res num = rig.run(0, db, "SELECT n, r, r * 2, 1.0 / 3 FROM t WHERE k = ?", {"odd"});
-        CHECK(num.rows == std::vector<std::vector<std::string>>{
-                              {"42", "2.5", "5", "0.333333333333333"}});
+        CHECK(num.rows ==
+              std::vector<std::vector<std::string>>{{"42", "2.5", "5", "0.333333333333333"}});
         // Errors are results, not crashes.
         Res bad = rig.run(1, db, "SELEKT 1");
         CHECK(bad.status < 0);
@@ -345,9 +344,9 @@ TEST_CASE("SQLite deadlines and queue_max", "[sql]")
                        "SELECT max(x) FROM c";
     auto t0 = std::chrono::steady_clock::now();
     Res r = rig.run(0, db, slow, {}, nullptr, 100);
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::steady_clock::now() - t0)
-                  .count();
+    auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
     CHECK(r.status == -ETIMEDOUT);
     CHECK(r.error == "query timed out after 100 ms");
     CHECK(ms < 1000);
@@ -374,8 +373,7 @@ TEST_CASE("SQLite deadlines and queue_max", "[sql]")
     CHECK(st.queue_depth_max == 2);
     // Bad arguments.
     rig.on(0, [&](eng_shard *sh) {
-        CHECK(pol_sql_query(sh, db, nullptr, nullptr, nullptr, 0, 0, on_done, nullptr) ==
-              -EINVAL);
+        CHECK(pol_sql_query(sh, db, nullptr, nullptr, nullptr, 0, 0, on_done, nullptr) == -EINVAL);
         CHECK(pol_sql_query(nullptr, db, "SELECT 1", nullptr, nullptr, 0, 0, on_done, nullptr) ==
               -EINVAL);
     });
@@ -409,16 +407,15 @@ TEST_CASE("PostgreSQL: ? placeholders, values of every kind, two shards", "[sql]
     std::string dsn = "dbi:Pg:dbname=policyd;host=127.0.0.1;port=" + std::to_string(pg.port());
     Rig rig(conn_block("db", dsn, " user = \"policyd\"\n password = \"policyd\"\n"));
     pol_sql *db = lookup("db");
-    REQUIRE(sync_err(db, "DROP TABLE IF EXISTS t; CREATE TABLE t (k text, v text, n int)") ==
-            "");
+    REQUIRE(sync_err(db, "DROP TABLE IF EXISTS t; CREATE TABLE t (k text, v text, n int)") == "");
     const char *vals[] = {"odd", k_odd.c_str(), "1", "empty", "", "2", "null", nullptr, nullptr};
-    Res ins = rig.run(0, db, "INSERT INTO t VALUES (?, ?, ?), (?, ?, ?), (?, ?, ?)",
-                      {vals, vals + 9});
+    Res ins =
+        rig.run(0, db, "INSERT INTO t VALUES (?, ?, ?), (?, ?, ?), (?, ?, ?)", {vals, vals + 9});
     INFO(ins.error);
     REQUIRE(ins.status == 0);
     CHECK(ins.affected == 3);
-    Res sel = rig.run(1, db, "SELECT k, v, n, '?' AS \"q?\" FROM t WHERE k <> ? ORDER BY k",
-                      {"none"});
+    Res sel =
+        rig.run(1, db, "SELECT k, v, n, '?' AS \"q?\" FROM t WHERE k <> ? ORDER BY k", {"none"});
     REQUIRE(sel.status == 0);
     CHECK(sel.shard == 1);
     REQUIRE(sel.rows.size() == 3);
