@@ -4,12 +4,16 @@
  */
 #include "plugins/builtin.h"
 
+#include "plugins/acct.h" /* the SQL plugins (owner: accounting) */
 #include "plugins/common.h"
+#include "plugins/localdb.h"
 
 /* DNS blocklists (owner: dns), in rbl.c, rblaction.c, dbl.c. */
 extern const struct pol_plugin_type pol_type_DBL;
 extern const struct pol_plugin_type pol_type_RBL;
 extern const struct pol_plugin_type pol_type_RBLAction;
+/* SPF (owner: spf), in spf.c. */
+extern const struct pol_plugin_type pol_type_SPF;
 
 const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_Action,      &pol_type_AddScoreHeader,
@@ -18,5 +22,13 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_ScoreAction, &pol_type_SetField,
     &pol_type_Stress,      &pol_type_DBL,
     &pol_type_RBL,         &pol_type_RBLAction,
+    &pol_type_SPF,
+    /* local databases (owner: localdb), declared in localdb.h */
+    &pol_type_GeoIPAction, &pol_type_GeoIPLookup,
+    &pol_type_PostfixMap,  &pol_type_SaAwlAction,
+    &pol_type_SaAwlLookup,
+    /* SQL (owner: accounting), in accounting.c, quota.c, sqllist.c, sqluserconfig.c */
+    &pol_type_Accounting,  &pol_type_Quota,
+    &pol_type_SqlList,     &pol_type_SqlUserConfig,
     NULL,
 };
