@@ -145,9 +145,11 @@ static void slot_remove(struct pol_acct_agg *a, uint32_t s)
     a->index[hole] = 0;
 }
 
-static bool row_clean(const struct pol_acct_row *row)
+/* Whether row may be evicted. Spilled counts keep a row unless spilled_ok (a read-back that
+ * found every row holding some). */
+static bool row_clean(const struct pol_acct_row *row, bool spilled_ok)
 {
-    for (int i = 0; i < POL_ACCT_METRICS; i++)
+    for (int i = 0; i < POL_ACCT_METRICS && !spilled_ok; i++)
         if (row->spilled[i] != 0)
             return false; /* quota checks must keep seeing what waits in the spill file */
     return (row->flags & (POL_ACCT_ROW_DIRTY | POL_ACCT_ROW_INFLIGHT | POL_ACCT_ROW_FETCH)) == 0 &&
@@ -168,12 +170,14 @@ static void row_release(struct pol_acct_agg *a, struct pol_acct_row *row)
 }
 
 /* A clean row evicted by the clock hand, or NULL after POL_ACCT_EVICT_SCAN_MAX rows. */
-static bool evict_one(struct pol_acct_agg *a)
+static bool evict_one(struct pol_acct_agg *a, bool spilled_ok)
 {
     for (uint32_t n = 0; n < POL_ACCT_EVICT_SCAN_MAX && n < a->rows_max; n++) {
         struct pol_acct_row *row = &a->rows[a->hand];
         a->hand = a->hand + 1 == a->rows_max ? 0 : a->hand + 1;
-        if ((row->flags & POL_ACCT_ROW_USED) && row_clean(row)) {
+        if ((row->flags & POL_ACCT_ROW_USED) && row_clean(row, spilled_ok)) {
+            if (spilled_ok)
+                a->stats.evicted_spilled++;
             row_release(a, row);
             return true;
         }
@@ -181,9 +185,10 @@ static bool evict_one(struct pol_acct_agg *a)
     return false;
 }
 
-static struct pol_acct_row *row_alloc(struct pol_acct_agg *a)
+static struct pol_acct_row *row_alloc(struct pol_acct_agg *a, bool spilled_ok)
 {
-    if (a->free_head == 0 && a->next_new == a->rows_max && !evict_one(a))
+    if (a->free_head == 0 && a->next_new == a->rows_max && !evict_one(a, false) &&
+        !(spilled_ok && evict_one(a, true)))
         return NULL;
     uint32_t idx;
     if (a->free_head != 0) {
@@ -198,13 +203,13 @@ static struct pol_acct_row *row_alloc(struct pol_acct_agg *a)
     return row;
 }
 
-struct pol_acct_row *pol_acct_agg_get(struct pol_acct_agg *a, const char *key, size_t key_len,
-                                      const char *time, size_t time_len)
+static struct pol_acct_row *agg_get(struct pol_acct_agg *a, const char *key, size_t key_len,
+                                    const char *time, size_t time_len, bool spilled_ok)
 {
     struct pol_acct_row *row = pol_acct_agg_find(a, key, key_len, time, time_len);
     if (row)
         return row;
-    row = row_alloc(a);
+    row = row_alloc(a, spilled_ok);
     if (!row) {
         a->stats.full++;
         return NULL;
@@ -223,6 +228,18 @@ struct pol_acct_row *pol_acct_agg_get(struct pol_acct_agg *a, const char *key, s
     a->index[s] = pol_acct_agg_index_of(a, row) + 1;
     a->stats.rows_added++;
     return row;
+}
+
+struct pol_acct_row *pol_acct_agg_get(struct pol_acct_agg *a, const char *key, size_t key_len,
+                                      const char *time, size_t time_len)
+{
+    return agg_get(a, key, key_len, time, time_len, false);
+}
+
+struct pol_acct_row *pol_acct_agg_get_replay(struct pol_acct_agg *a, const char *key,
+                                             size_t key_len, const char *time, size_t time_len)
+{
+    return agg_get(a, key, key_len, time, time_len, true);
 }
 
 static uint64_t sat_add(uint64_t x, uint64_t y)

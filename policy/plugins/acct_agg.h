@@ -82,7 +82,8 @@ struct pol_acct_row {
 struct pol_acct_agg_stats {
     uint64_t rows_added;
     uint64_t evicted;
-    uint64_t full; /* pol_acct_agg_get found no room */
+    uint64_t full;            /* pol_acct_agg_get found no room */
+    uint64_t evicted_spilled; /* ... of evicted: rows holding spilled counts (read-back) */
 };
 
 struct pol_acct_agg {
@@ -114,6 +115,13 @@ struct pol_acct_row *pol_acct_agg_find(struct pol_acct_agg *a, const char *key, 
  * clean row could be evicted. */
 struct pol_acct_row *pol_acct_agg_get(struct pol_acct_agg *a, const char *key, size_t key_len,
                                       const char *time, size_t time_len);
+/* pol_acct_agg_get for counts read back from a spill file: when no clean row can be evicted,
+ * a row holding nothing but spilled counts may be (counted in stats.evicted_spilled). Quota
+ * checks then miss that row's spilled counts until they are read back; without it a table
+ * whose every row holds spilled counts could never read any back (the file is a stack: the
+ * record that found no room would come back first again, forever). */
+struct pol_acct_row *pol_acct_agg_get_replay(struct pol_acct_agg *a, const char *key,
+                                             size_t key_len, const char *time, size_t time_len);
 
 uint32_t pol_acct_agg_index_of(const struct pol_acct_agg *a, const struct pol_acct_row *row);
 struct pol_acct_row *pol_acct_agg_row(struct pol_acct_agg *a, uint32_t idx);

@@ -215,7 +215,7 @@ static bool replay_one(struct acct_shard *as, const struct pol_acct_spill_rec *r
     }
     struct acct_part *pt = &as->parts[t];
     struct pol_acct_row *row =
-        pol_acct_agg_get(&pt->agg, rec->key, rec->key_len, rec->time, rec->time_len);
+        pol_acct_agg_get_replay(&pt->agg, rec->key, rec->key_len, rec->time, rec->time_len);
     if (!row)
         return false;
     pol_acct_agg_unspill(&pt->agg, row, rec->m);

@@ -208,6 +208,31 @@ TEST_CASE("rows being fetched, waited on or holding spilled counts are not evict
     CHECK(g.find("spilled") != nullptr);
 }
 
+TEST_CASE("a read-back may evict a row holding only spilled counts, never a dirty one", "[agg]")
+{
+    Agg g(2);
+    g.add("s1", 1, 1, 1, 1);
+    g.add("s2", 1, 1, 1, 1);
+    uint32_t idx[2];
+    REQUIRE(pol_acct_agg_peek_dirty(&g.a, 2, idx) == 2);
+    pol_acct_agg_mark_spilled(&g.a, idx, 2); // both rows hold nothing but spilled counts
+    const std::string t = "2024-05";
+    CHECK(g.get("new") == nullptr); // new counts: never at the cost of spilled ones
+    pol_acct_row *r = pol_acct_agg_get_replay(&g.a, "back", 4, t.data(), t.size());
+    REQUIRE(r != nullptr);
+    CHECK(g.a.stats.evicted_spilled == 1);
+    pol_acct_agg_unspill(&g.a, r, one);
+    CHECK(r->delta[POL_ACCT_COUNT] == 1);
+    int spilled_left = (g.find("s1") != nullptr) + (g.find("s2") != nullptr);
+    CHECK(spilled_left == 1);
+    // Now one row is dirty and one spilled: a read-back takes the spilled one, then none.
+    pol_acct_row *m = pol_acct_agg_get_replay(&g.a, "more", 4, t.data(), t.size());
+    REQUIRE(m != nullptr);
+    pol_acct_agg_unspill(&g.a, m, one);
+    CHECK(pol_acct_agg_get_replay(&g.a, "full", 4, t.data(), t.size()) == nullptr);
+    CHECK(g.find("back") != nullptr); // dirty: kept
+}
+
 TEST_CASE("spilling moves the dirty head to spilled; reading back moves it to delta", "[agg]")
 {
     Agg g(8);

@@ -1,0 +1,206 @@
+// acct_faults.cpp: no count is lost, through the real ringpolicyd on PostgreSQL: the server
+// restarted in the middle of a run (counts kept in memory, flushed when it returns: the sum
+// in the table equals the mails accounted, exactly); a long outage with a small buffer (the
+// spill file is written, then read back and removed); SIGTERM writes what was not flushed;
+// counts spilled at exit are replayed by the next start; kill -9 after a flush interval has
+// lost nothing.
+#include "acct_rig.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <dirent.h>
+
+using namespace itest;
+using namespace acctit;
+
+namespace
+{
+
+std::string acct_config(uint16_t port, const std::string &acct_extra,
+                        const std::string &globals = "shards = 2\n")
+{
+    return "port = \"127.0.0.1:" + std::to_string(port) + "\"\n" + globals + pg_connection() +
+           vhost_block(std::to_string(port), "acct",
+                       "  <Plugin acct>\n    module = \"Accounting\"\n"
+                       "    fields = \"client_address\"\n" +
+                           acct_extra + "  </Plugin>\n");
+}
+
+/* The sum of count over the table (0 when it is empty). */
+uint64_t count_sum()
+{
+    auto rows = pg_rows("SELECT COALESCE(SUM(\"count\"), 0) FROM acct_client_address");
+    return rows.empty() ? 0 : std::stoull(rows[0]);
+}
+
+void fresh_table()
+{
+    pg_up();
+    pg_rows("DROP TABLE IF EXISTS acct_client_address");
+}
+
+/* Sends one mail from client (of a pool of 20) on c; true when it was answered "dunno". */
+bool send_mail(Conn &c, int i, const std::string &tag)
+{
+    std::string client = "198.51.100." + std::to_string(i % 20);
+    return action_of(c.request(eom(tag + std::to_string(i), client, 1000, 1))) == "dunno";
+}
+
+/* Files in dir, with their sizes. */
+std::map<std::string, off_t> files_in(const std::string &dir)
+{
+    std::map<std::string, off_t> m;
+    DIR *d = opendir(dir.c_str());
+    for (struct dirent *e; d && (e = readdir(d)) != nullptr;) {
+        if (e->d_name[0] == '.')
+            continue;
+        struct stat st;
+        if (stat((dir + "/" + e->d_name).c_str(), &st) == 0)
+            m[e->d_name] = st.st_size;
+    }
+    if (d)
+        closedir(d);
+    return m;
+}
+
+} // namespace
+
+TEST_CASE("PostgreSQL restarted during a run: the table's sum equals the mails accounted",
+          "[faults]")
+{
+    fresh_table();
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(acct_config(port, "    flush_interval = 0.1\n"), Endpoint::tcp(port));
+    std::vector<Conn> conns;
+    for (int i = 0; i < 4; i++)
+        conns.emplace_back(Endpoint::tcp(port));
+    uint64_t answered = 0;
+    int i = 0;
+    int64_t t0 = now_ms();
+    bool stopped = false, restarted = false;
+    while (now_ms() - t0 < 4000) {
+        int64_t t = now_ms() - t0;
+        if (t > 1000 && !stopped) {
+            pg().stop("fast");
+            stopped = true;
+        }
+        if (t > 2200 && !restarted) {
+            REQUIRE(pg().start());
+            restarted = true;
+        }
+        for (Conn &c : conns)
+            if (send_mail(c, i++, "restart."))
+                answered++;
+        sleep_ms(2);
+    }
+    CHECK(answered == (uint64_t)i); /* Accounting never fails a mail */
+    uint64_t sum = wait_for([] { return count_sum(); }, answered, 15000);
+    INFO("log:\n" << d->log());
+    CHECK(sum == answered);
+    CHECK(log_lines_with(*d, "counts are kept") >= 1);
+    CHECK(log_lines_with(*d, "reachable again") >= 1);
+    CHECK(d->stop() == 0);
+    CHECK(count_sum() == answered); /* nothing twice at exit */
+}
+
+TEST_CASE("a long outage with a small buffer: spilled to disk, read back when it returns",
+          "[faults]")
+{
+    fresh_table();
+    TempDir spill;
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(acct_config(port,
+                                    "    flush_interval = 0.1\n    buffer_rows = 16\n"
+                                    "    spill_dir = \"" +
+                                        spill.path() + "\"\n",
+                                    "shards = 1\n"),
+                        Endpoint::tcp(port));
+    pg().stop("fast");
+    Conn c(Endpoint::tcp(port));
+    const int mails = 300;
+    for (int i = 0; i < mails; i++) {
+        std::string client = "203.0.113." + std::to_string(i % 60); /* 60 rows > 16 */
+        REQUIRE(action_of(c.request(eom("outage." + std::to_string(i), client, 10, 2))) == "dunno");
+        if (i % 50 == 0)
+            sleep_ms(150); /* a few failed flushes on the way */
+    }
+    sleep_ms(300);
+    auto during = files_in(spill.path());
+    REQUIRE(pg().start());
+    uint64_t sum = wait_for([] { return count_sum(); }, (uint64_t)mails, 20000);
+    INFO("log:\n" << d->log() << "\nspill files during the outage: " << during.size());
+    REQUIRE(during.size() == 1);
+    CHECK(during.begin()->second > 0);
+    CHECK(sum == (uint64_t)mails);
+    auto rows = pg_rows("SELECT SUM(\"count_rcpt\"), SUM(\"size\"), SUM(\"size_rcpt\"), COUNT(*) "
+                        "FROM acct_client_address");
+    CHECK(rows ==
+          std::vector<std::string>{std::to_string(2 * mails) + "|" + std::to_string(10 * mails) +
+                                   "|" + std::to_string(20 * mails) + "|60"});
+    CHECK(wait_for([&] { return files_in(spill.path()).size(); }, (size_t)0) == 0);
+    CHECK(d->stop() == 0);
+    CHECK(count_sum() == (uint64_t)mails);
+}
+
+TEST_CASE("SIGTERM writes what was not flushed yet", "[faults]")
+{
+    fresh_table();
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(acct_config(port, "    flush_interval = 3600\n"), Endpoint::tcp(port));
+    Conn c(Endpoint::tcp(port));
+    for (int i = 0; i < 50; i++)
+        REQUIRE(send_mail(c, i, "term."));
+    sleep_ms(300);
+    CHECK(count_sum() == 0); /* not flushed yet: the interval is an hour */
+    INFO("log:\n" << d->log());
+    CHECK(d->stop() == 0);
+    CHECK(count_sum() == 50);
+}
+
+TEST_CASE("counts spilled at exit while the database is down are replayed by the next start",
+          "[faults]")
+{
+    fresh_table();
+    TempDir spill;
+    std::string extra = "    flush_interval = 0.1\n    spill_dir = \"" + spill.path() + "\"\n";
+    uint16_t port = free_tcp_port();
+    {
+        auto a = start_ring(acct_config(port, extra), Endpoint::tcp(port));
+        pg().stop("fast");
+        Conn c(Endpoint::tcp(port));
+        for (int i = 0; i < 40; i++)
+            REQUIRE(send_mail(c, i, "exit."));
+        INFO("log:\n" << a->log());
+        CHECK(a->stop() == 0);
+        auto left = files_in(spill.path());
+        REQUIRE(left.size() >= 1);
+        off_t bytes = 0;
+        for (auto &f : left)
+            bytes += f.second;
+        CHECK(bytes > 0);
+    }
+    REQUIRE(pg().start());
+    uint16_t port2 = free_tcp_port();
+    auto b = start_ring(acct_config(port2, extra), Endpoint::tcp(port2));
+    uint64_t sum = wait_for([] { return count_sum(); }, (uint64_t)40, 15000);
+    INFO("log:\n" << b->log());
+    CHECK(sum == 40);
+    CHECK(wait_for([&] { return files_in(spill.path()).size(); }, (size_t)0) == 0);
+    CHECK(b->stop() == 0);
+    CHECK(count_sum() == 40);
+}
+
+TEST_CASE("kill -9 after more than a flush interval has lost nothing", "[faults]")
+{
+    fresh_table();
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(acct_config(port, "    flush_interval = 0.2\n"), Endpoint::tcp(port));
+    Conn c(Endpoint::tcp(port));
+    for (int i = 0; i < 40; i++)
+        REQUIRE(send_mail(c, i, "kill."));
+    sleep_ms(600); /* three intervals */
+    REQUIRE(d->send_signal(SIGKILL) == 0);
+    d->wait_exit(5000);
+    CHECK(count_sum() == 40);
+}
