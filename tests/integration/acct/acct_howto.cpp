@@ -194,3 +194,32 @@ TEST_CASE("appendix D #5 on PostgreSQL", "[howto]")
 {
     run_d5(true);
 }
+
+TEST_CASE("the shipped etc/ringpolicyd.conf: accounting and the quota on embedded SQLite",
+          "[howto]")
+{
+    std::string conf = read_file(source_root() + "/etc/ringpolicyd.conf");
+    REQUIRE(!conf.empty());
+    /* Its ports, moved to free ones (the file's own may be taken on a shared box). */
+    uint16_t p1 = free_tcp_port(), p2 = free_tcp_port();
+    REQUIRE(contains(conf, "port = \"127.0.0.1:12345,127.0.0.1:12346\""));
+    conf = replace_all(conf, "12345", std::to_string(p1));
+    conf = replace_all(conf, "12346", std::to_string(p2));
+    auto d = start_ring(conf, Endpoint::tcp(p2));
+    Conn c(Endpoint::tcp(p2));
+    REQUIRE(c.ok());
+    for (int i = 0; i < 1000; i++) {
+        std::string got = action_of(c.request(
+            eom("conf." + std::to_string(i), "192.0.2.9", 1000, 2, {{"sender", "a@example.org"}})));
+        if (got != "dunno")
+            FAIL("mail " << i + 1 << ": got " << got << "\nlog:\n" << d->log());
+    }
+    CHECK(action_of(c.request(eom("conf.over", "192.0.2.9", 1000, 2))) == kCoin);
+    CHECK(action_of(c.request(eom("conf.other", "192.0.2.10", 1000, 2))) == "dunno");
+    /* The reputation chain still answers on the first port. */
+    CHECK(action_of(ask(Endpoint::tcp(p1), eom("conf.rep", "127.0.0.1", 1, 1))) == "dunno");
+    INFO("log:\n" << d->log());
+    CHECK(log_lines_with(*d, "created table acct_client_address") == 1);
+    CHECK(log_lines_with(*d, "created table acct_sender") == 1);
+    CHECK(d->stop() == 0);
+}
