@@ -177,6 +177,8 @@ TEST_CASE("countries from Debian's legacy databases", "[geoip]")
     CHECK(v6.cc("2001:4860:4860::8888") == "US");
     CHECK(v6.cc("2a01:4f8::1") == "DE");
     CHECK(v6.cc("2001:200::1") == "JP");
+    CHECK(v6.cc("8.8.8.8") == "US"); // as ::ffff:8.8.8.8, which the V6 edition holds
+    CHECK(v6.cc("::ffff:193.99.144.80") == "DE");
     CHECK(v6.cc("::1") == "-");
     CHECK(v6.cc("2001:db8::1") == "-");
     CHECK(v6.cc("fe80::1%eth0") == "-");
