@@ -22,6 +22,7 @@
 #include "eng/dns.h"
 #include "eng/log.h"
 #include "proto.h"
+#include "mc_conn.h"
 #include "ringpolicyd_config.h"
 #include "sql_conn.h"
 #include "values.h"
@@ -284,6 +285,7 @@ static void conn_check_options(struct pol_server *s, const struct pol_cfg_node *
 /* Connection modules with an implementation (pol_conn_ops); add a line per module. */
 static const struct pol_conn_ops *const conn_modules[] = {
     &pol_sql_conn_ops, /* Sql (owner: sql), sql.c */
+    &pol_conn_Memcached, /* Memcached (owner: memcached), mc.c */
     NULL,
 };
 
