@@ -106,6 +106,13 @@ TEST_CASE("GeoIPLookup and GeoIPAction over Debian's GeoIP.dat", "[diff][localdb
              block("act", "GeoIPAction", codes) + header,
          ""},
         {"wrong_name", block("act", "GeoIPAction", codes) + header, ""},
+        // 2.05 splits on /\s*,\s*/: blanks at the ends of the list stay part of the codes
+        {"blanks",
+         lookup +
+             block("act", "GeoIPAction",
+                   "    result_from = \"geo\"\n    country_codes = \" DE , US ,JP,\"\n") +
+             header,
+         ""},
     };
     DiffRig rig(vhosts);
     ITEST_START_RIG(rig);
@@ -132,6 +139,9 @@ TEST_CASE("GeoIPLookup and GeoIPAction over Debian's GeoIP.dat", "[diff][localdb
         {"v6", from("2001:200::1"), "PREPEND X-MtScore: NO score=0",
          "reject delivery from JP (2001:200::1) rejected", "new in ringpolicyd: database_v6"},
         {"wrong_name", from("193.99.144.80"), "PREPEND X-MtScore: NO score=0", "", ""},
+        {"blanks", from("193.99.144.80"), "PREPEND X-MtScore: NO score=0", "", ""},
+        {"blanks", from("8.8.8.8"), "reject delivery from US (8.8.8.8) rejected", "", ""},
+        {"blanks", from("133.11.0.1"), "reject delivery from JP (133.11.0.1) rejected", "", ""},
     };
     run_cases(rig, vhosts, cases);
 }
