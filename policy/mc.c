@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ struct mc_shard {
     struct eng_mc *client;
     struct mc_tramp *tramps;
     uint32_t free_tramp;
+    bool stopping; /* inside shard_stop */
 };
 
 struct pol_mc {
@@ -142,8 +144,12 @@ static void mc_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
 {
     struct pol_mc *mc = def->impl;
     struct mc_shard *ms = &mc->shards[eng_shard_index(sh)];
-    eng_mc_destroy(ms->client); /* operations still out complete with POL_MC_DOWN */
+    /* Operations still out complete with POL_MC_DOWN; what their done queues meanwhile is
+     * refused with -ESHUTDOWN. */
+    ms->stopping = true;
+    eng_mc_destroy(ms->client);
     ms->client = NULL;
+    ms->stopping = false;
     free(ms->tramps);
     ms->tramps = NULL;
     ms->free_tramp = 0;
@@ -243,6 +249,10 @@ static int op_queue(struct eng_shard *sh, struct pol_mc *mc, pol_mc_done_fn *don
                     queue_fn *q, const void *arg)
 {
     ENG_ASSERT(done != NULL);
+    unsigned idx = eng_shard_index(sh);
+    ENG_ASSERT(idx < POL_MC_SHARDS_MAX);
+    if (mc->shards[idx].stopping)
+        return -ESHUTDOWN;
     struct mc_shard *ms = shard_of(mc, sh);
     struct mc_tramp *t = tramp_take(ms, done, ctx);
     if (!t)
@@ -334,4 +344,11 @@ int pol_mc_incr(struct eng_shard *sh, struct pol_mc *mc, const char *key, size_t
 void pol_mc_get_stats(struct eng_shard *sh, struct pol_mc *mc, struct eng_mc_stats *out)
 {
     eng_mc_get_stats(shard_of(mc, sh)->client, out);
+}
+
+bool pol_mc_same_server(struct eng_shard *sh, struct pol_mc *mc, const char *k1, size_t l1,
+                        const char *k2, size_t l2)
+{
+    const struct eng_mc *c = shard_of(mc, sh)->client;
+    return eng_mc_server_of(c, k1, l1) == eng_mc_server_of(c, k2, l2);
 }

@@ -10,6 +10,9 @@
 #ifndef POL_MC_CONN_H
 #define POL_MC_CONN_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "eng/mc.h"
 #include "pol/mc.h"
 #include "server.h"
@@ -26,6 +29,9 @@ const char *pol_mc_name(const struct pol_mc *mc);
 /* The memcached connection named name, NULL when there is none or it is another module (for
  * the session cache, which has no plugin). */
 struct pol_mc *pol_mc_of_server(const struct pol_server *s, const char *name);
+/* Whether two keys (as given to pol_mc_*) go to the same server (on sh's thread). */
+bool pol_mc_same_server(struct eng_shard *sh, struct pol_mc *mc, const char *k1, size_t l1,
+                        const char *k2, size_t l2);
 /* Counters of this connection's client on sh (on sh's thread). */
 void pol_mc_get_stats(struct eng_shard *sh, struct pol_mc *mc, struct eng_mc_stats *out);
 
