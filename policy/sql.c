@@ -33,9 +33,9 @@
 #include "config.h"
 #include "sql_int.h"
 
-#define SQL_TIMEOUT_MS_MAX 10000u      /* default deadline cap */
+#define SQL_TIMEOUT_MS_MAX 10000u /* default deadline cap */
 #define SQL_PG_CONNECT_TIMEOUT_MS 5000u
-#define SQL_SYNC_TIMEOUT_MS 30000u     /* exec_sync: connect + statement */
+#define SQL_SYNC_TIMEOUT_MS 30000u /* exec_sync: connect + statement */
 
 /* ---------------------------------------------------------------------------------------------
  * Options
@@ -53,8 +53,8 @@ static int opt_uint(const struct pol_conn_def *def, const char *name, uint32_t d
     errno = 0;
     unsigned long v = o->value && *o->value ? strtoul(o->value, &end, 10) : 0;
     if (!o->value || !*o->value || *end || errno || o->value[0] == '-' || v < min || v > max) {
-        snprintf(err, err_len, "%s:%u: %s must be a whole number from %u to %u", o->file,
-                 o->line, name, min, max);
+        snprintf(err, err_len, "%s:%u: %s must be a whole number from %u to %u", o->file, o->line,
+                 name, min, max);
         return -1;
     }
     *out = (uint32_t)v;
@@ -207,8 +207,7 @@ static int sql_open(struct pol_server *s, struct pol_conn_def *def, char *err, s
                           pol_cfg_value(def->block, "password", ""), db->dsn, err, err_len) != 0)
         goto fail;
     if (db->dsn->warning[0])
-        pol_server_warn(s, def->file, def->line, "connection %s: %s", def->name,
-                        db->dsn->warning);
+        pol_server_warn(s, def->file, def->line, "connection %s: %s", def->name, db->dsn->warning);
     if ((db->dsn->driver == POL_SQL_PG ? pg_conninfo(db, err, err_len)
                                        : lite_pool(db, err, err_len)) != 0)
         goto fail;
@@ -293,6 +292,26 @@ static int sql_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char 
     return 0;
 }
 
+/* One line per connection and shard at stop: what ran, and the round trips it took. */
+static void shard_log(const struct pol_sql *db, unsigned idx, const struct sql_shard *ss)
+{
+    struct pol_sql_stats s = ss->stats;
+    if (ss->pg) {
+        struct eng_pg_stats ps;
+        eng_pg_stats_get(ss->pg, &ps);
+        s.round_trips += ps.round_trips;
+        s.reconnects += ps.connects > db->pg_conns ? ps.connects - db->pg_conns : 0;
+    }
+    eng_log(ENG_LOG_NOTICE,
+            "sql %s shard %u: %llu queries, %llu ok, %llu failed (%llu timed out), %llu refused "
+            "(queue full), %llu %s, %llu reconnects, queue depth max %llu",
+            db->name, idx, (unsigned long long)s.queries, (unsigned long long)s.ok,
+            (unsigned long long)s.failed, (unsigned long long)s.timeouts,
+            (unsigned long long)s.queue_full, (unsigned long long)s.round_trips,
+            ss->pg ? "round trips" : "jobs", (unsigned long long)s.reconnects,
+            (unsigned long long)s.queue_depth_max);
+}
+
 static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
 {
     struct pol_sql *db = def->impl;
@@ -303,10 +322,12 @@ static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
     if (ss->pg) {
         /* Answers still on their way get their done; the rest fails with -ESHUTDOWN. */
         eng_pg_drain(ss->pg, db->timeout_ms);
+        shard_log(db, idx, ss);
         eng_pg_destroy(ss->pg);
         ss->pg = NULL;
     } else {
         eng_work_shard_detach(db->pool, sh);
+        shard_log(db, idx, ss);
     }
     db->shards[idx] = NULL;
     shard_free(ss);

@@ -222,4 +222,10 @@ TEST_CASE("the shipped etc/ringpolicyd.conf: accounting and the quota on embedde
     CHECK(log_lines_with(*d, "created table acct_client_address") == 1);
     CHECK(log_lines_with(*d, "created table acct_sender") == 1);
     CHECK(d->stop() == 0);
+    /* Each shard logs its SQL counters at stop (SQLite: jobs run on the worker pool; the
+     * flushes a stopping shard starts are refused and written by the final flush). */
+    INFO("log:\n" << d->log());
+    size_t shards = log_lines_with(*d, "sql db shard ");
+    CHECK(shards >= 1);
+    CHECK(log_lines_with(*d, " timed out), 0 refused (queue full), ") == shards);
 }
