@@ -13,6 +13,9 @@ extern const struct pol_plugin_type pol_type_DBL;
 extern const struct pol_plugin_type pol_type_RBL;
 extern const struct pol_plugin_type pol_type_RBLAction;
 
+/* memcached (owner: memcached), in honeypot.c. */
+extern const struct pol_plugin_type pol_type_Honeypot;
+
 const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_Action,      &pol_type_AddScoreHeader,
     &pol_type_ClearFields, &pol_type_Condition,
@@ -27,5 +30,7 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     /* SQL (owner: accounting), in accounting.c, quota.c, sqllist.c, sqluserconfig.c */
     &pol_type_Accounting,  &pol_type_Quota,
     &pol_type_SqlList,     &pol_type_SqlUserConfig,
+    /* memcached (owner: memcached) */
+    &pol_type_Honeypot,
     NULL,
 };
