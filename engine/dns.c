@@ -28,12 +28,16 @@
 #include <ares.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "eng/assert.h"
@@ -122,6 +126,9 @@ struct eng_dns {
     uint32_t chunk_count, chunk_free, chunks_free_count;
 
     struct dsock *socks;
+    int *grave; /* sockets c-ares closed, closed by us one loop turn later (on_grave) */
+    uint32_t grave_count;
+    struct eng_timer grave_timer;
 
     unsigned char *msg_buf; /* a cached message, contiguous for parsing */
     struct eng_dns_parse_buf pbuf;
@@ -381,8 +388,7 @@ static void chain_read(const struct eng_dns *d, const struct cent *e, size_t fro
     }
 }
 
-static bool key_equal(const struct eng_dns *d, const struct cent *e, const char *name,
-                      size_t len)
+static bool key_equal(const struct eng_dns *d, const struct cent *e, const char *name, size_t len)
 {
     char key[ENG_DNS_NAME_BYTES_MAX];
     chain_read(d, e, 0, len, key);
@@ -413,8 +419,7 @@ static uint32_t cache_find(struct eng_dns *d, uint64_t hash, uint16_t qtype, con
     return NIL;
 }
 
-static void chain_write(struct eng_dns *d, uint32_t first, const void *src, size_t len,
-                        size_t *pos)
+static void chain_write(struct eng_dns *d, uint32_t first, const void *src, size_t len, size_t *pos)
 {
     uint32_t c = first;
     for (size_t skip = *pos / CHUNK_BYTES; skip > 0; skip--)
@@ -655,6 +660,10 @@ static enum eng_dns_status status_of_ares(int status)
         return ENG_DNS_SERVFAIL;
     case ARES_EREFUSED:
     case ARES_ENOTIMP:
+    /* c-ares 1.18 ends a query whose every server answered SERVFAIL, REFUSED or NOTIMP (it
+     * tries the next server on those) with the ECONNREFUSED it started with, no message: seen
+     * against nsd. A refused connection (ICMP port unreachable) looks the same. */
+    case ARES_ECONNREFUSED:
         return ENG_DNS_REFUSED;
     case ARES_EDESTRUCTION:
     case ARES_ECANCELLED:
@@ -677,10 +686,9 @@ static void on_ares_done(void *arg, int status, int timeouts, unsigned char *abu
     struct dq *q = arg;
     struct eng_dns *d = q->d;
     struct eng_dns_answer ans;
-    bool parsed = abuf != NULL && alen > 0 && status != ARES_EDESTRUCTION &&
-                  status != ARES_ECANCELLED &&
-                  eng_dns_parse(abuf, (size_t)alen, q->qtype, d->cfg.neg_ttl_s, &d->pbuf,
-                                &ans) == 0;
+    bool parsed =
+        abuf != NULL && alen > 0 && status != ARES_EDESTRUCTION && status != ARES_ECANCELLED &&
+        eng_dns_parse(abuf, (size_t)alen, q->qtype, d->cfg.neg_ttl_s, &d->pbuf, &ans) == 0;
     if (!parsed) {
         memset(&ans, 0, sizeof(ans));
         ans.status = status_of_ares(status);
@@ -854,9 +862,10 @@ static int tables_alloc(struct eng_dns *d)
     d->chunks = malloc((size_t)d->chunk_count * CHUNK_BYTES);
     d->chunk_next = calloc(d->chunk_count, sizeof(uint32_t));
     d->socks = calloc(c->socks_max, sizeof(*d->socks));
+    d->grave = calloc(c->socks_max, sizeof(*d->grave));
     d->msg_buf = malloc(c->cache_answer_bytes_max);
-    if (!d->dqs || !d->dq_buckets || !d->ents || !d->ent_buckets || !d->chunks ||
-        !d->chunk_next || !d->socks || !d->msg_buf)
+    if (!d->dqs || !d->dq_buckets || !d->ents || !d->ent_buckets || !d->chunks || !d->chunk_next ||
+        !d->socks || !d->grave || !d->msg_buf)
         return -ENOMEM;
     for (uint32_t i = c->inflight_max; i-- > 0;) {
         d->dqs[i] = (struct dq){.d = d, .idx = i, .hnext = d->dq_free};
@@ -877,6 +886,65 @@ static int tables_alloc(struct eng_dns *d)
     return 0;
 }
 
+/* c-ares' socket calls, as c-ares would make them, except that a socket it closes stays open
+ * until the next loop turn. Its poll was stopped just before (on_sock_state), and the engine
+ * drops that poll at the end of the turn; a new socket taking the same fd number in the
+ * meantime (c-ares reopens at once after an error) would meet the old poll in the epoll
+ * backend. A full graveyard closes at once. */
+static ares_socket_t sf_socket(int domain, int type, int protocol, void *data)
+{
+    (void)data;
+    /* c-ares configures only the sockets it opens itself: non-blocking, and TCP_NODELAY. */
+    int fd = socket(domain, type | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+    int one = 1;
+    if (fd >= 0 && type == SOCK_STREAM)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd >= 0 ? fd : ARES_SOCKET_BAD;
+}
+
+static void on_grave(struct eng_shard *sh, struct eng_timer *t)
+{
+    (void)sh;
+    struct eng_dns *d = (struct eng_dns *)((char *)t - offsetof(struct eng_dns, grave_timer));
+    for (uint32_t i = 0; i < d->grave_count; i++)
+        close(d->grave[i]);
+    d->grave_count = 0;
+}
+
+static int sf_close(ares_socket_t fd, void *data)
+{
+    struct eng_dns *d = data;
+    if (d->stopping || d->grave_count == d->cfg.socks_max)
+        return close(fd);
+    d->grave[d->grave_count++] = fd;
+    if (!eng_timer_armed(&d->grave_timer))
+        eng_timer_arm(d->sh, &d->grave_timer, 1);
+    return 0;
+}
+
+static int sf_connect(ares_socket_t fd, const struct sockaddr *sa, ares_socklen_t len, void *data)
+{
+    (void)data;
+    return connect(fd, sa, len);
+}
+
+static ares_ssize_t sf_recvfrom(ares_socket_t fd, void *buf, size_t len, int flags,
+                                struct sockaddr *from, ares_socklen_t *from_len, void *data)
+{
+    (void)data;
+    return recvfrom(fd, buf, len, flags, from, from_len);
+}
+
+static ares_ssize_t sf_sendv(ares_socket_t fd, const struct iovec *iov, int iov_count, void *data)
+{
+    (void)data;
+    return writev(fd, iov, iov_count);
+}
+
+static const struct ares_socket_functions socket_functions = {
+    sf_socket, sf_close, sf_connect, sf_recvfrom, sf_sendv,
+};
+
 static int channel_open(struct eng_dns *d, char *err, size_t err_len)
 {
     pthread_once(&lib_once, lib_init);
@@ -886,8 +954,10 @@ static int channel_open(struct eng_dns *d, char *err, size_t err_len)
     }
     struct ares_options o;
     memset(&o, 0, sizeof(o));
-    /* NOALIASES: ignore $HOSTALIASES. No search list: ares_query never applies one. */
-    o.flags = ARES_FLAG_NOALIASES;
+    /* NOALIASES: ignore $HOSTALIASES. No search list: ares_query never applies one. STAYOPEN:
+     * keep the UDP sockets between queries (no socket and close per query; and a closed fd
+     * reused at once by the next socket is what the epoll backend cannot yet poll again). */
+    o.flags = ARES_FLAG_NOALIASES | ARES_FLAG_STAYOPEN;
     o.timeout = (int)d->cfg.timeout_ms;
     o.tries = (int)d->cfg.tries;
     o.sock_state_cb = on_sock_state;
@@ -899,6 +969,7 @@ static int channel_open(struct eng_dns *d, char *err, size_t err_len)
         return -EIO;
     }
     d->ch_ok = true;
+    ares_set_socket_functions(d->ch, &socket_functions, d);
     if (d->servers[0] != '\0' && (rc = ares_set_servers_ports_csv(d->ch, d->servers)) != 0) {
         snprintf(err, err_len, "c-ares refused the DNS servers '%s': %s", d->servers,
                  ares_strerror(rc));
@@ -933,6 +1004,7 @@ int eng_dns_create(struct eng_shard *sh, const struct eng_dns_config *cfg, struc
         d->seed = eng_clock_us() * 0x9E3779B97F4A7C15ull; /* a weaker seed beats failing */
     eng_timer_init(&d->flush_timer, on_flush);
     eng_timer_init(&d->ares_timer, on_ares_timer);
+    eng_timer_init(&d->grave_timer, on_grave);
     if (tables_alloc(d) != 0) {
         snprintf(err, err_len, "DNS client: out of memory for its tables and cache");
         eng_dns_destroy(d);
@@ -967,6 +1039,8 @@ void eng_dns_destroy(struct eng_dns *d)
     for (uint32_t i = 0; d->socks && i < d->cfg.socks_max; i++)
         if (d->socks[i].fd >= 0)
             eng_poll_stop(d->sh, &d->socks[i].poll);
+    eng_timer_cancel(d->sh, &d->grave_timer);
+    on_grave(d->sh, &d->grave_timer);
     free(d->dqs);
     free(d->dq_buckets);
     free(d->ents);
@@ -974,6 +1048,7 @@ void eng_dns_destroy(struct eng_dns *d)
     free(d->chunks);
     free(d->chunk_next);
     free(d->socks);
+    free(d->grave);
     free(d->msg_buf);
     free(d);
 }

@@ -39,9 +39,9 @@
 
 enum list_phase {
     LIST_IDLE = 0,
-    LIST_A,    /* the A query is out */
-    LIST_TXT,  /* the TXT query is out */
-    LIST_DONE, /* both came back; the next call stores and returns */
+    LIST_A,     /* the A query is out */
+    LIST_TXT,   /* the TXT query is out */
+    LIST_DONE,  /* both came back; the next call stores and returns */
     LIST_NOMEM, /* the request arena could not hold the info text */
 };
 
@@ -107,9 +107,9 @@ static void client_log_stats(const struct client_slot *s)
             "shard %u dns: %llu queries, %llu sent, %llu cache hits, %llu shared in flight, "
             "%llu timeouts, %llu failed, %llu refused (queue full), %llu cached answers "
             "(%llu bytes), %llu evicted",
-            eng_shard_index(s->sh), (unsigned long long)st.queries,
-            (unsigned long long)st.sent, (unsigned long long)st.cache_hits,
-            (unsigned long long)st.dedup_hits, (unsigned long long)st.answers[ENG_DNS_TIMEOUT],
+            eng_shard_index(s->sh), (unsigned long long)st.queries, (unsigned long long)st.sent,
+            (unsigned long long)st.cache_hits, (unsigned long long)st.dedup_hits,
+            (unsigned long long)st.answers[ENG_DNS_TIMEOUT],
             (unsigned long long)(st.answers[ENG_DNS_SERVFAIL] + st.answers[ENG_DNS_REFUSED] +
                                  st.answers[ENG_DNS_ERROR] + st.answers[ENG_DNS_BADNAME]),
             (unsigned long long)st.queue_full, (unsigned long long)st.cache_entries,
@@ -160,14 +160,80 @@ static bool txt_escaped(unsigned char c)
     return c < 32 || c == '"' || c == '\\' || c == 127 || c == 192 || c == 193 || c == 255;
 }
 
-/* Bytes a sequence starting with lead takes in Perl's extended UTF-8 (0 for a continuation
- * byte). */
+/* Perl 5.36's strict UTF-8 DFA (perl.h PL_strict_utf8_dfa_tab): byte classes, then transitions
+ * (19 classes per node; node 1 is "reject"). Encode uses it only to measure a malformation (see
+ * malformed_len), where Perl's inline utf8n_to_uvchr_msgs runs it without stopping in the
+ * reject node before the second byte: transitions "from node 1" read node 0's row shifted by
+ * one class, so e.g. 81 C0 BF counts as one 3-byte malformation. Copied as data, not derived,
+ * because that quirk is part of what Perl prints. */
+/* clang-format off */
+static const unsigned char perl_dfa_class[256] = {
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 00-0F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 10-1F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 20-2F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 30-3F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 40-4F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 50-5F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 60-6F */
+     0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0, /* 70-7F */
+     9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9,  9, 10, /* 80-8F */
+    11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 12, /* 90-9F */
+    13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 13, 14, /* A0-AF */
+    15, 15, 15, 15, 15, 15, 15, 16, 15, 15, 15, 15, 15, 15, 17, 18, /* B0-BF */
+     1,  1,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* C0-CF */
+     2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  2, /* D0-DF */
+     7,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  1,  3,  4, /* E0-EF */
+     8,  6,  6,  6,  5,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1,  1, /* F0-FF */
+};
+#define DFA_CLASSES 19u
+#define N0 0
+#define N1 (1 * DFA_CLASSES)
+#define N2 (2 * DFA_CLASSES)
+#define N3 (3 * DFA_CLASSES)
+#define N4 (4 * DFA_CLASSES)
+#define N5 (5 * DFA_CLASSES)
+#define N6 (6 * DFA_CLASSES)
+#define N7 (7 * DFA_CLASSES)
+#define N8 (8 * DFA_CLASSES)
+#define N9 (9 * DFA_CLASSES)
+#define N10 (10 * DFA_CLASSES)
+#define N11 (11 * DFA_CLASSES)
+static const unsigned char perl_dfa_next[12u * DFA_CLASSES] = {
+    /* N0  */ 0, 1, N1, N2, N4, N7, N6, N3, N5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    /* N1  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    /* N2  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, N1, N1, N1, N1, N1, N1, N1, N1, N1, N1,
+    /* N3  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, N1, N1, N1, N1, N1, N1,
+    /* N4  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, N1, N1, N1, N1, N1, N1, N1, N8, N1, N9,
+    /* N5  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, N2, N10, N2, N10, N2, N2, N2, N10,
+    /* N6  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, N2, N10, N2, N10, N2, N10, N2, N2, N2, N10,
+    /* N7  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, N2, N10, 1, 1, 1, 1, 1, 1, 1, 1,
+    /* N8  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0,
+    /* N9  */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1,
+    /* N10 */ 1, 1, 1, 1, 1, 1, 1, 1, 1, N1, N1, N1, N1, N1, N1, N1, N1, N1, N11,
+    /* N11 */ 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1,
+};
+#undef N0
+#undef N1
+#undef N2
+#undef N3
+#undef N4
+#undef N5
+#undef N6
+#undef N7
+#undef N8
+#undef N9
+#undef N10
+#undef N11
+
+/* clang-format on */
+_Static_assert(12u * DFA_CLASSES <= 256u, "node numbers fit the table's bytes");
+
+/* Bytes a sequence starting with lead takes in Perl's extended UTF-8 (UTF8SKIP; 1 for a
+ * continuation byte). */
 static unsigned utf8_skip(unsigned char lead)
 {
-    if (lead < 0x80)
-        return 1;
     if (lead < 0xC0)
-        return 0;
+        return 1;
     if (lead < 0xE0)
         return 2;
     if (lead < 0xF0)
@@ -204,29 +270,60 @@ static bool utf8_minimal(const unsigned char *s, unsigned skip)
     }
 }
 
+/* Bytes at s (n available, s[0] not ASCII) that form a valid character of Perl's extended
+ * UTF-8 (is_utf8_string_loc), or 0 when s starts a malformation. */
+static size_t valid_len(const unsigned char *s, size_t n)
+{
+    unsigned skip = utf8_skip(s[0]);
+    if ((s[0] & 0xC0u) == 0x80u || skip > n)
+        return 0;
+    for (unsigned k = 1; k < skip; k++)
+        if ((s[k] & 0xC0u) != 0x80u)
+            return 0;
+    return utf8_minimal(s, skip) ? skip : 0;
+}
+
+/* How many bytes Encode 3.17 replaces by one U+FFFD at a malformation s (n available):
+ * Perl 5.36's utf8n_to_uvchr(s, n, &len, UTF8_ALLOW_ANY), i.e. the inline DFA (which may
+ * accept past the malformation, see perl_dfa_next), else _utf8n_to_uvchr_msgs_helper: 1 for a
+ * continuation byte, else the start byte and the continuation bytes after it, up to its
+ * length. */
+static size_t malformed_len(const unsigned char *s, size_t n)
+{
+    unsigned state = perl_dfa_next[perl_dfa_class[s[0]]];
+    for (size_t k = 1; k < n; k++) {
+        state = perl_dfa_next[state + perl_dfa_class[s[k]]];
+        if (state == 0)
+            return k + 1;
+        if (state == 1)
+            break;
+    }
+    if ((s[0] & 0xC0u) == 0x80u)
+        return 1;
+    size_t end = utf8_skip(s[0]) < n ? utf8_skip(s[0]) : n, k = 1;
+    while (k < end && (s[k] & 0xC0u) == 0x80u)
+        k++;
+    return k;
+}
+
 /* Encode 3.17 decode('utf8', e) without CHECK, written back in Perl's internal form: valid
- * sequences copied, each malformation replaced by U+FFFD, where a malformation is a lone
- * continuation byte, or a start byte with the continuation bytes that follow it (up to its
- * length), as Perl's utf8n_to_uvchr measures it. Returns the bytes written; out holds 3 bytes
- * per input byte. */
+ * sequences copied, each malformation (as long as malformed_len says) replaced by U+FFFD.
+ * Returns the bytes written; out holds 3 bytes per input byte. */
 static size_t lax_decode(const unsigned char *e, size_t n, char *out)
 {
     static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
     size_t i = 0, o = 0;
     while (i < n) {
-        unsigned skip = utf8_skip(e[i]);
-        size_t j = i + 1;
-        if (skip > 1)
-            while (j < n && j < i + skip && (e[j] & 0xC0u) == 0x80u)
-                j++;
-        if (skip == 1 || (skip > 1 && j == i + skip && utf8_minimal(e + i, skip))) {
-            memcpy(out + o, e + i, j - i);
-            o += j - i;
-        } else {
-            memcpy(out + o, fffd, sizeof(fffd));
-            o += sizeof(fffd);
+        size_t len = e[i] < 0x80 ? 1 : valid_len(e + i, n - i);
+        if (len > 0) {
+            memcpy(out + o, e + i, len);
+            o += len;
+            i += len;
+            continue;
         }
-        i = j;
+        memcpy(out + o, fffd, sizeof(fffd));
+        o += sizeof(fffd);
+        i += malformed_len(e + i, n - i);
     }
     return o;
 }
@@ -289,8 +386,7 @@ size_t pol_dns_txt_rdstring_bytes(size_t rdata_len)
     return 4u * rdata_len + 2u * (rdata_len + 1u) + 1u;
 }
 
-size_t pol_dns_txt_rdstring(const unsigned char *rdata, size_t rdata_len, char *out,
-                            size_t out_len)
+size_t pol_dns_txt_rdstring(const unsigned char *rdata, size_t rdata_len, char *out, size_t out_len)
 {
     if (out_len < pol_dns_txt_rdstring_bytes(rdata_len))
         return 0;

@@ -68,8 +68,9 @@ enum eng_dns_status {
     ENG_DNS_OK,        /* NOERROR with at least one record of the asked type */
     ENG_DNS_NODATA,    /* NOERROR, but no record of that type */
     ENG_DNS_NXDOMAIN,  /* the name does not exist */
-    ENG_DNS_SERVFAIL,  /* SERVFAIL from every server tried */
-    ENG_DNS_REFUSED,   /* REFUSED or NOTIMP from every server tried */
+    ENG_DNS_SERVFAIL,  /* SERVFAIL (c-ares 1.18 reports it as REFUSED, see below) */
+    ENG_DNS_REFUSED,   /* SERVFAIL, REFUSED or NOTIMP from every server tried (c-ares 1.18
+                          does not tell them apart), or the servers refused the connection */
     ENG_DNS_TIMEOUT,   /* no answer within the configured tries */
     ENG_DNS_BADNAME,   /* not a valid DNS name (empty label, label over 63, too long) */
     ENG_DNS_ERROR,     /* anything else: malformed answer, FORMERR, refused connection, memory */
@@ -87,8 +88,8 @@ struct eng_dns_rr {
     const unsigned char *rdata; /* raw; for TXT the <length><octets> character strings */
     uint16_t rdata_len;
     union {
-        struct in_addr a;      /* A */
-        struct in6_addr aaaa;  /* AAAA */
+        struct in_addr a;     /* A */
+        struct in6_addr aaaa; /* AAAA */
         struct {
             uint16_t preference;
             const char *exchange; /* presentation form; "." for the root (null MX) */
@@ -100,13 +101,13 @@ struct eng_dns_rr {
 struct eng_dns_answer {
     enum eng_dns_status status;
     uint16_t qtype;
-    const char *qname;  /* the name as asked (lower-cased, no trailing dot) */
-    uint8_t rcode;      /* the response's RCODE when a response came, else 0 */
-    uint32_t ttl_s;     /* OK: lowest TTL of the answer section; NODATA/NXDOMAIN: the negative
-                           TTL; from the cache: what is left of it. Failures: 0 */
-    uint32_t count;     /* records in rrs */
+    const char *qname; /* the name as asked (lower-cased, no trailing dot) */
+    uint8_t rcode;     /* the response's RCODE when a response came, else 0 */
+    uint32_t ttl_s;    /* OK: lowest TTL of the answer section; NODATA/NXDOMAIN: the negative
+                          TTL; from the cache: what is left of it. Failures: 0 */
+    uint32_t count;    /* records in rrs */
     const struct eng_dns_rr *rrs;
-    bool truncated;     /* the answer held more than ENG_DNS_RRS_MAX records of the type */
+    bool truncated; /* the answer held more than ENG_DNS_RRS_MAX records of the type */
     bool from_cache;
 };
 
@@ -128,27 +129,27 @@ struct eng_dns_op {
 };
 
 struct eng_dns_config {
-    const char *servers;     /* NULL or "": /etc/resolv.conf. Else a comma-separated list of
-                                IPv4[:PORT], IPv6 or [IPv6]:PORT (blanks around commas
-                                allowed); copied */
-    uint32_t timeout_ms;     /* wait for the first try at a server; c-ares doubles it for each
-                                later round over the servers. Default 2000 */
-    uint32_t tries;          /* rounds over the servers. Default 2 (with one server: 2 s, then
-                                4 s, 6 s in all) */
-    uint32_t ops_max;        /* queries accepted and not yet done; one more is refused with
-                                -ENOBUFS (counted). Default 8192 */
-    uint32_t inflight_max;   /* distinct queries handed to c-ares at once; the others wait in
-                                the client's queue until one finishes (counted). Default 1024 */
-    uint32_t cache_entries_max;      /* answers kept; 0 disables the cache. Default 8192 */
-    uint32_t cache_bytes_max;        /* bytes of names and answer messages kept. Default 4 MiB */
+    const char *servers;        /* NULL or "": /etc/resolv.conf. Else a comma-separated list of
+                                   IPv4[:PORT], IPv6 or [IPv6]:PORT (blanks around commas
+                                   allowed); copied */
+    uint32_t timeout_ms;        /* wait for the first try at a server; c-ares doubles it for each
+                                   later round over the servers. Default 2000 */
+    uint32_t tries;             /* rounds over the servers. Default 2 (with one server: 2 s, then
+                                   4 s, 6 s in all) */
+    uint32_t ops_max;           /* queries accepted and not yet done; one more is refused with
+                                   -ENOBUFS (counted). Default 8192 */
+    uint32_t inflight_max;      /* distinct queries handed to c-ares at once; the others wait in
+                                   the client's queue until one finishes (counted). Default 1024 */
+    uint32_t cache_entries_max; /* answers kept; 0 disables the cache. Default 8192 */
+    uint32_t cache_bytes_max;   /* bytes of names and answer messages kept. Default 4 MiB */
     uint32_t cache_answer_bytes_max; /* a bigger answer message is not cached (counted).
                                         Default 4096 */
-    uint32_t ttl_max_s;      /* cap on any cached TTL. Default 86400 */
-    uint32_t neg_ttl_s;      /* NXDOMAIN/NODATA without a SOA. Default 60; capped by RFC 2308's
-                                3 hours for negative answers */
-    uint32_t socks_max;      /* c-ares sockets polled at once (UDP per server, TCP for
-                                truncated answers). A socket beyond it is not polled, so its
-                                queries time out (counted). Default 16 */
+    uint32_t ttl_max_s;              /* cap on any cached TTL. Default 86400 */
+    uint32_t neg_ttl_s; /* NXDOMAIN/NODATA without a SOA. Default 60; capped by RFC 2308's
+                           3 hours for negative answers */
+    uint32_t socks_max; /* c-ares sockets polled at once (UDP per server, TCP for
+                           truncated answers). A socket beyond it is not polled, so its
+                           queries time out (counted). Default 16 */
 };
 
 void eng_dns_config_defaults(struct eng_dns_config *cfg);
@@ -180,15 +181,15 @@ void eng_dns_destroy(struct eng_dns *d);
 void eng_dns_cache_clear(struct eng_dns *d);
 
 struct eng_dns_stats {
-    uint64_t queries;       /* accepted by eng_dns_query */
-    uint64_t sent;          /* handed to c-ares (cache and de-duplication missed) */
-    uint64_t cache_hits;    /* answered from the cache */
-    uint64_t dedup_hits;    /* joined a query already in flight */
+    uint64_t queries;                       /* accepted by eng_dns_query */
+    uint64_t sent;                          /* handed to c-ares (cache and de-duplication missed) */
+    uint64_t cache_hits;                    /* answered from the cache */
+    uint64_t dedup_hits;                    /* joined a query already in flight */
     uint64_t answers[ENG_DNS_STATUS_COUNT]; /* done calls by status, all sources */
-    uint64_t queue_full;    /* refused with -ENOBUFS */
-    uint64_t queued;        /* waited for an in-flight slot (inflight_max) */
-    uint64_t rrs_truncated; /* answers with more than ENG_DNS_RRS_MAX records */
-    uint64_t socks_full;    /* sockets that could not be polled (socks_max, poll table) */
+    uint64_t queue_full;                    /* refused with -ENOBUFS */
+    uint64_t queued;                        /* waited for an in-flight slot (inflight_max) */
+    uint64_t rrs_truncated;                 /* answers with more than ENG_DNS_RRS_MAX records */
+    uint64_t socks_full; /* sockets that could not be polled (socks_max, poll table) */
     uint64_t cache_inserts;
     uint64_t cache_evictions; /* removed to make room (LRU) */
     uint64_t cache_expired;   /* removed when found past their TTL */
