@@ -27,6 +27,10 @@ sql_dsn) # owner: sql
     exec clang $FLAGS -Ipolicy -Ipolicy/include -Iengine/include \
         tests/fuzz/fuzz_sql_dsn.c policy/sql_dsn.c engine/assert.c tests/fuzz/main_thread.c \
         -o "$out" ;;
+mc_reply) # owner: memcached
+    exec clang $FLAGS -Iengine -Iengine/include \
+        tests/fuzz/fuzz_mc_reply.c engine/mc_proto.c engine/assert.c tests/fuzz/main_thread.c \
+        -lxxhash -o "$out" ;;
 *)
     echo "tests/fuzz/build.sh: no recipe for tests/fuzz/fuzz_$name.c" >&2
     exit 1 ;;
