@@ -23,6 +23,8 @@
 
 #include "eng/assert.h"
 #include "eng/log.h"
+#include "exec.h"
+#include "metrics.h"
 #include "server.h"
 
 int pol_chain_start(struct pol_req *r, const struct pol_chain *chain, uint32_t depth_max)
@@ -159,7 +161,13 @@ static bool step_one(struct pol_req *r, enum pol_chain_status *out)
             goto failed;
         }
     }
+    /* Always-on profiling (what 2.05's debug Profiler did): the time in the step itself, on
+     * the monotonic clock exec's deadlines use; two vDSO clock reads per step. */
+    bool timed = pol_metrics_enabled();
+    uint64_t t0 = timed ? pol_exec_now_us() : 0;
     enum pol_step st = t->step((struct pol_plugin *)p, r, f->state);
+    if (timed)
+        pol_metrics_plugin_step(p->metrics_slot, pol_exec_now_us() - t0);
     f = top(r); /* unchanged by the step; re-read for clarity */
     f->sub_done = false;
     memset(&f->sub, 0, sizeof(f->sub));

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,19 +26,38 @@
 
 #include "eng/assert.h"
 #include "eng/engine.h"
+#include "eng/http.h"
 #include "eng/log.h"
 #include "eng/proc.h"
 #include "exec.h"
 #include "listen.h"
+#include "metrics.h"
+#include "reload.h"
 #include "ringpolicyd_config.h"
 #include "server.h"
 
+/* HTTP listeners (http_port) carry this bit in their tag; policy listeners carry their index. */
+#define DAEMON_HTTP_TAG 0x80000000u
+/* Response buffer of the HTTP listener: the /metrics page must fit it (a scrape that does not
+ * gets a 500, counted); the engine's per-connection send queue is raised to hold it. */
+#define DAEMON_HTTP_BODY_BYTES (128u << 10)
+/* How often a shard copies its plain counters (requests, session cache) for scrapes. */
+#define DAEMON_SNAPSHOT_MS 1000u
+
 struct daemon {
-    struct pol_server *srv;
+    struct pol_server *srv; /* the configuration new requests use (main thread's view) */
+    const char *config_path;
     struct eng *eng;
-    struct eng_listen *listens;
+    struct eng_listen *listens; /* policy listeners first, then the HTTP ones */
     char (*keys)[sizeof(((struct eng_listen *)0)->path)]; /* per listener: PORT / vhost key */
-    size_t listen_count;
+    size_t listen_count;        /* policy listeners */
+    size_t http_listen_count;
+    struct eng_http *http;
+    struct eng_http_shard *_Atomic *http_shards; /* per shard; freed after eng_run */
+    unsigned shard_count;
+    atomic_uint shards_started;
+    struct pol_server *retiring[POL_SHARD_OLD_GENS_MAX]; /* replaced, still finishing requests */
+    uint32_t retiring_count;
     uint32_t requests_max;
     struct pol_proto_limits limits;
     char *error_reply; /* "action=ERROR_ACTION\n\n", NULL: close without reply */
@@ -47,7 +67,9 @@ struct daemon {
 struct dshard {
     struct daemon *d;
     struct eng_shard *sh;
-    struct pol_shard ps;
+    struct pol_shard ps; /* ps.srv: the configuration this shard gives new requests */
+    struct eng_http_shard *hs;
+    struct eng_timer snapshot;
     struct pol_proto_attr *attrs; /* parser scratch, max_attributes */
     uint64_t shed_logged_ms;
 };
@@ -55,6 +77,8 @@ struct dshard {
 struct dconn {
     struct dshard *ds;
     struct eng_conn *c;
+    bool is_http;
+    struct eng_http_conn http;
     struct eng_timer keepalive;
     struct pol_proto_parser parser;
     uint32_t served;
@@ -81,7 +105,7 @@ static void conn_close(struct dconn *dc)
 
 static void keepalive_arm(struct dconn *dc)
 {
-    uint32_t s = dc->ds->d->srv->g.keepalive_timeout_s;
+    uint32_t s = dc->ds->ps.srv->g.keepalive_timeout_s;
     if (s > 0)
         eng_timer_arm(dc->ds->sh, &dc->keepalive, (uint64_t)s * 1000u);
 }
@@ -100,6 +124,11 @@ static int d_open(void *app, struct eng_conn *c)
     struct dconn *dc = eng_conn_app(c);
     dc->ds = ds;
     dc->c = c;
+    if (eng_conn_listener_tag(c) & DAEMON_HTTP_TAG) {
+        dc->is_http = true;
+        eng_http_conn_open(ds->hs, &dc->http, c);
+        return 0;
+    }
     pol_proto_parser_init(&dc->parser, &ds->d->limits);
     eng_timer_init(&dc->keepalive, keepalive_fired);
     keepalive_arm(dc);
@@ -112,6 +141,10 @@ static void d_close(void *app, struct eng_conn *c, enum eng_close_reason reason)
 {
     struct dshard *ds = app;
     struct dconn *dc = eng_conn_app(c);
+    if (dc->is_http) {
+        eng_http_conn_closed(&dc->http);
+        return;
+    }
     eng_timer_cancel(ds->sh, &dc->keepalive);
     const char *port = port_of(dc);
     if (!dc->closing) {
@@ -139,7 +172,7 @@ static void d_close(void *app, struct eng_conn *c, enum eng_close_reason reason)
 /* After an answer was queued: the next request, or the end at max_keepalive. */
 static void conn_next(struct dconn *dc)
 {
-    uint32_t max = dc->ds->d->srv->g.max_keepalive;
+    uint32_t max = dc->ds->ps.srv->g.max_keepalive;
     dc->busy = false;
     dc->served++;
     if (max > 0 && dc->served >= max) {
@@ -161,8 +194,27 @@ static void conn_error_answer(struct dconn *dc)
     conn_close(dc);
 }
 
+/* The reply's first action text (after "action="), for the action-word label. */
+static const char *first_action(const struct pol_req *r, size_t *len)
+{
+    const char *a = r->result_text ? r->result_text : "";
+    size_t n = r->result_text ? r->result_len : 0;
+    const char *comma = memchr(a, ',', n);
+    *len = comma ? (size_t)(comma - a) : n;
+    return a;
+}
+
 static void answer(struct dconn *dc, struct pol_req *r)
 {
+    uint64_t now_us = pol_exec_now_us();
+    uint64_t lat_us = now_us > r->start_us ? now_us - r->start_us : 0;
+    if (r->outcome == POL_OUT_REPLY) {
+        size_t al = 0;
+        const char *a = first_action(r, &al);
+        pol_metrics_reply(r->vhost->metrics_slot, a, al, lat_us);
+    } else {
+        pol_metrics_failure(r->vhost->metrics_slot, r->outcome == POL_OUT_TIMEOUT, lat_us);
+    }
     switch (r->outcome) {
     case POL_OUT_REPLY:
         if (eng_conn_send(dc->c, r->reply, r->reply_len) != 0) {
@@ -171,7 +223,7 @@ static void answer(struct dconn *dc, struct pol_req *r)
         }
         if (eng_log_enabled(ENG_LOG_WARNING)) {
             char line[ENG_LOG_LINE_MAX];
-            size_t n = pol_exec_result_line(r, pol_exec_now_us(), line, sizeof(line));
+            size_t n = pol_exec_result_line(r, now_us, line, sizeof(line));
             eng_log_bytes(ENG_LOG_WARNING, NULL, line, n);
         }
         conn_next(dc);
@@ -216,6 +268,7 @@ static void x_timeout(struct eng_shard *dst, struct eng_xmsg *m)
     if (!c)
         return;
     struct dconn *dc = eng_conn_app(c);
+    pol_metrics_failure(r->vhost->metrics_slot, true, 0);
     eng_log(ENG_LOG_WARNING, "[%s]: request timed out", port_of(dc));
     conn_error_answer(dc);
 }
@@ -267,7 +320,6 @@ static void shed(struct dconn *dc)
 static void start_request(struct dconn *dc, const char *buf, uint32_t count)
 {
     struct dshard *ds = dc->ds;
-    const struct daemon *d = ds->d;
     eng_timer_cancel(ds->sh, &dc->keepalive);
     dc->busy = true;
     eng_conn_pause(dc->c);
@@ -278,18 +330,20 @@ static void start_request(struct dconn *dc, const char *buf, uint32_t count)
     }
     size_t pcl = 0;
     const char *pc = pol_req_wk(r, POL_WK_POLICY_CONTEXT, &pcl);
-    r->vhost = pol_server_select_vhost(d->srv, port_of(dc), pc, pcl);
+    r->vhost = pol_server_select_vhost(r->srv, port_of(dc), pc, pcl);
     if (!r->vhost) {
+        pol_metrics_no_vhost();
         eng_log(ENG_LOG_ERR, "error while processing request: no virtual host defined for port %s",
                 port_of(dc));
         pol_shard_req_free(r);
         conn_close(dc);
         return;
     }
+    pol_metrics_request(r->vhost->metrics_slot);
     r->done = d_done;
     r->conn_id = eng_conn_id(dc->c);
     r->listener = eng_conn_listener_tag(dc->c);
-    unsigned owner = pol_exec_owner(d->srv, r, ds->ps.index, ds->ps.count);
+    unsigned owner = pol_exec_owner(r->srv, r, ds->ps.index, ds->ps.count);
     if (owner == ds->ps.index) {
         pol_exec_begin(&ds->ps, r);
         return;
@@ -308,6 +362,8 @@ static size_t d_bytes(void *app, struct eng_conn *c, const char *buf, size_t len
 {
     struct dshard *ds = app;
     struct dconn *dc = eng_conn_app(c);
+    if (dc->is_http)
+        return eng_http_conn_bytes(&dc->http, buf, len);
     ENG_ASSERT(!dc->busy);
     uint32_t count = 0;
     size_t used = 0;
@@ -315,6 +371,7 @@ static size_t d_bytes(void *app, struct eng_conn *c, const char *buf, size_t len
     if (st == POL_PROTO_NEED_MORE)
         return 0;
     if (st != POL_PROTO_REQUEST) {
+        pol_metrics_protocol_error();
         eng_log(ENG_LOG_ERR, "[%s]: error while reading request: %s", port_of(dc),
                 proto_error_text(st));
         conn_close(dc);
@@ -328,6 +385,25 @@ static size_t d_bytes(void *app, struct eng_conn *c, const char *buf, size_t len
  * Shards
  */
 
+/* Once a second: the shard's plain counters into its metrics block (for scrapes). */
+static void snapshot_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    struct dshard *ds = (struct dshard *)(void *)((char *)t - offsetof(struct dshard, snapshot));
+    struct pol_sstore_stats st;
+    if (ds->ps.sessions)
+        pol_sstore_get_stats(ds->ps.sessions, &st);
+    pol_metrics_shard_snapshot(&ds->ps.stats, ds->ps.sessions ? &st : NULL);
+    eng_timer_arm(sh, t, DAEMON_SNAPSHOT_MS);
+}
+
+/* ds->hs stays: scrapes on other shards may read its counters until every shard stopped. */
+static void dshard_free(struct dshard *ds)
+{
+    pol_metrics_shard_stop(ds->ps.index);
+    free(ds->attrs);
+    free(ds);
+}
+
 static int d_shard_start(struct eng_shard *sh, void *app_global, void **shard_app)
 {
     struct daemon *d = app_global;
@@ -337,22 +413,35 @@ static int d_shard_start(struct eng_shard *sh, void *app_global, void **shard_ap
         return -ENOMEM;
     ds->d = d;
     ds->sh = sh;
+    ds->ps.index = eng_shard_index(sh);
+    if (pol_metrics_shard_start(sh, eng_shard_index(sh)) != 0 ||
+        (d->http && eng_http_shard_start(d->http, sh, &ds->hs) != 0)) {
+        eng_log(ENG_LOG_ERR, "shard %u: out of memory for metrics", eng_shard_index(sh));
+        dshard_free(ds);
+        return -ENOMEM;
+    }
+    if (ds->hs)
+        atomic_store(&d->http_shards[ds->ps.index], ds->hs);
     ds->attrs = calloc(d->limits.attrs_max, sizeof(*ds->attrs));
     if (!ds->attrs || pol_shard_init(&ds->ps, d->srv, sh, eng_shard_index(sh), eng_shard_count(sh),
                                      d->requests_max, err, sizeof(err)) != 0) {
         eng_log(ENG_LOG_ERR, "%s", ds->attrs ? err : "out of memory");
-        free(ds->attrs);
-        free(ds);
+        ds->ps.index = eng_shard_index(sh);
+        dshard_free(ds);
         return -ENOMEM;
     }
+    eng_timer_init(&ds->snapshot, snapshot_fired);
+    eng_timer_arm(sh, &ds->snapshot, DAEMON_SNAPSHOT_MS);
     *shard_app = ds;
+    atomic_fetch_add(&d->shards_started, 1);
     return 0;
 }
 
 static void d_shard_stop(struct eng_shard *sh, void *shard_app)
 {
-    (void)sh;
     struct dshard *ds = shard_app;
+    eng_timer_cancel(sh, &ds->snapshot);
+    atomic_fetch_sub(&ds->d->shards_started, 1);
     uint32_t out = ds->ps.req_count - ds->ps.free_req_count;
     if (out > 0) {
         /* A stop after drain_timeout can leave requests of this shard on their session's
@@ -364,8 +453,8 @@ static void d_shard_stop(struct eng_shard *sh, void *shard_app)
         return;
     }
     pol_shard_fini(&ds->ps); /* logs the shard's counters */
-    free(ds->attrs);
-    free(ds);
+    ds->ps.index = eng_shard_index(sh);
+    dshard_free(ds);
 }
 
 static void log_stats_on_shard(struct eng_shard *sh, void *shard_app, void *ctx)
@@ -375,14 +464,173 @@ static void log_stats_on_shard(struct eng_shard *sh, void *shard_app, void *ctx)
     pol_shard_log_stats(&((struct dshard *)shard_app)->ps);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Reload (SIGHUP, on the engine's signal thread)
+ */
+
+static struct pol_shard *shard_policy(void *shard_app)
+{
+    return &((struct dshard *)shard_app)->ps;
+}
+
+/* Requests of a replaced configuration get this long to finish before the reload returns
+ * (they keep running after that; the next reload or the exit retires it). */
+static uint32_t retire_wait_ms(const struct pol_server *s)
+{
+    return (s->g.request_timeout_s ? s->g.request_timeout_s : 60) * 1000u + 2000u;
+}
+
+/* Frees the replaced configurations whose requests have all finished. */
+static void retiring_sweep(struct daemon *d, uint32_t wait_ms)
+{
+    for (uint32_t i = 0; i < d->retiring_count;) {
+        if (pol_reload_retire(d->eng, shard_policy, d->retiring[i], wait_ms) != 0) {
+            i++;
+            continue;
+        }
+        pol_server_free(d->retiring[i]);
+        d->retiring[i] = d->retiring[--d->retiring_count];
+    }
+}
+
+static void reload(struct daemon *d)
+{
+    char err[POL_ERR_MAX];
+    const char *keys[POL_LISTEN_MAX];
+    struct pol_server *n = NULL;
+    retiring_sweep(d, 0);
+    for (size_t i = 0; i < d->listen_count; i++)
+        keys[i] = d->keys[i];
+    eng_log(ENG_LOG_NOTICE, "received SIGHUP: reloading %s", d->config_path);
+    if (pol_reload_load(d->config_path, d->srv, keys, d->listen_count, &n, err, sizeof(err)) !=
+        0) {
+        pol_metrics_reload(false);
+        eng_log(ENG_LOG_ERR, "reload failed: %s (still running the previous configuration)",
+                err);
+        return;
+    }
+    pol_metrics_assign(n);
+    struct pol_server *old = d->srv;
+    switch (pol_reload_apply(d->eng, shard_policy, old, n, retire_wait_ms(old), err,
+                             sizeof(err))) {
+    case POL_RELOAD_FAILED:
+        pol_metrics_reload(false);
+        eng_log(ENG_LOG_ERR, "reload failed: %s (still running the previous configuration)",
+                err);
+        pol_server_free(n);
+        return;
+    case POL_RELOAD_RETIRED:
+        pol_server_free(old);
+        break;
+    case POL_RELOAD_PENDING:
+        ENG_ASSERT(d->retiring_count < POL_SHARD_OLD_GENS_MAX); /* apply checked for room */
+        d->retiring[d->retiring_count++] = old;
+        eng_log(ENG_LOG_WARNING,
+                "reload: requests of the previous configuration are still running; it is "
+                "freed once they end");
+        break;
+    }
+    d->srv = n;
+    pol_metrics_reload(true);
+    eng_log(ENG_LOG_NOTICE, "reload: configuration %s loaded (%u vhosts)", d->config_path,
+            n->vhost_count);
+}
+
 static void d_signal(void *app_global, struct eng *e, int signo)
 {
-    (void)app_global;
+    struct daemon *d = app_global;
     if (signo == SIGUSR1) /* counters and session cache memory, from every shard */
         eng_run_on_shards(e, log_stats_on_shard, NULL);
     if (signo == SIGHUP)
-        eng_log(ENG_LOG_NOTICE, "received SIGHUP: configuration reload is not implemented yet; "
-                                "still running with the configuration loaded at start-up");
+        reload(d);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * HTTP endpoints (on the shard of the HTTP connection)
+ */
+
+static int h_metrics(void *ctx, struct eng_shard *sh, const struct eng_http_req *req,
+                     struct eng_http_body *body, const char **ctype)
+{
+    (void)ctx;
+    (void)sh;
+    (void)req;
+    *ctype = "text/plain; version=0.0.4; charset=utf-8";
+    pol_metrics_write(body);
+    return 200;
+}
+
+static int h_healthz(void *ctx, struct eng_shard *sh, const struct eng_http_req *req,
+                     struct eng_http_body *body, const char **ctype)
+{
+    (void)ctx;
+    (void)sh;
+    (void)req;
+    (void)ctype;
+    /* Answered by a shard's loop: the process runs its loop. */
+    eng_http_body_printf(body, "ok\n");
+    return 200;
+}
+
+/* Ready: every shard started and every connection module that can tell reports its backend
+ * reachable (pol_conn_ops.ready). */
+static int h_readyz(void *ctx, struct eng_shard *sh, const struct eng_http_req *req,
+                    struct eng_http_body *body, const char **ctype)
+{
+    struct daemon *d = ctx;
+    (void)req;
+    (void)ctype;
+    unsigned started = atomic_load(&d->shards_started);
+    if (started < d->shard_count) {
+        eng_http_body_printf(body, "not ready: %u of %u shards running\n", started,
+                             d->shard_count);
+        return 503;
+    }
+    const struct pol_server *s = ((struct dshard *)eng_shard_app(sh))->ps.srv;
+    for (uint32_t i = 0; i < s->conn_count; i++) {
+        const struct pol_conn_def *c = &s->conns[i];
+        char why[256] = "";
+        if (c->opened && c->ops->ready && c->ops->ready(c, why, sizeof(why)) != 0) {
+            eng_http_body_printf(body, "not ready: connection %s: %s\n", c->name,
+                                 why[0] ? why : "unreachable");
+            return 503;
+        }
+    }
+    eng_http_body_printf(body, "ready\n");
+    return 200;
+}
+
+/* The HTTP stats of every shard, through the collector API. */
+static void http_collect(void *ctx, struct eng_http_body *out)
+{
+    const struct daemon *d = ctx;
+    struct eng_http_stats t = {0}, one;
+    for (unsigned i = 0; i < d->shard_count; i++) {
+        const struct eng_http_shard *hs = atomic_load(&d->http_shards[i]);
+        if (!hs)
+            continue;
+        eng_http_stats_get(hs, &one);
+        t.requests += one.requests;
+        t.responses_2xx += one.responses_2xx;
+        t.responses_4xx += one.responses_4xx;
+        t.responses_5xx += one.responses_5xx;
+        t.bad_requests += one.bad_requests;
+        t.body_overflow += one.body_overflow;
+    }
+    pol_metrics_write_head(out, "ringpolicyd_http_responses_total", "counter",
+                           "Responses of the HTTP listener (this page included), by class.");
+    pol_metrics_write_value(out, "ringpolicyd_http_responses_total", "code=\"2xx\"",
+                            t.responses_2xx);
+    pol_metrics_write_value(out, "ringpolicyd_http_responses_total", "code=\"4xx\"",
+                            t.responses_4xx);
+    pol_metrics_write_value(out, "ringpolicyd_http_responses_total", "code=\"5xx\"",
+                            t.responses_5xx);
+    pol_metrics_write_head(out, "ringpolicyd_http_bad_requests_total", "counter",
+                           "Malformed or oversized HTTP requests (answered 4xx/5xx, closed).");
+    pol_metrics_write_value(out, "ringpolicyd_http_bad_requests_total", "", t.bad_requests);
+    pol_metrics_write_head(out, "ringpolicyd_http_body_overflow_total", "counter",
+                           "Responses larger than the HTTP response buffer (answered 500).");
+    pol_metrics_write_value(out, "ringpolicyd_http_body_overflow_total", "", t.body_overflow);
 }
 
 static const struct eng_app_ops d_ops = {
@@ -461,17 +709,34 @@ static int log_open(const struct pol_server *s, const struct pol_daemon_opts *o,
  * one's key: the port number or socket path a <VirtualHost> names. */
 static int listeners_build(struct daemon *d, char *err, size_t err_len)
 {
-    struct pol_listen specs[POL_LISTEN_MAX];
+    static struct pol_listen specs[2 * POL_LISTEN_MAX]; /* main thread, start-up only */
     char why[POL_ERR_MAX];
     int n =
         pol_listen_parse(d->srv->g.port, d->srv->g.host, specs, POL_LISTEN_MAX, why, sizeof(why));
+    const struct pol_cfg_node *root = pol_cfg_root(d->srv->cfg);
     if (n < 0) {
-        const struct pol_cfg_node *root = pol_cfg_root(d->srv->cfg);
         const struct pol_cfg_node *port = pol_cfg_option(root, "port");
         pol_errf(err, err_len, port ? port->file : root->file, port ? port->line : 0, "%s", why);
         return -1;
     }
-    d->listens = calloc((size_t)n, sizeof(*d->listens));
+    int h = 0;
+    const char *hp = d->srv->g.http_port;
+    if (hp && *hp) { /* TCP entries like `port`; PORT alone means 127.0.0.1:PORT */
+        h = pol_listen_parse(hp, POL_LISTEN_HOST_DEFAULT, specs + n, POL_LISTEN_MAX, why,
+                             sizeof(why));
+        const struct pol_cfg_node *o = pol_cfg_option(root, "http_port");
+        for (int i = 0; i < h && h > 0; i++)
+            if (specs[n + i].eng.kind != ENG_LISTEN_TCP) {
+                snprintf(why, sizeof(why), "http_port takes TCP addresses only, not %s",
+                         specs[n + i].key);
+                h = -1;
+            }
+        if (h < 0) {
+            pol_errf(err, err_len, o ? o->file : root->file, o ? o->line : 0, "%s", why);
+            return -1;
+        }
+    }
+    d->listens = calloc((size_t)(n + h), sizeof(*d->listens));
     d->keys = calloc((size_t)n, sizeof(*d->keys));
     if (!d->listens || !d->keys) {
         snprintf(err, err_len, "out of memory");
@@ -482,7 +747,12 @@ static int listeners_build(struct daemon *d, char *err, size_t err_len)
         d->listens[i].tag = (uint32_t)i; /* the key is found through the tag */
         snprintf(d->keys[i], sizeof(d->keys[i]), "%s", specs[i].key);
     }
+    for (int i = 0; i < h; i++) {
+        d->listens[n + i] = specs[n + i].eng;
+        d->listens[n + i].tag = DAEMON_HTTP_TAG | (uint32_t)i;
+    }
     d->listen_count = (size_t)n;
+    d->http_listen_count = (size_t)h;
     return 0;
 }
 
@@ -533,10 +803,41 @@ static void daemon_free(struct daemon *d)
 {
     if (d->eng)
         eng_destroy(d->eng);
+    for (unsigned i = 0; d->http_shards && i < d->shard_count; i++)
+        eng_http_shard_stop(atomic_load(&d->http_shards[i]));
+    free(d->http_shards);
+    eng_http_destroy(d->http);
+    pol_metrics_fini();
+    for (uint32_t i = 0; i < d->retiring_count; i++)
+        pol_server_free(d->retiring[i]);
     free(d->listens);
     free(d->keys);
     free(d->error_reply);
     pol_server_free(d->srv);
+}
+
+/* The HTTP server of http_port; the engine's send queue must hold a whole response. */
+static int http_create(struct daemon *d, struct eng_config *cfg, char *err, size_t err_len)
+{
+    const struct eng_http_route routes[] = {
+        {"/metrics", h_metrics, d},
+        {"/healthz", h_healthz, d},
+        {"/readyz", h_readyz, d},
+    };
+    struct eng_http_config hc;
+    eng_http_config_defaults(&hc);
+    hc.routes = routes;
+    hc.route_count = sizeof(routes) / sizeof(routes[0]);
+    hc.body_bytes_max = DAEMON_HTTP_BODY_BYTES;
+    /* Send buffers are MAP_NORESERVE pool slots trimmed after use: only bytes queued are
+     * resident, so raising the cap for every connection costs address space, not memory. */
+    if (cfg->limits.send_bytes_max < DAEMON_HTTP_BODY_BYTES + 1024)
+        cfg->limits.send_bytes_max = DAEMON_HTTP_BODY_BYTES + 1024;
+    if (eng_http_create(&hc, &d->http) != 0) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char *err,
@@ -548,7 +849,7 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     cfg.shard_count = o->shards ? o->shards : g->shards;
     cfg.backend = g->backend;
     cfg.listens = d->listens;
-    cfg.listen_count = d->listen_count;
+    cfg.listen_count = d->listen_count + d->http_listen_count;
     cfg.app_conn_bytes = sizeof(struct dconn);
     cfg.drain_timeout_ms = g->drain_timeout_s * 1000u;
     cfg.limits.conns_per_shard_max = g->max_connections;
@@ -575,7 +876,23 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
         }
         d->error_reply_len = (size_t)snprintf(d->error_reply, n, "action=%s\n\n", g->error_action);
     }
-    return eng_create(&cfg, &d->eng, err, err_len);
+    if (d->http_listen_count > 0 && http_create(d, &cfg, err, err_len) != 0)
+        return -ENOMEM;
+    int rc = eng_create(&cfg, &d->eng, err, err_len);
+    if (rc != 0)
+        return rc;
+    d->shard_count = eng_shard_count_of(d->eng);
+    d->http_shards = calloc(d->shard_count, sizeof(*d->http_shards));
+    if (!d->http_shards || pol_metrics_init(d->shard_count, d->eng) != 0) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    pol_metrics_assign(d->srv);
+    if (d->http && pol_metrics_register(http_collect, d) != 0) {
+        snprintf(err, err_len, "no room for the HTTP collector");
+        return -ENOSPC;
+    }
+    return 0;
 }
 
 /* Detach, pid file, privileges: in this order, after binding (spec 4). */
@@ -632,6 +949,7 @@ int pol_daemon_main(const struct pol_daemon_opts *o)
     const char *path = o->config_path ? o->config_path : POL_DAEMON_DEFAULT_CONFIG;
     struct pol_daemon_opts opts = *o;
     opts.config_path = path;
+    d.config_path = path;
     int rc = pol_server_load(path, &d.srv, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "%s\n", err);

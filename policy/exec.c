@@ -106,12 +106,13 @@ static int sessions_init(struct pol_shard *ps)
     return ps->sess_scratch ? 0 : -ENOMEM;
 }
 
-static int plugins_start(struct pol_shard *ps, char *err, size_t err_len)
+static int plugins_start(struct pol_shard *ps, struct pol_shard_gen *gen, char *err,
+                         size_t err_len)
 {
-    const struct pol_server *s = ps->srv;
-    ps->plugin_data = calloc(s->plugin_count ? s->plugin_count : 1, sizeof(void *));
-    ps->plugin_started = calloc(s->plugin_count ? s->plugin_count : 1, sizeof(bool));
-    if (!ps->plugin_data || !ps->plugin_started) {
+    const struct pol_server *s = gen->srv;
+    gen->plugin_data = calloc(s->plugin_count ? s->plugin_count : 1, sizeof(void *));
+    gen->plugin_started = calloc(s->plugin_count ? s->plugin_count : 1, sizeof(bool));
+    if (!gen->plugin_data || !gen->plugin_started) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }
@@ -120,44 +121,67 @@ static int plugins_start(struct pol_shard *ps, char *err, size_t err_len)
         if (!p->type->shard_start)
             continue;
         char why[512] = "";
-        if (p->type->shard_start(p, ps->sh, &ps->plugin_data[i], why, sizeof(why)) != 0) {
+        if (p->type->shard_start(p, ps->sh, &gen->plugin_data[i], why, sizeof(why)) != 0) {
             snprintf(err, err_len, "%s:%u: plugin %s failed to start on shard %u: %s", p->file,
                      p->line, p->name, ps->index, why[0] ? why : "shard_start failed");
             return -1;
         }
-        ps->plugin_started[i] = true;
+        gen->plugin_started[i] = true;
     }
     return 0;
 }
 
 /* Connections (pol_conn_ops) on an engine shard; the testkit has none. */
-static int conns_start(struct pol_shard *ps, char *err, size_t err_len)
+static int conns_start(struct pol_shard *ps, struct pol_shard_gen *gen, char *err,
+                       size_t err_len)
 {
-    const struct pol_server *s = ps->srv;
+    const struct pol_server *s = gen->srv;
     for (uint32_t i = 0; ps->sh && i < s->conn_count; i++) {
         struct pol_conn_def *d = &s->conns[i];
         if (!d->opened || !d->ops->shard_start)
             continue;
         char why[512] = "";
         if (d->ops->shard_start(d, ps->sh, why, sizeof(why)) != 0) {
+            /* As before reloads existed: the ones started before are not stopped (pol_conn_ops
+             * does not promise that shard_stop copes with a shard where shard_start never ran). */
             snprintf(err, err_len, "%s:%u: connection %s failed to start on shard %u: %s",
                      d->file, d->line, d->name, ps->index, why[0] ? why : "shard_start failed");
             return -1;
         }
     }
-    ps->conns_started = ps->sh != NULL;
+    gen->conns_started = ps->sh != NULL;
     return 0;
 }
 
-static void conns_stop(struct pol_shard *ps)
+/* Plugins' shard_stop (last first), then the connections'; frees the generation's arrays. */
+static void gen_stop(struct pol_shard *ps, struct pol_shard_gen *gen)
 {
-    const struct pol_server *s = ps->srv;
-    for (uint32_t i = ps->conns_started ? s->conn_count : 0; i-- > 0;) {
+    const struct pol_server *s = gen->srv;
+    for (uint32_t i = s && gen->plugin_started ? s->plugin_count : 0; i-- > 0;) {
+        struct pol_plugin *p = s->plugins[i];
+        if (gen->plugin_started[i] && p->type->shard_stop)
+            p->type->shard_stop(p, ps->sh, gen->plugin_data[i]);
+    }
+    for (uint32_t i = s && gen->conns_started ? s->conn_count : 0; i-- > 0;) {
         struct pol_conn_def *d = &s->conns[i];
         if (d->opened && d->ops->shard_stop)
             d->ops->shard_stop(d, ps->sh);
     }
-    ps->conns_started = false;
+    free(gen->plugin_data);
+    free(gen->plugin_started);
+    memset(gen, 0, sizeof(*gen));
+}
+
+static int gen_start(struct pol_shard *ps, struct pol_shard_gen *gen,
+                     const struct pol_server *srv, char *err, size_t err_len)
+{
+    memset(gen, 0, sizeof(*gen));
+    gen->srv = srv;
+    if (conns_start(ps, gen, err, err_len) != 0 || plugins_start(ps, gen, err, err_len) != 0) {
+        gen_stop(ps, gen);
+        return -1;
+    }
+    return 0;
 }
 
 int pol_shard_init(struct pol_shard *ps, const struct pol_server *srv, struct eng_shard *sh,
@@ -175,20 +199,77 @@ int pol_shard_init(struct pol_shard *ps, const struct pol_server *srv, struct en
         pol_shard_fini(ps);
         return -1;
     }
-    if (conns_start(ps, err, err_len) != 0) {
-        pol_shard_fini(ps);
-        return -1;
-    }
     if (sessions_init(ps) != 0) {
         snprintf(err, err_len, "shard %u: out of memory for the session cache", index);
         pol_shard_fini(ps);
         return -1;
     }
-    if (plugins_start(ps, err, err_len) != 0) {
+    if (gen_start(ps, &ps->cur, srv, err, err_len) != 0) {
         pol_shard_fini(ps);
         return -1;
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Generations (hot reload)
+ */
+
+int pol_shard_gen_prepare(struct pol_shard *ps, const struct pol_server *srv, char *err,
+                          size_t err_len)
+{
+    ENG_ASSERT(ps->next.srv == NULL);
+    ENG_ASSERT(srv != ps->cur.srv);
+    return gen_start(ps, &ps->next, srv, err, err_len);
+}
+
+void pol_shard_gen_drop(struct pol_shard *ps)
+{
+    if (ps->next.srv)
+        gen_stop(ps, &ps->next);
+}
+
+int pol_shard_gen_switch(struct pol_shard *ps)
+{
+    ENG_ASSERT(ps->next.srv != NULL);
+    if (ps->old_count >= POL_SHARD_OLD_GENS_MAX)
+        return -ENOSPC;
+    ps->old[ps->old_count++] = ps->cur;
+    ps->cur = ps->next;
+    memset(&ps->next, 0, sizeof(ps->next));
+    ps->srv = ps->cur.srv;
+    return 0;
+}
+
+static struct pol_shard_gen *gen_of(struct pol_shard *ps, const struct pol_server *srv)
+{
+    if (ps->cur.srv == srv)
+        return &ps->cur;
+    if (ps->next.srv == srv)
+        return &ps->next;
+    for (uint32_t i = 0; i < ps->old_count; i++)
+        if (ps->old[i].srv == srv)
+            return &ps->old[i];
+    return NULL;
+}
+
+uint32_t pol_shard_gen_inflight(const struct pol_shard *ps, const struct pol_server *srv)
+{
+    const struct pol_shard_gen *g = gen_of((struct pol_shard *)ps, srv);
+    return g ? g->inflight : 0;
+}
+
+void pol_shard_gen_retire(struct pol_shard *ps, const struct pol_server *srv)
+{
+    for (uint32_t i = 0; i < ps->old_count; i++) {
+        if (ps->old[i].srv != srv)
+            continue;
+        ENG_ASSERT(ps->old[i].inflight == 0);
+        gen_stop(ps, &ps->old[i]);
+        ps->old[i] = ps->old[--ps->old_count];
+        memset(&ps->old[ps->old_count], 0, sizeof(ps->old[0]));
+        return;
+    }
 }
 
 void pol_shard_log_stats(const struct pol_shard *ps)
@@ -218,18 +299,13 @@ void pol_shard_log_stats(const struct pol_shard *ps)
 
 void pol_shard_fini(struct pol_shard *ps)
 {
-    const struct pol_server *s = ps->srv;
-    for (uint32_t i = s && ps->plugin_started ? s->plugin_count : 0; i-- > 0;) {
-        struct pol_plugin *p = s->plugins[i];
-        if (ps->plugin_started[i] && p->type->shard_stop)
-            p->type->shard_stop(p, ps->sh, ps->plugin_data[i]);
-    }
-    free(ps->plugin_data);
-    free(ps->plugin_started);
+    pol_shard_gen_drop(ps);
+    while (ps->old_count > 0)
+        gen_stop(ps, &ps->old[--ps->old_count]);
+    if (ps->cur.srv)
+        gen_stop(ps, &ps->cur);
     if (ps->sh) /* the daemon's shards; tests and the testkit stay quiet */
         pol_shard_log_stats(ps);
-    if (s)
-        conns_stop(ps);
     pol_sstore_destroy(ps->sessions);
     free(ps->sess_scratch);
     free(ps->reqs);
@@ -264,6 +340,7 @@ struct pol_req *pol_shard_req_new(struct pol_shard *home, const char *buf,
     int rc = pol_req_build(r, buf, attrs, count);
     ENG_ASSERT(rc == 0); /* need covered the attributes */
     r->srv = home->srv;
+    home->cur.inflight++;
     r->done = NULL;
     r->host = NULL;
     home->stats.requests++;
@@ -277,6 +354,10 @@ void pol_shard_req_free(struct pol_req *r)
     ENG_ASSERT(r->arena_buf != NULL);
     ENG_ASSERT(home->free_req_count < home->req_count);
     ENG_ASSERT(r->sent == NULL);
+    struct pol_shard_gen *gen = gen_of(home, r->srv);
+    ENG_ASSERT(gen != NULL); /* a generation retires only when none of its requests is left */
+    ENG_ASSERT(gen->inflight > 0);
+    gen->inflight--;
     pol_arena_pool_put(&home->arenas, r->arena_buf, r->arena_class);
     r->arena_buf = NULL;
     r->phase = POL_PHASE_NEW;
@@ -539,7 +620,7 @@ void pol_exec_begin(struct pol_shard *ps, struct pol_req *r)
     r->start_us = pol_exec_now_us();
     if (eng_log_enabled(ENG_LOG_DEBUG))
         log_dump(r, "request");
-    uint32_t timeout_s = ps->srv->g.request_timeout_s;
+    uint32_t timeout_s = r->srv->g.request_timeout_s;
     if (ps->sh && timeout_s > 0) {
         eng_timer_init(&r->deadline, deadline_fired);
         eng_timer_arm(ps->sh, &r->deadline, (uint64_t)timeout_s * 1000u);
@@ -596,7 +677,12 @@ void *pol_plugin_shard_data(const struct pol_plugin *p, const struct pol_req *r)
 {
     ENG_ASSERT(r->ps != NULL);
     ENG_ASSERT(p->index < r->srv->plugin_count);
-    return r->ps->plugin_data[p->index];
+    /* The request's generation: the processing shard may have switched to a newer one (or
+     * not yet: it prepared the request's generation before any shard switched). */
+    const struct pol_shard_gen *g =
+        r->ps->cur.srv == r->srv ? &r->ps->cur : gen_of(r->ps, r->srv);
+    ENG_ASSERT(g != NULL);
+    return g->plugin_data[p->index];
 }
 
 /* Appends bytes (NUL included) to a line, truncating at its end. */

@@ -44,6 +44,21 @@ struct pol_shard_stats {
     uint64_t session_nomem; /* a stored session did not fit the request arena */
 };
 
+/* One configuration generation's per-shard state (hot reload, policy/reload.c): the plugins'
+ * and connections' shard data of one pol_server, and how many requests homed on this shard
+ * still refer to it. */
+struct pol_shard_gen {
+    const struct pol_server *srv;
+    void **plugin_data; /* per plugin index: shard_start's *shard_data */
+    bool *plugin_started;
+    bool conns_started; /* connections' shard_start ran */
+    uint32_t inflight;  /* requests built on this shard with srv, not yet freed */
+};
+
+/* Generations kept besides the current one: the next (prepared by a reload, not yet in use)
+ * and up to this many retiring ones. */
+#define POL_SHARD_OLD_GENS_MAX 4u
+
 struct pol_shard {
     const struct pol_server *srv;
     struct eng_shard *sh; /* NULL in the testkit and unit tests: no deadline timer */
@@ -54,12 +69,13 @@ struct pol_shard {
     struct pol_req *free_reqs;
     uint32_t free_req_count;
     struct pol_arena_pool arenas;
-    struct pol_sstore *sessions; /* Memory cache: this shard's instances */
-    bool conns_started;          /* connections' shard_start ran */
+    struct pol_sstore *sessions; /* Memory cache: this shard's instances (kept by reloads) */
     char *sess_scratch;          /* serialising a session for the store */
     size_t sess_scratch_bytes;
-    void **plugin_data; /* per plugin index: shard_start's *shard_data */
-    bool *plugin_started;
+    struct pol_shard_gen cur;                          /* srv == cur.srv: new requests use it */
+    struct pol_shard_gen next;                         /* prepared by a reload, not in use yet */
+    struct pol_shard_gen old[POL_SHARD_OLD_GENS_MAX]; /* replaced, retired when unused */
+    uint32_t old_count;
     struct pol_req *ready_head, *ready_tail; /* sessions handed over, to run */
     bool draining;
     struct pol_shard_stats stats;
@@ -77,6 +93,19 @@ void pol_shard_log_stats(const struct pol_shard *ps);
 /* Runs shard_stop and frees everything (logging the counters first on an engine shard).
  * Every request must have been released. */
 void pol_shard_fini(struct pol_shard *ps);
+
+/* Hot reload, on the shard's thread (see reload.h for the sequence). gen_prepare runs the
+ * connections' and plugins' shard_start of srv into ps->next: 0, or -1 with a sentence in err
+ * (then nothing of srv is left on the shard). gen_drop undoes a prepared one. gen_switch makes
+ * next the current generation (new requests use it) and keeps the current one as old: 0, or
+ * -ENOSPC when POL_SHARD_OLD_GENS_MAX old ones are still retiring. gen_inflight counts this
+ * shard's requests of srv; gen_retire runs shard_stop for an unused old generation. */
+int pol_shard_gen_prepare(struct pol_shard *ps, const struct pol_server *srv, char *err,
+                          size_t err_len);
+void pol_shard_gen_drop(struct pol_shard *ps);
+int pol_shard_gen_switch(struct pol_shard *ps);
+uint32_t pol_shard_gen_inflight(const struct pol_shard *ps, const struct pol_server *srv);
+void pol_shard_gen_retire(struct pol_shard *ps, const struct pol_server *srv);
 
 /* Takes a request and an arena from the home shard's pools and builds it. NULL when a pool is
  * empty (counted in no_request) or the request cannot fit the biggest arena. */

@@ -219,6 +219,8 @@ static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char
         g->error_action = v;
     else if (strcmp(n, "plugin_dir") == 0)
         g->plugin_dir = v;
+    else if (strcmp(n, "http_port") == 0)
+        g->http_port = v;
     else if (strcmp(n, "backend") == 0)
         return backend_parse(o, &g->backend, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "shards") == 0) {

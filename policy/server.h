@@ -50,6 +50,7 @@ struct pol_plugin {
     uint32_t index;             /* in pol_server.plugins: per-shard data slot */
     uint32_t depth;             /* 1 for a top-level plugin */
     void *data;                 /* pol_plugin_set_data */
+    uint32_t metrics_slot;      /* pol_metrics_assign: its series (by vhost and name) */
     bool created;               /* type->create succeeded: destroy is due */
 };
 
@@ -60,6 +61,7 @@ struct pol_vhost {
     unsigned line;
     uint32_t index;
     struct pol_chain chain;
+    uint32_t metrics_slot; /* pol_metrics_assign: its series (by name) */
 };
 
 enum pol_scache_kind {
@@ -104,6 +106,11 @@ struct pol_conn_ops {
                        size_t err_len);
     void (*shard_stop)(struct pol_conn_def *def, struct eng_shard *sh);
     void (*close)(struct pol_conn_def *def);
+    /* Optional, for GET /readyz: 0 when the backend is reachable (from the module's own
+     * counters or state: no I/O, no blocking), else -1 with a short reason in why. Runs on any
+     * shard's thread, concurrently with the module's shards: read shared state with relaxed
+     * atomic loads only. NULL: always ready. */
+    int (*ready)(const struct pol_conn_def *def, char *why, size_t why_len);
 };
 
 /* The connection named name, NULL when there is none. */
@@ -139,6 +146,9 @@ struct pol_globals {
     uint32_t drain_timeout_s;     /* default 10 */
     const char *dns_servers;      /* NULL: the system resolver (/etc/resolv.conf); else
                                      "IP[:PORT],..." (pol/dns.h) */
+    const char *http_port;        /* NULL or "": no HTTP listener; else addresses like `port`
+                                     (host part defaults to 127.0.0.1) serving /metrics,
+                                     /healthz and /readyz */
 };
 
 #define POL_MAX_CONNECTIONS_DEFAULT 4096u
