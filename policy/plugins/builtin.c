@@ -12,6 +12,8 @@
 extern const struct pol_plugin_type pol_type_DBL;
 extern const struct pol_plugin_type pol_type_RBL;
 extern const struct pol_plugin_type pol_type_RBLAction;
+/* SPF (owner: spf), in spf.c. */
+extern const struct pol_plugin_type pol_type_SPF;
 
 /* memcached (owner: memcached), in honeypot.c. */
 extern const struct pol_plugin_type pol_type_Honeypot;
@@ -23,6 +25,7 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_ScoreAction, &pol_type_SetField,
     &pol_type_Stress,      &pol_type_DBL,
     &pol_type_RBL,         &pol_type_RBLAction,
+    &pol_type_SPF,
     /* local databases (owner: localdb), declared in localdb.h */
     &pol_type_GeoIPAction, &pol_type_GeoIPLookup,
     &pol_type_PostfixMap,  &pol_type_SaAwlAction,

@@ -261,26 +261,46 @@ static int parse_spec_cidr(const char *s, size_t len, struct pol_spf_term *t, ch
     return parse_dual_cidr(s, len, t, err, err_len);
 }
 
-/* qnum "." qnum "." qnum "." qnum (RFC 7208 5.6: no leading zeros). Returns the bytes used or
- * 0. */
+/* The lengths a qnum (RFC 7208 5.6: "25[0-5] | 2[0-4]DIGIT | 1DIGIT DIGIT | [1-9]DIGIT | DIGIT")
+ * can take at s, in Mail::SPF's regex alternation order (longest first): lens[0..return). */
+static size_t qnum_lens(const char *s, size_t len, size_t lens[3])
+{
+    size_t n = 0;
+    if (len >= 3 && is_digit(s[0]) && is_digit(s[1]) && is_digit(s[2]) &&
+        (s[0] == '1' || (s[0] == '2' && (s[1] < '5' || (s[1] == '5' && s[2] <= '5')))))
+        lens[n++] = 3;
+    if (len >= 2 && s[0] >= '1' && s[0] <= '9' && is_digit(s[1]))
+        lens[n++] = 2;
+    if (len >= 1 && is_digit(s[0]))
+        lens[n++] = 1;
+    return n;
+}
+
+/* The dotted quad at s as Mail::SPF's ipv4_address_pattern matches it: the first match the
+ * regex engine finds, which may leave digits behind ("192.0.2.300" matches "192.0.2.30", and
+ * the "0" left is junk). Returns the bytes used, or 0 when nothing matches. */
+static size_t parse_ip4_from(const char *s, size_t len, unsigned part, uint8_t *out)
+{
+    size_t lens[3], n = qnum_lens(s, len, lens);
+    for (size_t k = 0; k < n; k++) {
+        unsigned v = 0;
+        for (size_t j = 0; j < lens[k]; j++)
+            v = v * 10 + (unsigned)(s[j] - '0');
+        out[part] = (uint8_t)v;
+        if (part == 3)
+            return lens[k];
+        if (lens[k] < len && s[lens[k]] == '.') {
+            size_t rest = parse_ip4_from(s + lens[k] + 1, len - lens[k] - 1, part + 1, out);
+            if (rest > 0)
+                return lens[k] + 1 + rest;
+        }
+    }
+    return 0;
+}
+
 static size_t parse_ip4(const char *s, size_t len, uint8_t *out)
 {
-    size_t i = 0;
-    for (unsigned part = 0; part < 4; part++) {
-        if (part > 0) {
-            if (i >= len || s[i] != '.')
-                return 0;
-            i++;
-        }
-        size_t start = i;
-        unsigned v = 0;
-        while (i < len && is_digit(s[i]) && i - start < 3)
-            v = v * 10 + (unsigned)(s[i++] - '0');
-        if (i == start || v > 255 || (s[start] == '0' && i - start > 1))
-            return 0;
-        out[part] = (uint8_t)v;
-    }
-    return i;
+    return parse_ip4_from(s, len, 0, out);
 }
 
 static int parse_ip4_mech(const char *s, size_t len, struct pol_spf_term *t, char *err,
