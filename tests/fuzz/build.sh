@@ -31,6 +31,10 @@ mc_reply) # owner: memcached
     exec clang $FLAGS -Iengine -Iengine/include \
         tests/fuzz/fuzz_mc_reply.c engine/mc_proto.c engine/assert.c tests/fuzz/main_thread.c \
         -lxxhash -o "$out" ;;
+spf) # owner: spf
+    exec clang $FLAGS -Ipolicy -Ipolicy/include -Iengine/include \
+        tests/fuzz/fuzz_spf.c policy/spf/record.c policy/spf/macro.c policy/spf/eval.c \
+        engine/assert.c tests/fuzz/main_thread.c -o "$out" ;;
 *)
     echo "tests/fuzz/build.sh: no recipe for tests/fuzz/fuzz_$name.c" >&2
     exit 1 ;;
