@@ -15,8 +15,9 @@ extern const struct pol_plugin_type pol_type_RBLAction;
 /* SPF (owner: spf), in spf.c. */
 extern const struct pol_plugin_type pol_type_SPF;
 
-/* memcached (owner: memcached), in honeypot.c. */
+/* memcached (owner: memcached), in honeypot.c, greylist.c. */
 extern const struct pol_plugin_type pol_type_Honeypot;
+extern const struct pol_plugin_type pol_type_Greylist;
 
 const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_Action,      &pol_type_AddScoreHeader,
@@ -35,5 +36,6 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_SqlList,     &pol_type_SqlUserConfig,
     /* memcached (owner: memcached) */
     &pol_type_Honeypot,
+    &pol_type_Greylist,
     NULL,
 };
