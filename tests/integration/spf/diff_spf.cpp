@@ -99,6 +99,9 @@ TEST_CASE("SPF plugin: Perl mtpolicyd 2.05 vs ringpolicyd on one nsd", "[diff_sp
         {"temp_dunno", plugin("    temperror_mode = dunno\n"), ""},
         {"limits", plugin("    max_void_dns_lookups = 3\n"), ""},
         {"off", plugin("    enabled = off\n"), ""},
+        {"once",
+         plugin("    softfail_score = 2\n    fail_score = 5\n    fail_mode = passive\n") + header,
+         ""},
     };
     std::string globals = "dns_servers = \"" + nsd.servers() + "\"\n";
     DiffRig rig(vhosts, globals);
@@ -229,6 +232,11 @@ TEST_CASE("SPF plugin: Perl mtpolicyd 2.05 vs ringpolicyd on one nsd", "[diff_sp
         {"std", req("::1", "", "u@fail.example.com", "i42"), "PREPEND X-MtScore: NO score=0", "",
          ""},
         {"off", req(ip, "", "u@fail.example.com", "i43"), "dunno", "", ""},
+        // one SPF score per mail: the HELO check's softfail scores, the MAIL FROM fail not
+        {"once", req(ip, "soft.example.com", "u@fail.example.com", "i48"),
+         "PREPEND X-MtScore: NO score=2 [spf=2]", "", ""},
+        {"once", req(ip, "", "u@fail.example.com", "i49"), "PREPEND X-MtScore: YES score=5 [spf=5]",
+         "", ""},
         // decisions of spec 16
         {"perm_defer", req(ip, "", "u@perm.example.com", "i44"),
          "reject spf mfrom check failed: perm.example.com: Unknown mechanism type 'foo' in "
