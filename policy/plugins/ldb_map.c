@@ -9,9 +9,9 @@
  *
  * Known limits: SpamAssassin updates its AWL in place without a lock we could share, so a
  * lookup that races with its write may read an inconsistent page: libdb then returns an error
- * (the lookup fails, counted) and the next check re-opens. Between an in-place rewrite and the
- * next check (at most LDB_MAP_CHECK_MS) a BDB handle may answer from pages it cached before.
- * A cdb file truncated in place (not postmap's way, which renames) would fault the mmap.
+ * (the lookup fails, counted), and the next session sees the changed file (fstat) and
+ * re-opens. A cdb file truncated in place (not postmap's way, which renames) would fault the
+ * mmap.
  */
 #include "plugins/ldb_map.h"
 
@@ -334,6 +334,10 @@ enum ldb_status ldb_map_begin(struct ldb_map *m, uint64_t now_ms, char *err, siz
             return st;
         }
         m->locked = true;
+        /* a rewrite in place (postmap hash:, SpamAssassin) shows on our own fd at once */
+        struct stat fst;
+        if (fstat(m->fd, &fst) == 0 && !same_file(&fst, &m->st))
+            m->recheck = true;
     }
     if (!m->recheck && m->checked_once && now_ms - m->checked_ms < LDB_MAP_CHECK_MS)
         return LDB_OK;

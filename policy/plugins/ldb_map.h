@@ -16,7 +16,10 @@
  * `postmap hash:` rewrites the .db in place under an exclusive flock(); a BDB session takes a
  * shared flock (non-blocking) for its lookups, returns LDB_BUSY while postmap holds the lock,
  * and the caller retries later (the next begin then re-opens without waiting for the check
- * interval).
+ * interval). Once it holds the lock, a BDB session also fstat()s its open file: a rewrite in
+ * place that happened between two sessions is seen at once (its size or mtime changed) and
+ * re-opened before any lookup, so pages libdb cached from the old content are never mixed
+ * with the new file's.
  *
  * Errors: open failures are start-up errors with a sentence; lookup failures (a read error, a
  * value longer than LDB_VALUE_BYTES_MAX) are LDB_ERROR with a sentence for the plugin's
