@@ -313,3 +313,37 @@ TEST_CASE("a writer's lock makes lookups wait; a broken new file keeps the old o
     CHECK(m.get("1.2.3.4", 20000) == "OK");
     CHECK(m.stats().reopen_fails == 1);
 }
+
+TEST_CASE("an AWL file updated in place is read again at the next session", "[map]")
+{
+    TempDir dir;
+    std::string awl = dir.file("auto-whitelist");
+    bdb_write(awl, {{"a@b|ip=1.2", "3"}});
+    Map m(awl, false);
+    CHECK(m.get("a@b|ip=1.2", 1) == "3");
+    // as SpamAssassin does: the same file opened read-write and a value stored
+    DB *db = nullptr;
+    REQUIRE(db_create(&db, nullptr, 0) == 0);
+    REQUIRE(db->open(db, nullptr, awl.c_str(), nullptr, DB_HASH, 0, 0644) == 0);
+    DBT k, v;
+    std::memset(&k, 0, sizeof k);
+    std::memset(&v, 0, sizeof v);
+    std::string key = "a@b|ip=1.2", val = "4";
+    for (int i = 0; i < 200; i++) { // enough to change the file's size, not only its pages
+        std::string filler = "filler" + std::to_string(i);
+        k.data = filler.data();
+        k.size = static_cast<u_int32_t>(filler.size());
+        v.data = filler.data();
+        v.size = static_cast<u_int32_t>(filler.size());
+        REQUIRE(db->put(db, nullptr, &k, &v, 0) == 0);
+    }
+    k.data = key.data();
+    k.size = static_cast<u_int32_t>(key.size());
+    v.data = val.data();
+    v.size = static_cast<u_int32_t>(val.size());
+    REQUIRE(db->put(db, nullptr, &k, &v, 0) == 0);
+    REQUIRE(db->close(db, 0) == 0);
+    CHECK(m.get("a@b|ip=1.2", 2) == "4"); // within the check interval: seen through the fd
+    CHECK(m.get("filler7", 3) == "filler7");
+    CHECK(m.stats().reopens == 1);
+}
