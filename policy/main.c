@@ -51,7 +51,8 @@ static void usage(FILE *out)
           "                        or the configuration's `shards`)\n"
           "\n"
           "Unknown options print a warning and are ignored, as in mtpolicyd. Signals: TERM\n"
-          "and INT stop after in-flight requests are answered; USR1 logs counters.\n"
+          "and INT stop after in-flight requests are answered; USR1 logs counters; HUP\n"
+          "reloads the configuration (an invalid one is logged and the running one kept).\n"
           "The configuration format, options and plugins are described in README.md.\n",
           out);
 }

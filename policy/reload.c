@@ -210,10 +210,12 @@ int pol_reload_retire(struct eng *e, pol_reload_shard_fn *shard_of, const struct
     step_init(&s, shard_of, old);
     for (uint32_t waited = 0;; waited += RELOAD_POLL_MS) {
         atomic_store(&s.inflight, 0);
-        eng_run_on_shards(e, on_count, &s);
-        if (atomic_load(&s.inflight) == 0)
+        /* A shard that already exited (the daemon is stopping) cannot be asked: keep old, the
+         * daemon frees it after every shard ended. */
+        int rc = eng_run_on_shards(e, on_count, &s);
+        if (rc == 0 && atomic_load(&s.inflight) == 0)
             break;
-        if (waited >= wait_ms) {
+        if (rc != 0 || waited >= wait_ms) {
             pthread_mutex_destroy(&s.lock);
             return -EBUSY;
         }
@@ -246,8 +248,10 @@ enum pol_reload_result pol_reload_apply(struct eng *e, pol_reload_shard_fn *shar
         pthread_mutex_destroy(&s.lock);
         return POL_RELOAD_FAILED;
     }
-    eng_run_on_shards(e, on_switch, &s);
+    rc = eng_run_on_shards(e, on_switch, &s);
     pthread_mutex_destroy(&s.lock);
+    if (rc != 0) /* stopping: some shards exited before switching; both stay until the end */
+        return POL_RELOAD_PENDING;
     return pol_reload_retire(e, shard_of, old, wait_ms) == 0 ? POL_RELOAD_RETIRED
                                                              : POL_RELOAD_PENDING;
 }
