@@ -141,10 +141,11 @@ static int spill_open_fd(struct pol_acct_spill *s, int fd)
 int pol_acct_spill_open(struct pol_acct_spill *s, const char *path)
 {
     ENG_ASSERT(s->fd < 0);
-    if (strlen(path) >= sizeof(s->path))
+    size_t len = strlen(path);
+    if (len >= sizeof(s->path))
         return -ENAMETOOLONG;
     if (s->path != path)
-        snprintf(s->path, sizeof(s->path), "%s", path);
+        memcpy(s->path, path, len + 1);
     int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
