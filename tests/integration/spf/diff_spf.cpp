@@ -99,6 +99,18 @@ TEST_CASE("SPF plugin: Perl mtpolicyd 2.05 vs ringpolicyd on one nsd", "[diff_sp
         {"temp_dunno", plugin("    temperror_mode = dunno\n"), ""},
         {"limits", plugin("    max_void_dns_lookups = 3\n"), ""},
         {"off", plugin("    enabled = off\n"), ""},
+        {"uc",
+         "\n  <Plugin set>\n    module = \"SetField\"\n    key = \"spf_fail\"\n"
+         "    value = \"passive\"\n  </Plugin>\n  <Plugin off>\n    module = \"SetField\"\n"
+         "    key = \"spf_on\"\n    value = \"off\"\n  </Plugin>" +
+             plugin("    uc_fail_mode = spf_fail\n    uc_softfail_mode = spf_none\n"
+                    "    softfail_mode = reject\n"),
+         ""},
+        {"uc_off",
+         "\n  <Plugin off>\n    module = \"SetField\"\n    key = \"spf_on\"\n"
+         "    value = \"off\"\n  </Plugin>" +
+             plugin("    uc_enabled = spf_on\n"),
+         ""},
         {"once",
          plugin("    softfail_score = 2\n    fail_score = 5\n    fail_mode = passive\n") + header,
          ""},
@@ -237,6 +249,14 @@ TEST_CASE("SPF plugin: Perl mtpolicyd 2.05 vs ringpolicyd on one nsd", "[diff_sp
          "PREPEND X-MtScore: NO score=2 [spf=2]", "", ""},
         {"once", req(ip, "", "u@fail.example.com", "i49"), "PREPEND X-MtScore: YES score=5 [spf=5]",
          "", ""},
+        // user-configurable modes (spec 12.5): a session value replaces the option
+        {"uc", req(ip, "", "u@fail.example.com", "i50"), "dunno", "", ""},
+        {"uc", req(ip, "", "u@soft.example.com", "i51"),
+         "reject SPF validation failed: soft.example.com: Sender is not authorized by default to "
+         "use 'u@soft.example.com' in 'mfrom' identity, however domain is not currently prepared "
+         "for false failures (mechanism '~all' matched)",
+         "", ""},
+        {"uc_off", req(ip, "", "u@fail.example.com", "i52"), "dunno", "", ""},
         // decisions of spec 16
         {"perm_defer", req(ip, "", "u@perm.example.com", "i44"),
          "reject spf mfrom check failed: perm.example.com: Unknown mechanism type 'foo' in "
