@@ -35,6 +35,10 @@ spf) # owner: spf
     exec clang $FLAGS -Ipolicy -Ipolicy/include -Iengine/include \
         tests/fuzz/fuzz_spf.c policy/spf/record.c policy/spf/macro.c policy/spf/eval.c \
         engine/assert.c tests/fuzz/main_thread.c -o "$out" ;;
+http) # owner: ops
+    exec clang $FLAGS -Iengine/include \
+        tests/fuzz/fuzz_http.c engine/http_parse.c engine/assert.c tests/fuzz/main_thread.c \
+        -o "$out" ;;
 *)
     echo "tests/fuzz/build.sh: no recipe for tests/fuzz/fuzz_$name.c" >&2
     exit 1 ;;
