@@ -73,6 +73,27 @@ TEST_CASE("/metrics counters move with policy traffic", "[ops]")
     d->stop();
 }
 
+TEST_CASE("session cache size and hits reach /metrics within a second", "[ops]")
+{
+    uint16_t port = free_tcp_port(), http = free_tcp_port();
+    auto d = start_ring(ops_config(port, http,
+                                   "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n"),
+                        Endpoint::tcp(port));
+    Conn c(Endpoint::tcp(port));
+    for (int mail = 0; mail < 3; mail++)
+        for (int rcpt = 0; rcpt < 4; rcpt++)
+            REQUIRE(c.request(postfix_request({{"instance", "mail" + std::to_string(mail)}}))
+                        .ok());
+    sleep_ms(1300); /* shards copy their session cache counters once a second */
+    HttpResponse m = http_get(http, "/metrics");
+    INFO(m.body);
+    CHECK(metric(m.body, "ringpolicyd_session_cache_sessions") == 3);
+    CHECK(metric(m.body, "ringpolicyd_session_cache_misses_total") == 3);
+    CHECK(metric(m.body, "ringpolicyd_session_cache_hits_total") == 9);
+    CHECK(metric(m.body, "ringpolicyd_session_cache_bytes") > 0);
+    d->stop();
+}
+
 TEST_CASE("/healthz, HEAD, 404 and keep-alive", "[ops]")
 {
     uint16_t port = free_tcp_port(), http = free_tcp_port();
