@@ -46,6 +46,29 @@ macro.example.com. IN TXT "v=spf1 exists:%{ir}.%{l1r-}.ok.example.com -all"
 voids.example.com. IN TXT "v=spf1 a:v1.example.com a:v2.example.com a:v3.example.com -all"
 loop.example.com. IN TXT "v=spf1 include:loop.example.com -all"
 syntax.example.com. IN TXT "v=spf1 ip4:192.0.2.300 -all"
+mx11.example.com. IN TXT "v=spf1 mx -all"
+mx11.example.com. IN MX 0 m0.example.com.
+m0.example.com. IN A 198.51.100.1
+mx11.example.com. IN MX 1 m1.example.com.
+m1.example.com. IN A 198.51.100.2
+mx11.example.com. IN MX 2 m2.example.com.
+m2.example.com. IN A 198.51.100.3
+mx11.example.com. IN MX 3 m3.example.com.
+m3.example.com. IN A 198.51.100.4
+mx11.example.com. IN MX 4 m4.example.com.
+m4.example.com. IN A 198.51.100.5
+mx11.example.com. IN MX 5 m5.example.com.
+m5.example.com. IN A 198.51.100.6
+mx11.example.com. IN MX 6 m6.example.com.
+m6.example.com. IN A 198.51.100.7
+mx11.example.com. IN MX 7 m7.example.com.
+m7.example.com. IN A 198.51.100.8
+mx11.example.com. IN MX 8 m8.example.com.
+m8.example.com. IN A 198.51.100.9
+mx11.example.com. IN MX 9 m9.example.com.
+m9.example.com. IN A 198.51.100.10
+mx11.example.com. IN MX 10 m10.example.com.
+m10.example.com. IN A 198.51.100.11
 helo-fail.example.org. IN TXT "v=spf1 -all"
 helo-pass.example.org. IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
 helo-perm.example.org. IN TXT "v=spf1 ip4 -all"
@@ -257,6 +280,13 @@ TEST_CASE("SPF plugin: Perl mtpolicyd 2.05 vs ringpolicyd on one nsd", "[diff_sp
          "for false failures (mechanism '~all' matched)",
          "", ""},
         {"uc_off", req(ip, "", "u@fail.example.com", "i52"), "dunno", "", ""},
+        // RFC 7208 4.6.4 (the suite's arbiter) where Mail::SPF 2.009 differs: more than 10 MX
+        // names is a permerror; Mail::SPF looks up the first 10 (so .11 matches the 10th)
+        {"std", req("198.51.100.10", "", "u@mx11.example.com", "i53"),
+         "PREPEND X-MtScore: NO score=-10 [spf=-10]",
+         "reject spf mfrom check failed: mx11.example.com: Maximum MX names per 'mx' mechanism "
+         "limit (10) exceeded",
+         "RFC 7208 4.6.4 and the openspf suite (mx-limit) over Mail::SPF 2.009"},
         // decisions of spec 16
         {"perm_defer", req(ip, "", "u@perm.example.com", "i44"),
          "reject spf mfrom check failed: perm.example.com: Unknown mechanism type 'foo' in "
