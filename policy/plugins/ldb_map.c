@@ -1,11 +1,11 @@
 /*
  * ldb_map.c: read-only Berkeley DB hash and cdb files, one handle per shard (ldb_map.h).
  *
- * Owns per map: the BDB handle (its private page cache, a few hundred KiB, allocated by libdb
- * at open) or the cdb's fd and mmap, plus a key buffer. Everything is allocated at open (shard
- * start, or a re-open after the file changed); a lookup allocates nothing of ours (libdb reads
- * pages into the cache it allocated at open, and copies values into the caller's buffer,
- * DB_DBT_USERMEM). Only the opening thread may use a map.
+ * Owns per map: the BDB handle (its private page cache, sized to hold the whole file up to
+ * LDB_BDB_CACHE_BYTES_MAX, allocated by libdb at open) or the cdb's fd and mmap, plus a key buffer.
+ * Everything is allocated at open (shard start, or a re-open after the file changed); a lookup
+ * allocates nothing of ours (libdb reads pages into the cache it allocated at open, and copies
+ * values into the caller's buffer, DB_DBT_USERMEM). Only the opening thread may use a map.
  *
  * Known limits: SpamAssassin updates its AWL in place without a lock we could share, so a
  * lookup that races with its write may read an inconsistent page: libdb then returns an error
@@ -42,10 +42,11 @@ _Static_assert(DETECT_BYTES >= BDB_TYPE_OFFSET + 1, "the meta page fields are re
 
 struct ldb_map {
     struct ldb_map_spec spec;
-    DB *db;         /* LDB_MAP_HASH */
-    struct cdb cdb; /* LDB_MAP_CDB */
-    int fd;         /* the file: BDB's own fd (for flock) or the cdb's */
-    struct stat st; /* of the open file, to notice a new one */
+    DB *db;               /* LDB_MAP_HASH */
+    struct cdb cdb;       /* LDB_MAP_CDB */
+    int fd;               /* the file: BDB's own fd (for flock) or the cdb's */
+    struct stat st;       /* of the open file, to notice a new one */
+    uint32_t cache_bytes; /* libdb's page cache (LDB_MAP_HASH) */
     uint64_t checked_ms;
     bool checked_once;
     bool recheck; /* the last begin was BUSY: look for the new file at once */
@@ -181,14 +182,28 @@ static void bdb_quiet(const DB_ENV *env, const char *prefix, const char *msg)
     (void)msg;
 }
 
+/* libdb's page cache for a table of file_bytes: the whole file and an eighth more (libdb's
+ * own overhead), within [LDB_BDB_CACHE_BYTES_MIN, LDB_BDB_CACHE_BYTES_MAX]. */
+static uint32_t bdb_cache_bytes(uint64_t file_bytes)
+{
+    uint64_t want = file_bytes + file_bytes / 8;
+    if (want < LDB_BDB_CACHE_BYTES_MIN)
+        want = LDB_BDB_CACHE_BYTES_MIN;
+    return want > LDB_BDB_CACHE_BYTES_MAX ? LDB_BDB_CACHE_BYTES_MAX : (uint32_t)want;
+}
+
 static int open_hash(struct ldb_map *m, char *err, size_t err_len)
 {
     DB *db = NULL;
-    int ret = db_create(&db, NULL, 0);
+    struct stat before;
+    int ret = stat(m->spec.path, &before) == 0 ? db_create(&db, NULL, 0) : errno;
     if (ret == 0) {
         db->set_errcall(db, bdb_quiet);
-        ret = db->open(db, NULL, m->spec.path, NULL, DB_HASH, DB_RDONLY, 0);
+        m->cache_bytes = bdb_cache_bytes((uint64_t)before.st_size);
+        ret = db->set_cachesize(db, 0, m->cache_bytes, 1);
     }
+    if (ret == 0)
+        ret = db->open(db, NULL, m->spec.path, NULL, DB_HASH, DB_RDONLY, 0);
     if (ret == 0)
         ret = db->fd(db, &m->fd);
     if (ret == 0 && fstat(m->fd, &m->st) != 0)
@@ -260,11 +275,11 @@ void ldb_map_close(struct ldb_map *m, const char *label)
     if (label != NULL)
         eng_log(ENG_LOG_INFO,
                 "%s: map %s: lookups=%llu checks=%llu reopens=%llu reopen_fails=%llu busy=%llu "
-                "errors=%llu",
+                "errors=%llu cache_bytes=%u",
                 label, m->spec.path, (unsigned long long)m->stats.lookups,
                 (unsigned long long)m->stats.checks, (unsigned long long)m->stats.reopens,
                 (unsigned long long)m->stats.reopen_fails, (unsigned long long)m->stats.busy,
-                (unsigned long long)m->stats.errors);
+                (unsigned long long)m->stats.errors, m->cache_bytes);
     map_release(m);
     free(m);
 }

@@ -44,6 +44,13 @@ extern "C" {
 #define LDB_KEY_BYTES_MAX 4096u
 /* How often a shard looks at the file for a replacement. */
 #define LDB_MAP_CHECK_MS 1000u
+/* libdb's page cache per open Berkeley DB file (per shard): the file's size and an eighth,
+ * within these bounds. With libdb's default (256 KiB) a lookup in a table of a few MiB reads
+ * pages from the kernel on almost every call (measured: 14.6 us per lookup in a 5 MiB postmap
+ * table, 1.6 us with the whole file cached). Tables over the maximum still work, with lookups
+ * that read pages through the kernel's page cache. */
+#define LDB_BDB_CACHE_BYTES_MIN (256u * 1024u)
+#define LDB_BDB_CACHE_BYTES_MAX (64u * 1024u * 1024u)
 /* Longest path, with the suffix a type prefix adds. */
 #define LDB_PATH_BYTES_MAX 4096u
 
