@@ -32,6 +32,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace dnstest
 {
@@ -158,10 +159,16 @@ big IN TXT "01234567890123456789012345678901234567890123456789012345678901234567
 )Z";
 }
 
+// A zone for DnsServer: its name (no trailing dot) and its zone file text.
+struct Zone {
+    std::string name, text;
+};
+
 class DnsServer
 {
   public:
-    DnsServer()
+    // The test zones above, plus extra ones (e.g. stand-ins for public blocklists).
+    explicit DnsServer(const std::vector<Zone> &extra = {})
     {
         if (access("/usr/sbin/nsd", X_OK) != 0)
             missing("nsd is not installed (apt-get install nsd)");
@@ -171,9 +178,9 @@ class DnsServer
             exit(1);
         }
         dir_ = tmpl;
-        write("zen.zone", zen_zone());
-        write("dbl.zone", dbl_zone());
-        write("rec.zone", rec_zone());
+        std::vector<Zone> zones = {
+            {"zen.example", zen_zone()}, {"dbl.example", dbl_zone()}, {"rec.example", rec_zone()}};
+        zones.insert(zones.end(), extra.begin(), extra.end());
         port_ = free_port_udp_tcp();
         std::string conf = "server:\n  ip-address: 127.0.0.1@" + std::to_string(port_) +
                            "\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  database: \"\"\n"
@@ -182,9 +189,11 @@ class DnsServer
                            dir_ + "/xfrd.state\"\n  xfrdir: \"" + dir_ + "\"\n  pidfile: \"" +
                            dir_ + "/nsd.pid\"\n  logfile: \"" + dir_ +
                            "/nsd.log\"\nremote-control:\n  control-enable: no\n";
-        for (const char *z : {"zen", "dbl", "rec"})
-            conf += std::string("zone:\n  name: \"") + z + ".example\"\n  zonefile: \"" + z +
-                    ".zone\"\n";
+        for (size_t i = 0; i < zones.size(); i++) {
+            std::string file = "z" + std::to_string(i) + ".zone";
+            write(file, zones[i].text);
+            conf += "zone:\n  name: \"" + zones[i].name + "\"\n  zonefile: \"" + file + "\"\n";
+        }
         write("nsd.conf", conf);
         start();
         hole_fd_ = udp_bound(&hole_port_);
