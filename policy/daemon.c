@@ -206,7 +206,9 @@ static const char *first_action(const struct pol_req *r, size_t *len)
 
 static void answer(struct dconn *dc, struct pol_req *r)
 {
-    uint64_t now_us = pol_exec_now_us();
+    /* One clock read per answer, only when someone uses it (metrics or the result line). */
+    bool logged = eng_log_enabled(ENG_LOG_WARNING);
+    uint64_t now_us = logged || pol_metrics_enabled() ? pol_exec_now_us() : 0;
     uint64_t lat_us = now_us > r->start_us ? now_us - r->start_us : 0;
     if (r->outcome == POL_OUT_REPLY) {
         size_t al = 0;
@@ -221,7 +223,7 @@ static void answer(struct dconn *dc, struct pol_req *r)
             conn_close(dc);
             return;
         }
-        if (eng_log_enabled(ENG_LOG_WARNING)) {
+        if (logged) {
             char line[ENG_LOG_LINE_MAX];
             size_t n = pol_exec_result_line(r, now_us, line, sizeof(line));
             eng_log_bytes(ENG_LOG_WARNING, NULL, line, n);
@@ -414,7 +416,8 @@ static int d_shard_start(struct eng_shard *sh, void *app_global, void **shard_ap
     ds->d = d;
     ds->sh = sh;
     ds->ps.index = eng_shard_index(sh);
-    if (pol_metrics_shard_start(sh, eng_shard_index(sh)) != 0 ||
+    /* Without http_port nobody reads the metrics: the shard counts and times nothing. */
+    if ((d->http && pol_metrics_shard_start(sh, eng_shard_index(sh)) != 0) ||
         (d->http && eng_http_shard_start(d->http, sh, &ds->hs) != 0)) {
         eng_log(ENG_LOG_ERR, "shard %u: out of memory for metrics", eng_shard_index(sh));
         dshard_free(ds);
@@ -431,7 +434,8 @@ static int d_shard_start(struct eng_shard *sh, void *app_global, void **shard_ap
         return -ENOMEM;
     }
     eng_timer_init(&ds->snapshot, snapshot_fired);
-    eng_timer_arm(sh, &ds->snapshot, DAEMON_SNAPSHOT_MS);
+    if (d->http)
+        eng_timer_arm(sh, &ds->snapshot, DAEMON_SNAPSHOT_MS);
     *shard_app = ds;
     atomic_fetch_add(&d->shards_started, 1);
     return 0;

@@ -22,6 +22,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 #include "eng/assert.h"
 #include "exec.h"
@@ -74,9 +77,13 @@ static struct {
     atomic_uint pl_count;
     struct collector coll[POL_METRICS_COLLECTORS_MAX];
     atomic_ullong reloads_ok, reloads_failed, reload_ok_time_s;
+    bool tsc;            /* pol_metrics_ticks reads the TSC */
+    double us_per_tick;  /* 1.0 without the TSC */
 } g;
 
-static __thread struct mshard *self;
+/* initial-exec: libpol.a is built position-independent, and the default TLS model would then
+ * call __tls_get_addr on every counter; policy is always linked into the executable. */
+static __thread struct mshard *self __attribute__((tls_model("initial-exec")));
 
 #define M_INC(field) __atomic_store_n(&(field), (field) + 1, __ATOMIC_RELAXED)
 #define M_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
@@ -103,11 +110,16 @@ enum pol_metrics_action pol_metrics_action_of(const char *action, size_t len)
     size_t w = 0;
     while (w < len && action[w] != ' ' && action[w] != '\t')
         w++;
+    if (w == 0)
+        return POL_MA_OTHER;
     if (w == 3 && action[0] >= '2' && action[0] <= '5' && action[1] >= '0' && action[1] <= '9' &&
         action[2] >= '0' && action[2] <= '9')
         return action[0] == '4' ? POL_MA_4XX : POL_MA_5XX;
+    /* Request path: compare only the words starting with the same letter. */
+    char c = (char)(action[0] | 0x20);
     for (unsigned a = 0; a < POL_MA_4XX; a++)
-        if (strlen(action_names[a]) == w && strncasecmp(action, action_names[a], w) == 0)
+        if (action_names[a][0] == c && strlen(action_names[a]) == w &&
+            strncasecmp(action, action_names[a], w) == 0)
             return (enum pol_metrics_action)a;
     return POL_MA_OTHER;
 }
@@ -115,6 +127,62 @@ enum pol_metrics_action pol_metrics_action_of(const char *action, size_t len)
 /* ---------------------------------------------------------------------------------------------
  * Global state and name slots (main thread)
  */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The TSC is usable when it ticks at a constant rate through sleep states (constant_tsc and
+ * nonstop_tsc in /proc/cpuinfo, which is also how the kernel's own choice is made visible). */
+static bool tsc_invariant(void)
+{
+#if defined(__x86_64__)
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[4096];
+    bool c = false, n = false;
+    while (f && fgets(line, sizeof(line), f) && !(c && n))
+        if (strncmp(line, "flags", 5) == 0) {
+            c = strstr(line, " constant_tsc") != NULL;
+            n = strstr(line, " nonstop_tsc") != NULL;
+            break;
+        }
+    if (f)
+        fclose(f);
+    return c && n;
+#else
+    return false;
+#endif
+}
+
+static void ticks_calibrate(void)
+{
+    g.tsc = false;
+    g.us_per_tick = 1.0;
+#if defined(__x86_64__)
+    if (!tsc_invariant())
+        return;
+    uint64_t n0 = mono_ns(), t0 = __rdtsc();
+    struct timespec ts = {0, 20 * 1000000L};
+    nanosleep(&ts, NULL);
+    uint64_t n1 = mono_ns(), t1 = __rdtsc();
+    if (t1 <= t0 || n1 <= n0)
+        return;
+    g.us_per_tick = (double)(n1 - n0) / 1000.0 / (double)(t1 - t0);
+    g.tsc = true;
+#endif
+}
+
+uint64_t pol_metrics_ticks(void)
+{
+#if defined(__x86_64__)
+    if (g.tsc)
+        return __rdtsc();
+#endif
+    return mono_ns() / 1000u;
+}
 
 int pol_metrics_init(unsigned shard_count, struct eng *e)
 {
@@ -124,6 +192,7 @@ int pol_metrics_init(unsigned shard_count, struct eng *e)
         return -ENOMEM;
     g.shard_count = shard_count;
     g.e = e;
+    ticks_calibrate();
     /* Slot 0 of each table collects the names that do not fit. */
     snprintf(g.vh_names[0], sizeof(g.vh_names[0]), "_other");
     snprintf(g.pl_names[0], sizeof(g.pl_names[0]), "_other");
@@ -291,6 +360,14 @@ void pol_metrics_plugin_step(uint32_t pslot, uint64_t us)
         return;
     M_INC(m->pl_lat[pslot][bucket_of(us)]);
     M_ADD(m->pl_sum_us[pslot], us);
+}
+
+void pol_metrics_plugin_step_ticks(uint32_t pslot, uint64_t ticks)
+{
+    /* A thread moved between CPUs can see a slightly smaller TSC: a huge difference is 0. */
+    if (ticks > (UINT64_MAX >> 1))
+        ticks = 0;
+    pol_metrics_plugin_step(pslot, (uint64_t)((double)ticks * g.us_per_tick));
 }
 
 void pol_metrics_protocol_error(void)

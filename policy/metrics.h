@@ -76,7 +76,9 @@ enum pol_metrics_action pol_metrics_action_of(const char *action, size_t len);
 const char *pol_metrics_action_name(enum pol_metrics_action a);
 
 /* Global state (main thread): init before shards start, fini after they stopped. Returns 0 or
- * -ENOMEM. eng may be NULL (tests): then no engine families are written. */
+ * -ENOMEM. eng may be NULL (tests): then no engine families are written. Calibrates the tick
+ * clock (about 20 ms). A shard without pol_metrics_shard_start (the daemon without http_port)
+ * counts nothing and times nothing. */
 int pol_metrics_init(unsigned shard_count, struct eng *e);
 void pol_metrics_fini(void);
 
@@ -93,6 +95,11 @@ void pol_metrics_request(uint32_t vhost_slot);
 void pol_metrics_reply(uint32_t vhost_slot, const char *action, size_t len, uint64_t latency_us);
 void pol_metrics_failure(uint32_t vhost_slot, bool timeout, uint64_t latency_us);
 void pol_metrics_plugin_step(uint32_t plugin_slot, uint64_t us);
+/* A cheap monotonic tick counter for timing plugin steps: the TSC on x86-64 when the CPU says
+ * it is invariant (calibrated against CLOCK_MONOTONIC in pol_metrics_init), else microseconds
+ * from clock_gettime. plugin_step_ticks converts a difference and records it. */
+uint64_t pol_metrics_ticks(void);
+void pol_metrics_plugin_step_ticks(uint32_t plugin_slot, uint64_t ticks);
 void pol_metrics_protocol_error(void);
 void pol_metrics_no_vhost(void);
 /* Once a second per shard: copies the shard's plain counters into its block. */
