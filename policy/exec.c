@@ -55,7 +55,10 @@ static size_t pow2_at_least(size_t n)
 static size_t arena_extra_bytes(const struct pol_server *s)
 {
     size_t frames = sizeof(struct pol_frame) * (s->depth_max + 1);
-    size_t sess = s->scache.kind == POL_SCACHE_MEMORY ? s->scache.session_bytes_max : 0;
+    /* Memcached: the decoded session and its encoding for the store, both in the arena. */
+    size_t sess = s->scache.kind == POL_SCACHE_MEMORY      ? s->scache.session_bytes_max
+                  : s->scache.kind == POL_SCACHE_MEMCACHED ? 2 * (size_t)s->scache.session_bytes_max
+                                                           : 0;
     return POL_REQ_HEADROOM_BYTES + frames + sess;
 }
 
@@ -150,6 +153,11 @@ static int conns_start(struct pol_shard *ps, struct pol_shard_gen *gen, char *er
         }
     }
     gen->conns_started = ps->sh != NULL;
+    if (ps->sh && s->scache.kind == POL_SCACHE_MEMCACHED &&
+        pol_scache_mc_shard_start(s->scache.mc, ps->sh, ps->req_count) != 0) {
+        snprintf(err, err_len, "shard %u: out of memory for the session cache", ps->index);
+        return -1;
+    }
     return 0;
 }
 
@@ -162,6 +170,8 @@ static void gen_stop(struct pol_shard *ps, struct pol_shard_gen *gen)
         if (gen->plugin_started[i] && p->type->shard_stop)
             p->type->shard_stop(p, ps->sh, gen->plugin_data[i]);
     }
+    if (s && gen->conns_started && s->scache.kind == POL_SCACHE_MEMCACHED)
+        pol_scache_mc_shard_stop(s->scache.mc, ps->sh);
     for (uint32_t i = s && gen->conns_started ? s->conn_count : 0; i-- > 0;) {
         struct pol_conn_def *d = &s->conns[i];
         if (d->opened && d->ops->shard_stop)
@@ -385,6 +395,21 @@ static struct pol_req *waiter_req(struct pol_sstore_waiter *w)
     return (struct pol_req *)(void *)((char *)w - offsetof(struct pol_req, waiter));
 }
 
+static void ready_remove(struct pol_shard *ps, struct pol_req *r)
+{
+    struct pol_req **pp = &ps->ready_head, *prev = NULL;
+    while (*pp && *pp != r) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = r->next;
+    if (ps->ready_tail == r)
+        ps->ready_tail = prev;
+    r->next = NULL;
+}
+
 static void ready_push(struct pol_shard *ps, struct pol_req *r)
 {
     r->next = NULL;
@@ -395,11 +420,63 @@ static void ready_push(struct pol_shard *ps, struct pol_req *r)
     ps->ready_tail = r;
 }
 
-/* Returns false when r queued behind another request of its instance. */
+static void start_chain(struct pol_req *r);
+static void drain(struct pol_shard *ps);
+static void fail(struct pol_req *r);
+
+/* The Memcached session cache answered (scache_mc.h): the session is locked and read (or new),
+ * or the request goes on without a kept session, or it fails as in 2.05. */
+static void mc_session_done(void *ctx, struct pol_scache_mc_lock *l, enum pol_scache_mc_result res,
+                            const char *value, size_t len)
+{
+    struct pol_req *r = ctx;
+    struct pol_shard *ps = r->ps;
+    ENG_ASSERT(r->phase == POL_PHASE_SESSION_WAIT);
+    ENG_ASSERT(r->mlock != NULL);
+    r->mc_held = res == POL_SCACHE_MC_FOUND || res == POL_SCACHE_MC_NEW;
+    ENG_ASSERT(!r->mc_held || l == r->mlock);
+    if (!r->mc_held)
+        r->mlock = NULL; /* gone: unavailable (no kept session) or lock failed */
+    if (res == POL_SCACHE_MC_FOUND) {
+        int rc = pol_scache_mc_decode(&r->sess, &r->arena, value, len);
+        if (rc == -ENOMEM)
+            r->mc_nomem = true;
+        else if (rc != 0) /* not ours (another program's value): a new session */
+            pol_sess_init(&r->sess);
+    }
+    if (res == POL_SCACHE_MC_LOCK_FAILED) {
+        size_t il = 0;
+        const char *inst = pol_req_wk(r, POL_WK_INSTANCE, &il);
+        snprintf(r->detail, sizeof(r->detail), "could not acquire lock for session %.*s",
+                 (int)(il > 200 ? 200 : il), inst ? inst : "");
+        r->phase = POL_PHASE_RUNNING;
+        fail(r);
+    } else {
+        ready_push(ps, r);
+    }
+    drain(ps);
+}
+
+/* Returns false when r waits for its session (queued behind another request of its instance,
+ * or the Memcached cache's lock and read). */
 static bool session_acquire(struct pol_shard *ps, struct pol_req *r)
 {
     size_t len = 0;
     const char *inst = pol_req_wk(r, POL_WK_INSTANCE, &len);
+    if (r->srv->scache.kind == POL_SCACHE_MEMCACHED) {
+        if (!ps->sh || !inst || len == 0)
+            return true;
+        r->mc_held = false;
+        r->mc_nomem = false;
+        if (pol_scache_mc_acquire(r->srv->scache.mc, ps->sh, inst, len, mc_session_done, r,
+                                  &r->mlock) != 0) {
+            r->mlock = NULL;
+            ps->stats.session_full++; /* no handle or instance too long: not kept */
+            return true;
+        }
+        r->phase = POL_PHASE_SESSION_WAIT;
+        return false;
+    }
     if (!ps->sessions || !inst || len == 0)
         return true; /* None, or no instance: a throw-away session (spec 10.1, 12.3) */
     struct pol_sstore_ent *ent = NULL;
@@ -421,6 +498,15 @@ static bool session_acquire(struct pol_shard *ps, struct pol_req *r)
 /* Fills r->sess from the held entry. 0 or -ENOMEM (does not fit the arena). */
 static int session_load(struct pol_req *r)
 {
+    if (r->mlock && r->mc_held) { /* Memcached: decoded when it arrived */
+        if (r->mc_nomem)
+            return -ENOMEM;
+        if (pol_sess_find(&r->sess, "_instance", 9))
+            return 0;
+        size_t len = 0;
+        const char *inst = pol_req_wk(r, POL_WK_INSTANCE, &len);
+        return pol_sess_set(&r->sess, &r->arena, "_instance", 9, inst, len);
+    }
     if (!r->sent)
         return 0;
     if (pol_sstore_is_new(r->sent)) {
@@ -443,6 +529,19 @@ static int session_load(struct pol_req *r)
 static void session_store(struct pol_req *r)
 {
     struct pol_shard *ps = r->ps;
+    if (r->mlock && r->mc_held) { /* Memcached: SET INSTANCE with expire, DELETE the lock */
+        size_t n = pol_scache_mc_encoded_bytes(&r->sess);
+        char *buf = r->mc_nomem ? NULL : pol_arena_alloc(&r->arena, n);
+        if (buf) {
+            pol_scache_mc_encode(&r->sess, buf);
+            pol_scache_mc_release(r->mlock, buf, n);
+        } else {
+            ps->stats.session_nomem++;
+            pol_scache_mc_cancel(r->mlock); /* unlock, keep what memcached has */
+        }
+        r->mlock = NULL;
+        return;
+    }
     if (!r->sent)
         return;
     const char *blob = NULL;
@@ -651,7 +750,14 @@ void pol_exec_timeout(struct pol_req *r)
     r->outcome = POL_OUT_TIMEOUT;
     switch (r->phase) {
     case POL_PHASE_SESSION_WAIT:
-        if (r->sent) { /* handed the session, not started yet: pass it on untouched */
+        if (r->srv->scache.kind == POL_SCACHE_MEMCACHED) {
+            if (r->mlock) { /* still waiting, or held and queued to start: not started */
+                if (r->mc_held)
+                    ready_remove(ps, r);
+                pol_scache_mc_cancel(r->mlock); /* done will not run; a lock held is deleted */
+                r->mlock = NULL;
+            }
+        } else if (r->sent) { /* handed the session, not started yet: pass it on untouched */
             session_store(r);
         } else {
             pol_sstore_cancel_wait(ps->sessions, &r->waiter);

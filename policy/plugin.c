@@ -376,6 +376,39 @@ static int check_connections(const struct pol_server *s, const struct pol_plugin
     return 0;
 }
 
+/* A named option block inside a <Plugin> (Greylist's <AWL> and <Ticket>): its options are the
+ * type's options named BLOCK.OPTION. A type declaring none refuses the block; an option the
+ * type does not declare inside a block it knows is warned about and ignored (2.05 passes such
+ * blocks as a hash to the store, which ignores what it does not know). */
+static int block_options(struct pol_server *s, struct pol_plugin *p, const struct pol_cfg_node *b,
+                         char *err, size_t err_len)
+{
+    const struct pol_plugin_type *t = p->type;
+    size_t bl = strlen(b->name);
+    bool known = false;
+    for (size_t i = 0; i < t->opt_count && !known; i++)
+        known = strncmp(t->opts[i].name, b->name, bl) == 0 && t->opts[i].name[bl] == '.';
+    if (!known) {
+        pol_errf(err, err_len, b->file, b->line, "plugin %s: module %s accepts no <%s> block",
+                 p->name, p->module, b->name);
+        return -1;
+    }
+    for (const struct pol_cfg_node *o = b->children; o; o = o->next) {
+        char name[256];
+        int n = snprintf(name, sizeof(name), "%s.%s", b->name, o->name);
+        if (o->is_block || n < 0 || (size_t)n >= sizeof(name) || opt_index(t, name) < 0) {
+            pol_server_warn(s, o->file, o->line, "plugin %s: %s %s in <%s> ignored", p->name,
+                            o->is_block ? "block" : "option", o->name, b->name);
+            continue;
+        }
+        struct pol_cfg_node copy = *o;
+        copy.name = name;
+        if (apply_option(p, &copy, err, err_len) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int build_children(struct pol_server *s, struct pol_plugin *p,
                           const struct pol_cfg_node *block, char *err, size_t err_len)
 {
@@ -385,7 +418,12 @@ static int build_children(struct pol_server *s, struct pol_plugin *p,
                 return -1;
             continue;
         }
-        if (strcmp(c->name, "Plugin") != 0 || !(p->type->flags & POL_TYPE_CHAIN)) {
+        if (strcmp(c->name, "Plugin") != 0) {
+            if (block_options(s, p, c, err, err_len) != 0)
+                return -1;
+            continue;
+        }
+        if (!(p->type->flags & POL_TYPE_CHAIN)) {
             pol_errf(err, err_len, c->file, c->line, "plugin %s: module %s accepts no <%s> block",
                      p->name, p->module, c->name);
             return -1;

@@ -109,6 +109,8 @@ enum pol_req_outcome {
 
 typedef void pol_req_done_fn(struct pol_req *r);
 
+struct pol_scache_mc_lock;
+
 struct pol_req {
     struct pol_shard *home; /* pool owner; NULL for requests made by a test */
     struct pol_shard *ps;   /* shard processing it (session owner) */
@@ -126,6 +128,9 @@ struct pol_req {
     struct pol_session sess;
     struct pol_sstore_ent *sent;     /* Memory cache entry held (its lock), NULL: none */
     struct pol_sstore_waiter waiter; /* queued behind another request of the instance */
+    struct pol_scache_mc_lock *mlock; /* Memcached cache: its handle (waiting or held) */
+    bool mc_held;                    /* Memcached cache: mlock holds the session's lock */
+    bool mc_nomem;                   /* Memcached cache: the session did not fit the arena */
     struct pol_req *next;            /* ready queue, free list */
 
     struct pol_frame *frames;

@@ -402,16 +402,22 @@ static int scache_parse(struct pol_server *s, const struct pol_cfg_node *b, char
         c->kind = POL_SCACHE_NONE;
         return 0;
     }
-    if (strcmp(m->value, "Memcached") == 0 || strcmp(m->value, "Redis") == 0) {
+    if (strcmp(m->value, "Memcached") == 0) { /* scache_mc.h; opened after the connections */
+        c->kind = POL_SCACHE_MEMCACHED;
+        return pol_scache_mc_parse(b, &c->mc_cfg, err, err_len);
+    }
+    if (strcmp(m->value, "Redis") == 0) {
         pol_errf(err, err_len, m->file, m->line,
                  "SessionCache module %s is not supported yet (a later ringpolicyd release adds "
-                 "it); use module = \"Memory\" (in-process, shared by all ports) or \"None\"",
+                 "it); use module = \"Memcached\", \"Memory\" (in-process, shared by all ports) "
+                 "or \"None\"",
                  m->value);
         return -1;
     }
     if (strcmp(m->value, "Memory") != 0) {
         pol_errf(err, err_len, m->file, m->line,
-                 "could not load SessionCache %s: unknown module (None or Memory)", m->value);
+                 "could not load SessionCache %s: unknown module (None, Memory or Memcached)",
+                 m->value);
         return -1;
     }
     c->kind = POL_SCACHE_MEMORY;
@@ -569,6 +575,14 @@ int pol_server_from_cfg(struct pol_cfg *cfg, struct pol_server **out, char *err,
     int rc = root_walk(s, root, err, err_len);
     if (rc == 0)
         rc = conns_open(s, err, err_len);
+    if (rc == 0 && s->scache.kind == POL_SCACHE_MEMCACHED) {
+        char why[256] = "";
+        s->scache.mc = pol_scache_mc_open(s, &s->scache.mc_cfg, why, sizeof(why));
+        if (!s->scache.mc) {
+            pol_errf(err, err_len, s->scache.file, s->scache.line, "SessionCache: %s", why);
+            rc = -1;
+        }
+    }
     if (rc == 0)
         rc = vhosts_build(s, root, file, err, err_len);
     if (rc != 0) {
@@ -628,6 +642,7 @@ void pol_server_free(struct pol_server *s)
     }
     free(s->vhosts);
     free(s->plugins);
+    pol_scache_mc_close(s->scache.mc);
     conns_close(s);
     free(s->conns);
     for (uint32_t i = 0; i < s->warning_count; i++)

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "eng/engine.h"
 #include "pol/plugin.h"
+#include "scache_mc.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -67,6 +68,7 @@ struct pol_vhost {
 enum pol_scache_kind {
     POL_SCACHE_NONE,   /* a fresh session per request (2.05 None) */
     POL_SCACHE_MEMORY, /* in-process, sharded by instance */
+    POL_SCACHE_MEMCACHED, /* shared through memcached (scache_mc.h) */
 };
 
 struct pol_scache_config {
@@ -75,6 +77,8 @@ struct pol_scache_config {
     uint32_t sessions_max;      /* whole daemon; divided between shards. Default 65536 */
     uint32_t session_bytes_max; /* largest stored session (serialised). Default 16384 */
     size_t memory_bytes;        /* whole daemon. Default sessions_max * 1 KiB */
+    struct pol_scache_mc_config mc_cfg; /* Memcached: its options */
+    struct pol_scache_mc *mc;           /* Memcached: opened after the connections */
     const char *file;
     unsigned line;
 };

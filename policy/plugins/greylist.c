@@ -26,9 +26,10 @@
  * the connections (defaults "memcached" and "db", the names 2.05 hard-codes);
  * `ipv4_aggregate` / `ipv6_aggregate` (off by default) replace the client address by its /24
  * or /64 network in the ticket key and the autowl, for senders whose retries come from another
- * address of the same pool. Only the Sql autowl and Memcached tickets exist so far: nested
- * <AWL>/<Ticket> blocks are refused by the configuration loader for now (it accepts nested
- * <Plugin> blocks only); their options are accepted at plugin level.
+ * address of the same pool. <AWL> (module Sql; autowl_expire_days, autowl_table) and <Ticket>
+ * (module Memcached; min_retry_wait, max_retry_wait) blocks: a value there wins over the
+ * plugin-level one; other options in them are warned about and ignored. Redis stores come in a
+ * later release: module = "Redis" in either block is a start-up error.
  *
  * Start-up: the autowl table is created when missing (appendix B; SQLite or PostgreSQL DDL).
  * Cron `hourly` deletes autowl rows unused for autowl_expire_days (16 #3).
@@ -68,6 +69,12 @@ enum {
     OPT_DB,
     OPT_IPV4_AGGREGATE,
     OPT_IPV6_AGGREGATE,
+    OPT_AWL_MODULE, /* <AWL> and <Ticket> blocks: BLOCK.OPTION (unset: the plugin-level value) */
+    OPT_AWL_EXPIRE_DAYS,
+    OPT_AWL_TABLE,
+    OPT_TICKET_MODULE,
+    OPT_TICKET_MIN_RETRY_WAIT,
+    OPT_TICKET_MAX_RETRY_WAIT,
     OPT_COUNT,
 };
 
@@ -89,6 +96,12 @@ static const struct pol_opt_def greylist_opts[] = {
     [OPT_DB] = {"db", POL_OPT_STRING, NULL, 0}, /* unset: "db" (checked only with use_autowl) */
     [OPT_IPV4_AGGREGATE] = {"ipv4_aggregate", POL_OPT_BOOL, "0", 0},
     [OPT_IPV6_AGGREGATE] = {"ipv6_aggregate", POL_OPT_BOOL, "0", 0},
+    [OPT_AWL_MODULE] = {"AWL.module", POL_OPT_STRING, "Sql", 0},
+    [OPT_AWL_EXPIRE_DAYS] = {"AWL.autowl_expire_days", POL_OPT_INT, NULL, 0},
+    [OPT_AWL_TABLE] = {"AWL.autowl_table", POL_OPT_STRING, NULL, 0},
+    [OPT_TICKET_MODULE] = {"Ticket.module", POL_OPT_STRING, "Memcached", 0},
+    [OPT_TICKET_MIN_RETRY_WAIT] = {"Ticket.min_retry_wait", POL_OPT_INT, NULL, 0},
+    [OPT_TICKET_MAX_RETRY_WAIT] = {"Ticket.max_retry_wait", POL_OPT_INT, NULL, 0},
 };
 _Static_assert(sizeof greylist_opts / sizeof greylist_opts[0] == OPT_COUNT, "one def per option");
 
@@ -149,7 +162,7 @@ static void greylist_destroy(struct pol_plugin *p)
     pol_plugin_set_data(p, NULL);
 }
 
-static int ddl(struct pol_plugin *p, struct greylist *g, const char *qt, char *err, size_t err_len)
+static int ddl(struct greylist *g, const char *qt, char *err, size_t err_len)
 {
     char *sql = NULL;
     int rc;
@@ -174,8 +187,7 @@ static int ddl(struct pol_plugin *p, struct greylist *g, const char *qt, char *e
     rc = pol_sql_exec_sync(g->db, sql, NULL, 0, NULL, NULL, why, sizeof(why));
     free(sql);
     if (rc != 0) {
-        snprintf(err, err_len, "cannot create the auto-whitelist table %s: %s",
-                 pol_opt(p, OPT_AUTOWL_TABLE)->text, why);
+        snprintf(err, err_len, "cannot create the auto-whitelist table %s: %s", qt, why);
         return -1;
     }
     return 0;
@@ -189,8 +201,22 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
         return -1;
     }
     pol_plugin_set_data(p, g);
-    long long minw = pol_opt(p, OPT_MIN_RETRY_WAIT)->i, maxw = pol_opt(p, OPT_MAX_RETRY_WAIT)->i,
-              days = pol_opt(p, OPT_AUTOWL_EXPIRE_DAYS)->i;
+    const char *awl_mod = pol_opt(p, OPT_AWL_MODULE)->text,
+               *ticket_mod = pol_opt(p, OPT_TICKET_MODULE)->text;
+    if (strcmp(awl_mod, "Sql") != 0 || strcmp(ticket_mod, "Memcached") != 0) {
+        bool redis = strcmp(awl_mod, "Redis") == 0 || strcmp(ticket_mod, "Redis") == 0;
+        snprintf(err, err_len,
+                 redis ? "Redis stores are not supported yet (a later ringpolicyd release adds "
+                         "them): use <AWL> module = \"Sql\" and <Ticket> module = \"Memcached\""
+                       : "unknown store (<AWL> module = \"Sql\", <Ticket> module = "
+                         "\"Memcached\")");
+        return -1;
+    }
+    /* A block's value wins over the plugin-level one (16 #2: honoured in both places). */
+#define EFFECTIVE(blk, top) (pol_opt(p, blk)->set ? pol_opt(p, blk) : pol_opt(p, top))
+    long long minw = EFFECTIVE(OPT_TICKET_MIN_RETRY_WAIT, OPT_MIN_RETRY_WAIT)->i,
+              maxw = EFFECTIVE(OPT_TICKET_MAX_RETRY_WAIT, OPT_MAX_RETRY_WAIT)->i,
+              days = EFFECTIVE(OPT_AWL_EXPIRE_DAYS, OPT_AUTOWL_EXPIRE_DAYS)->i;
     if (minw < 0 || minw > UINT32_MAX || maxw < 0 || maxw > UINT32_MAX || days < 0 ||
         days > 100000) {
         snprintf(err, err_len,
@@ -212,7 +238,8 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
                  why, mcn);
         return -1;
     }
-    const char *table = pol_opt(p, OPT_AUTOWL_TABLE)->text;
+    const char *table = EFFECTIVE(OPT_AWL_TABLE, OPT_AUTOWL_TABLE)->text;
+#undef EFFECTIVE
     if (pol_opt(p, OPT_USE_AUTOWL)->b) {
         const char *dbn = pol_opt(p, OPT_DB)->set ? pol_opt(p, OPT_DB)->text : "db";
         if (!(g->db = pol_sql_lookup(p, dbn, why, sizeof(why)))) {
@@ -242,7 +269,7 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
             snprintf(err, err_len, "out of memory");
             return -1;
         }
-        if (ddl(p, g, qt, err, err_len) != 0)
+        if (ddl(g, qt, err, err_len) != 0)
             return -1;
     }
     eng_log(ENG_LOG_NOTICE,

@@ -208,12 +208,37 @@ TEST_CASE("start-up errors: missing connections, nested store blocks", "[it_grey
     rr = no_awl.run({"--check"});
     INFO(rr.out << rr.err);
     CHECK(rr.status == 0);
-    Daemon blocks(Impl::Ring,
-                  simple_config(port,
-                                greylist("gl", "    <Ticket>\n      module = \"Redis\"\n"
-                                               "    </Ticket>\n"),
-                                conns(dir.file("x.sqlite"))));
-    rr = blocks.run({"--check"});
+    Daemon redis(Impl::Ring, simple_config(port,
+                                           greylist("gl", "    <Ticket>\n      module = \"Redis\"\n"
+                                                          "    </Ticket>\n"),
+                                           conns(dir.file("x.sqlite"))));
+    rr = redis.run({"--check"});
     CHECK(rr.status != 0);
-    CHECK(contains(rr.out + rr.err, "accepts no <Ticket> block"));
+    CHECK(contains(rr.out + rr.err, "Redis stores are not supported yet"));
+    Daemon other(Impl::Ring,
+                 simple_config(port, greylist("gl", "    <Other>\n      a = 1\n    </Other>\n"),
+                               conns(dir.file("y.sqlite"))));
+    rr = other.run({"--check"});
+    CHECK(rr.status != 0);
+    CHECK(contains(rr.out + rr.err, "accepts no <Other> block"));
+}
+
+TEST_CASE("<AWL> and <Ticket> blocks: their values win over the plugin-level ones (16 #2)",
+          "[it_greylist]")
+{
+    Rig rig(greylist("gl", "    min_retry_wait = 300\n    autowl_table = \"unused\"\n"
+                           "    <Ticket>\n      module = \"Memcached\"\n      min_retry_wait = 1\n"
+                           "      max_retry_wait = 60\n    </Ticket>\n"
+                           "    <AWL>\n      module = \"Sql\"\n      autowl_table = \"awl2\"\n"
+                           "      prefix = \"x\"\n    </AWL>\n") +
+            action_plugin("pass", "dunno"));
+    CHECK(rows(rig.db, "SELECT name FROM sqlite_master WHERE name = 'awl2'").size() == 1);
+    CHECK(rows(rig.db, "SELECT name FROM sqlite_master WHERE name = 'unused'").empty());
+    CHECK(first(send(rig.port, "a@s5.example", "192.0.2.60", "r@d.example")) ==
+          "defer greylisting is active");
+    sleep_ms(2100);
+    CHECK(first(send(rig.port, "a@s5.example", "192.0.2.60", "r@d.example")) == "dunno");
+    CHECK(rows(rig.db, "SELECT count FROM awl2").size() == 1);
+    CHECK(rig.d->wait_log("min_retry_wait 1 s, max_retry_wait 60 s", 1000));
+    CHECK(rig.d->wait_log("option prefix in <AWL> ignored", 1000));
 }

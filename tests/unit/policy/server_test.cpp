@@ -208,7 +208,7 @@ TEST_CASE("ringpolicyd's own global options are strictly typed", "[server]")
           "test.conf:1: max_attributes must be an integer from 1 to 65000, not '0'");
 }
 
-TEST_CASE("<SessionCache>: None, Memory; Memcached and Redis refused for now", "[server]")
+TEST_CASE("<SessionCache>: None, Memory, Memcached; Redis refused for now", "[server]")
 {
     pol_server *s = nullptr;
     REQUIRE(build(vhost(probe("p", "")), &s) == "");
@@ -229,8 +229,24 @@ TEST_CASE("<SessionCache>: None, Memory; Memcached and Redis refused for now", "
     REQUIRE(s->warning_count == 1);
     CHECK(std::string(s->warnings[0]) == "test.conf:5: SessionCache option lock_wait ignored");
     pol_server_free(s);
-    CHECK(build("<SessionCache>\nmodule = Memcached\n</SessionCache>\n" + vhost(probe("p", "")))
-              .rfind("test.conf:2: SessionCache module Memcached is not supported yet", 0) == 0);
+    // Memcached (scache_mc.h): needs its connection; options checked at start-up.
+    CHECK(build("<SessionCache>\nmodule = Memcached\n</SessionCache>\n" + vhost(probe("p", ""))) ==
+          "test.conf:1: SessionCache: no connection memcached configured!");
+    CHECK(build("<SessionCache>\nmodule = Memcached\nlock_wait = abc\n</SessionCache>\n" +
+                vhost(probe("p", ""))) ==
+          "test.conf:3: SessionCache option lock_wait must be a whole number from 0 to 1000000, "
+          "not 'abc'");
+    REQUIRE(build("<Connection mc>\nmodule = Memcached\n</Connection>\n<SessionCache>\n"
+                  "module = Memcached\nmemcached = mc\nexpire = 60\nlock_wait = 70\n"
+                  "</SessionCache>\n" +
+                      vhost(probe("p", "")),
+                  &s) == "");
+    CHECK(s->scache.kind == POL_SCACHE_MEMCACHED);
+    CHECK(s->scache.mc != nullptr);
+    CHECK(s->scache.mc_cfg.expire_s == 60);
+    CHECK(s->scache.mc_cfg.lock_wait_us == 70);
+    CHECK(s->scache.mc_cfg.lock_max_retry == 50);
+    pol_server_free(s);
     CHECK(build("<SessionCache>\nmodule = Redis\n</SessionCache>\n" + vhost(probe("p", "")))
               .rfind("test.conf:2: SessionCache module Redis is not supported yet", 0) == 0);
     CHECK(build("<SessionCache>\nexpire = 1\n</SessionCache>\n" + vhost(probe("p", ""))) ==
