@@ -6,7 +6,14 @@
  * buffer, both taken from the shard's pools only while needed, so an idle connection holds
  * neither. Input arrives from a multishot recv into a provided buffer: when nothing is staged
  * the application reads the provided buffer itself (zero copy) and only its unconsumed rest is
- * copied to staging; the provided buffer goes back to the ring before the turn ends. Output is
+ * copied to staging; the provided buffer goes back to the ring before the turn ends. Staging
+ * buffers come in size classes (internal.h): a connection's buffer moves up a class as it has to
+ * hold more and back down when little is left, and the shard counts the bytes of the buffers it
+ * holds against limits.stage_bytes_per_shard_max. Past half of it, connections holding large
+ * buffers stop being read (their multishot recv is cancelled) until the total is back under 3/8,
+ * or, when only they hold it, one at a time. A paused connection stops being read too once it
+ * holds ENG_PAUSED_STAGE_BYTES, and is read again after its resume, so the peer is held back by
+ * the kernel's socket buffer and TCP flow control instead of by a close. Output is
  * copied into a circular send buffer of send_bytes_max bytes; at most one send is in flight,
  * and the rest (after a short send, or queued meanwhile) goes out on the next turn.
  *
@@ -115,15 +122,127 @@ void eng_conn_open(struct eng_shard *sh, uint16_t listener, int fd)
  * Buffers
  */
 
+static struct eng_pool *stage_pool(struct eng_shard *sh, uint32_t ref)
+{
+    uint32_t k = ref >> ENG_STAGE_CLASS_SHIFT;
+    ENG_ASSERT(k < sh->stage_classes);
+    return &sh->stage[k];
+}
+
+static char *stage_buf(struct eng_shard *sh, const struct eng_conn *c)
+{
+    return eng_pool_at(stage_pool(sh, c->stage_idx), c->stage_idx & ENG_STAGE_SLOT_MASK);
+}
+
+static uint32_t stage_cap(const struct eng_shard *sh, const struct eng_conn *c)
+{
+    return c->stage_idx == ENG_POOL_NONE
+               ? 0
+               : sh->stage_class_bytes[c->stage_idx >> ENG_STAGE_CLASS_SHIFT];
+}
+
+/* Gives a buffer back: trimmed to one page when it held more than ENG_BUF_TRIM_BYTES, so a
+ * rare large request does not keep its pages resident. */
+static void stage_put(struct eng_shard *sh, uint32_t ref, uint32_t hwm)
+{
+    struct eng_pool *p = stage_pool(sh, ref);
+    uint32_t slot = ref & ENG_STAGE_SLOT_MASK;
+    if (hwm > ENG_BUF_TRIM_BYTES)
+        eng_pool_trim(p, slot, 4096, hwm);
+    eng_pool_put(p, slot);
+    if (ref >> ENG_STAGE_CLASS_SHIFT >= ENG_STAGE_CLASS_LARGE)
+        sh->stage_large_now--;
+    sh->stage_held -= sh->stage_class_bytes[ref >> ENG_STAGE_CLASS_SHIFT];
+    __atomic_store_n(&sh->stats.stage_bytes, sh->stage_held, __ATOMIC_RELAXED);
+}
+
+/* c no longer holds a large buffer: it is not one of those to hold back. */
+static void throttle_clear(struct eng_shard *sh, struct eng_conn *c)
+{
+    if (!(c->flags & CONN_THROTTLED))
+        return;
+    c->flags &= ~(uint32_t)CONN_THROTTLED;
+    sh->stage_throttled_now--;
+    if (!(c->flags & CONN_ABORTING))
+        work_add(sh, c); /* re-arm its recv */
+}
+
 static void stage_release(struct eng_shard *sh, struct eng_conn *c)
 {
     if (c->stage_idx == ENG_POOL_NONE)
         return;
-    if (c->stage_hwm > ENG_BUF_TRIM_BYTES)
-        eng_pool_trim(&sh->stage, c->stage_idx, 4096, c->stage_hwm);
-    eng_pool_put(&sh->stage, c->stage_idx);
+    if (sh->stage_favoured == c->idx + 1)
+        sh->stage_favoured = 0;
+    stage_put(sh, c->stage_idx, c->stage_hwm);
+    sh->stage_bufs_used--;
     c->stage_idx = ENG_POOL_NONE;
     c->stage_len = c->stage_hwm = 0;
+    throttle_clear(sh, c);
+}
+
+/* The smallest class holding need bytes. */
+static unsigned stage_class_for(const struct eng_shard *sh, size_t need)
+{
+    unsigned k = 0;
+    while (k + 1 < sh->stage_classes && sh->stage_class_bytes[k] < need)
+        k++;
+    ENG_ASSERT(need <= sh->stage_class_bytes[k]);
+    return k;
+}
+
+/* c's staged bytes go to slot of class k; its old buffer (if any) goes back. */
+static void stage_switch(struct eng_shard *sh, struct eng_conn *c, unsigned k, uint32_t slot)
+{
+    if (c->stage_idx != ENG_POOL_NONE) {
+        memcpy(eng_pool_at(&sh->stage[k], slot), stage_buf(sh, c), c->stage_len);
+        stage_put(sh, c->stage_idx, c->stage_hwm);
+    }
+    c->stage_idx = ENG_STAGE_REF(k, slot);
+    c->stage_hwm = c->stage_len;
+    if (k >= ENG_STAGE_CLASS_LARGE)
+        sh->stage_large_now++;
+    sh->stage_held += sh->stage_class_bytes[k];
+    __atomic_store_n(&sh->stats.stage_bytes, sh->stage_held, __ATOMIC_RELAXED);
+}
+
+/* Moves c's staged bytes into a buffer of class k (a new one when nothing is staged). False if
+ * there is none to take (the class pool, or stage_bufs_per_shard, is exhausted): c is then
+ * closed (ENG_CLOSE_NOMEM, counted in stage_full), so its input is not lost silently. */
+static bool stage_move(struct eng_shard *sh, struct eng_conn *c, unsigned k)
+{
+    uint32_t old = c->stage_idx;
+    uint32_t slot = ENG_POOL_NONE;
+    bool hook_fail = false;
+    if (old == ENG_POOL_NONE && sh->stage_fail_after) {
+        hook_fail = sh->stage_fail_after == 1;
+        if (!hook_fail)
+            sh->stage_fail_after--;
+    }
+    /* A class that ran out: the next larger one will do. */
+    if (!hook_fail &&
+        (old != ENG_POOL_NONE || sh->stage_bufs_used < sh->eng->cfg.limits.stage_bufs_per_shard))
+        for (; k < sh->stage_classes && (slot = eng_pool_get(&sh->stage[k])) == ENG_POOL_NONE; k++)
+            ;
+    if (slot == ENG_POOL_NONE) {
+        ENG_STAT_INC(sh, stage_full);
+        conn_abort(sh, c, ENG_CLOSE_NOMEM);
+        return false;
+    }
+    if (old == ENG_POOL_NONE)
+        sh->stage_bufs_used++;
+    stage_switch(sh, c, k, slot);
+    if (sh->stage_held > sh->stats.stage_bytes_peak)
+        __atomic_store_n(&sh->stats.stage_bytes_peak, sh->stage_held, __ATOMIC_RELAXED);
+    /* Backpressure: past half the budget, a connection holding a large buffer is not read
+     * until the shard's total is back under 3/8 of it (eng_conn_work_run). */
+    if (k >= ENG_STAGE_CLASS_LARGE && !(c->flags & CONN_THROTTLED) &&
+        sh->stage_favoured != c->idx + 1 && sh->stage_held > sh->stage_budget / 2) {
+        c->flags |= CONN_THROTTLED;
+        sh->stage_throttled_now++;
+        ENG_STAT_INC(sh, stage_throttled);
+        work_add(sh, c); /* cancel its recv */
+    }
+    return true;
 }
 
 static void send_release(struct eng_shard *sh, struct eng_conn *c)
@@ -138,31 +257,52 @@ static void send_release(struct eng_shard *sh, struct eng_conn *c)
     c->send_head = c->send_queued = c->send_hwm = 0;
 }
 
-/* Appends to the staging buffer, which holds stage_bytes_max + recv_buf_bytes so that what is
- * held can always be presented together with one more receive buffer. False if the connection
- * was closed instead (no staging buffer left). */
+/* Appends to the staging buffer, moving to a larger class when needed (the largest holds
+ * stage_bytes_max + recv_buf_bytes, so what is held can always be presented together with one
+ * more receive buffer). False if the connection was closed instead. */
 static bool stage_append(struct eng_shard *sh, struct eng_conn *c, const char *data, size_t n)
 {
-    if (c->stage_idx == ENG_POOL_NONE) {
-        c->stage_idx = eng_pool_get(&sh->stage);
-        if (c->stage_idx == ENG_POOL_NONE) {
-            ENG_STAT_INC(sh, stage_full);
-            conn_abort(sh, c, ENG_CLOSE_NOMEM);
-            return false;
-        }
-    }
-    ENG_ASSERT((size_t)c->stage_len + n <= sh->stage.slot_bytes);
-    memcpy((char *)eng_pool_at(&sh->stage, c->stage_idx) + c->stage_len, data, n);
+    size_t need = (size_t)c->stage_len + n;
+    if (need > stage_cap(sh, c) && !stage_move(sh, c, stage_class_for(sh, need)))
+        return false;
+    memcpy(stage_buf(sh, c) + c->stage_len, data, n);
     c->stage_len += (uint32_t)n;
     if (c->stage_len > c->stage_hwm)
         c->stage_hwm = c->stage_len;
     return true;
 }
 
-/* The limit: at most stage_bytes_max unconsumed bytes are held. False if it closed c. */
+/* After input was consumed: a large buffer holding little moves back down to the class that
+ * fits what is left. If no buffer is free there, it stays. */
+static void stage_shrink(struct eng_shard *sh, struct eng_conn *c)
+{
+    unsigned cur = c->stage_idx >> ENG_STAGE_CLASS_SHIFT;
+    if (cur < ENG_STAGE_CLASS_LARGE)
+        return;
+    unsigned k = stage_class_for(sh, c->stage_len);
+    if (k >= cur)
+        return;
+    uint32_t slot = eng_pool_get(&sh->stage[k]);
+    if (slot == ENG_POOL_NONE)
+        return;
+    stage_switch(sh, c, k, slot);
+    if (k < ENG_STAGE_CLASS_LARGE) {
+        throttle_clear(sh, c);
+        if (sh->stage_favoured == c->idx + 1)
+            sh->stage_favoured = 0;
+    }
+}
+
+/* The limit: at most stage_bytes_max unconsumed bytes are held. A paused connection is no
+ * longer read once it holds ENG_PAUSED_STAGE_BYTES, but what the kernel had already received
+ * for it (at most every provided buffer of the shard) is kept as well. False if it closed c. */
 static bool stage_within_limit(struct eng_shard *sh, struct eng_conn *c, size_t held)
 {
-    if (held <= sh->eng->cfg.limits.stage_bytes_max)
+    const struct eng_limits *lim = &sh->eng->cfg.limits;
+    size_t max = lim->stage_bytes_max;
+    if (c->flags & CONN_PAUSED)
+        max += (size_t)lim->recv_buf_count * lim->recv_buf_bytes;
+    if (held <= max)
         return true;
     ENG_STAT_INC(sh, stage_oversize);
     conn_abort(sh, c, ENG_CLOSE_OVERSIZE);
@@ -186,7 +326,7 @@ static size_t app_bytes(struct eng_shard *sh, struct eng_conn *c, const char *bu
 static void present_staged(struct eng_shard *sh, struct eng_conn *c)
 {
     ENG_ASSERT(c->stage_len > 0);
-    char *s = eng_pool_at(&sh->stage, c->stage_idx);
+    char *s = stage_buf(sh, c);
     size_t used = app_bytes(sh, c, s, c->stage_len);
     if (c->flags & CONN_ABORTING)
         return; /* buffers go with the connection */
@@ -196,8 +336,11 @@ static void present_staged(struct eng_shard *sh, struct eng_conn *c)
     }
     if (!stage_within_limit(sh, c, c->stage_len - used))
         return;
+    if (used == 0)
+        return;
     memmove(s, s + used, c->stage_len - used);
     c->stage_len -= (uint32_t)used;
+    stage_shrink(sh, c);
 }
 
 /* New input: presented in place when nothing is staged (zero copy), else appended to what is
@@ -284,9 +427,10 @@ static void op_error(struct eng_shard *sh, struct eng_conn *c, int err, bool is_
 static void recv_complete(struct eng_shard *sh, struct eng_conn *c, const struct eng_cqe *cqe)
 {
     bool more = cqe->flags & ENG_CQE_F_MORE;
+    bool stopping = c->flags & CONN_RECV_CANCEL;
     ENG_ASSERT(c->flags & CONN_RECV_ARMED);
     if (!more)
-        c->flags &= ~(uint32_t)CONN_RECV_ARMED;
+        c->flags &= ~(uint32_t)(CONN_RECV_ARMED | CONN_RECV_CANCEL);
     if (cqe->res > 0) {
         ENG_ASSERT(cqe->flags & ENG_CQE_F_BUFFER);
         uint32_t bid = cqe->flags >> ENG_CQE_BUF_SHIFT;
@@ -307,6 +451,8 @@ static void recv_complete(struct eng_shard *sh, struct eng_conn *c, const struct
             if (c->send_queued > 0 && !eng_timer_armed(&c->close_timer))
                 eng_timer_arm(sh, &c->close_timer, sh->eng->cfg.drain_timeout_ms);
         }
+    } else if (cqe->res == -ECANCELED && stopping && !(c->flags & CONN_ABORTING)) {
+        c->flags |= CONN_RECV_WANT; /* we stopped reading; re-armed when allowed again */
     } else {
         ENG_ASSERT(!more);
         op_error(sh, c, -cqe->res, true);
@@ -540,6 +686,14 @@ static void conn_teardown(struct eng_shard *sh, struct eng_conn *c)
     conn_free(sh, c);
 }
 
+/* Reading stops while a paused connection holds ENG_PAUSED_STAGE_BYTES or more, and while it is
+ * throttled (the shard's staging budget is running low). */
+static bool recv_held_back(const struct eng_conn *c)
+{
+    return (c->flags & CONN_THROTTLED) ||
+           ((c->flags & CONN_PAUSED) && c->stage_len >= ENG_PAUSED_STAGE_BYTES);
+}
+
 static void conn_work(struct eng_shard *sh, struct eng_conn *c)
 {
     if (c->flags & CONN_ABORTING) {
@@ -565,6 +719,19 @@ static void conn_work(struct eng_shard *sh, struct eng_conn *c)
     }
     if (c->send_queued > 0 && !(c->flags & CONN_SEND_INFLIGHT))
         send_start(sh, c);
+    if (recv_held_back(c)) {
+        if ((c->flags & (CONN_RECV_ARMED | CONN_RECV_CANCEL)) == CONN_RECV_ARMED) {
+            if (sh->ring->ops->prep_cancel_ud(sh->ring, c->fd, eng_ud(ENG_OP_RECV, c->idx, c->gen),
+                                              eng_ud(ENG_OP_CANCEL, c->idx, 0)) < 0) {
+                ENG_STAT_INC(sh, sq_full);
+                work_add(sh, c);
+                return;
+            }
+            c->flags |= CONN_RECV_CANCEL;
+            ENG_STAT_INC(sh, recv_stops);
+        }
+        return;
+    }
     if ((c->flags & (CONN_RECV_WANT | CONN_RECV_ARMED | CONN_EOF)) == CONN_RECV_WANT) {
         if (sh->ring->ops->prep_recv(sh->ring, c->fd, eng_ud(ENG_OP_RECV, c->idx, c->gen)) < 0) {
             ENG_STAT_INC(sh, sq_full);
@@ -576,8 +743,35 @@ static void conn_work(struct eng_shard *sh, struct eng_conn *c)
     }
 }
 
+/* Throttled connections are read again when the shard's staged bytes are back under 3/8 of
+ * the budget. When every large holder is throttled and that does not happen (they alone hold
+ * that much), the one holding the most is read again and exempt until its buffer is small
+ * again, so that some request always makes progress. Rare, so a scan is fine. */
+static void throttle_lift(struct eng_shard *sh)
+{
+    bool all = sh->stage_held <= sh->stage_budget / 8 * 3;
+    if (!all && (sh->stage_throttled_now < sh->stage_large_now || sh->stage_favoured))
+        return;
+    struct eng_conn *most = NULL;
+    for (uint32_t i = 0; i < sh->conns.fresh_idx && sh->stage_throttled_now > 0; i++) {
+        struct eng_conn *c = eng_conn_at(sh, i);
+        if (!(c->flags & CONN_THROTTLED) || (c->flags & CONN_ABORTING))
+            continue;
+        if (all)
+            throttle_clear(sh, c);
+        else if (!most || c->stage_len > most->stage_len)
+            most = c;
+    }
+    if (most) {
+        sh->stage_favoured = most->idx + 1;
+        throttle_clear(sh, most);
+    }
+}
+
 void eng_conn_work_run(struct eng_shard *sh)
 {
+    if (sh->stage_throttled_now > 0)
+        throttle_lift(sh);
     for (int pass = 0; pass < ENG_WORK_PASSES && sh->work_head; pass++) {
         uint32_t next = sh->work_head;
         sh->work_head = sh->work_tail = 0;

@@ -47,8 +47,9 @@ void eng_config_defaults(struct eng_config *cfg)
     cfg->limits.recv_buf_count = 1024;
     cfg->limits.stage_bufs_per_shard = 4096;
     cfg->limits.turn_warn_ms = 500;
-    cfg->limits.send_bufs_per_shard = 4096;
+    cfg->limits.send_bufs_per_shard = 1024;
     cfg->limits.polls_per_shard_max = 1024;
+    cfg->limits.stage_bytes_per_shard_max = 0; /* 64 MiB, or more for a large stage_bytes_max */
 }
 
 uint64_t eng_clock_us(void)
@@ -82,6 +83,17 @@ static int config_check(const struct eng_config *cfg, char *err, size_t err_len)
         bad = "limits.recv_buf_count must be a power of two from 1 to 32768";
     else if (l->recv_buf_bytes < ENG_RECV_BUF_BYTES_MIN || l->recv_buf_bytes > (1u << 20))
         bad = "limits.recv_buf_bytes must be from 64 to 1048576";
+    else if (l->stage_bufs_per_shard > ENG_STAGE_SLOT_MASK)
+        bad = "limits.stage_bufs_per_shard must be at most 16777215";
+    else if (l->stage_bytes_max > UINT32_MAX / 4 - l->recv_buf_bytes)
+        bad = "limits.stage_bytes_max must be under 1 GiB";
+    else if ((uint64_t)l->stage_bytes_max + (uint64_t)l->recv_buf_count * l->recv_buf_bytes >
+             UINT32_MAX / 2)
+        bad = "limits.stage_bytes_max + recv_buf_count x recv_buf_bytes must be under 2 GiB";
+    else if (l->stage_bytes_per_shard_max &&
+             l->stage_bytes_per_shard_max / 4 < (uint64_t)l->stage_bytes_max + l->recv_buf_bytes)
+        bad = "limits.stage_bytes_per_shard_max must be at least 4 x (stage_bytes_max + "
+              "recv_buf_bytes)";
     else if (cfg->listen_count > 65535)
         bad = "at most 65535 listening addresses";
     else if (cfg->listen_count && !cfg->listens)
@@ -145,9 +157,15 @@ static int create_steps(struct eng *e, const struct eng_config *cfg, char *err, 
     e->cfg = *cfg;
     /* Added limits: 0 (an initialiser that predates them) means the default. */
     if (e->cfg.limits.send_bufs_per_shard == 0)
-        e->cfg.limits.send_bufs_per_shard = 4096;
+        e->cfg.limits.send_bufs_per_shard = 1024;
     if (e->cfg.limits.polls_per_shard_max == 0)
         e->cfg.limits.polls_per_shard_max = 1024;
+    if (e->cfg.limits.stage_bytes_per_shard_max == 0) {
+        uint64_t need =
+            4 * ((uint64_t)e->cfg.limits.stage_bytes_max + e->cfg.limits.recv_buf_bytes);
+        e->cfg.limits.stage_bytes_per_shard_max =
+            need > ENG_STAGE_BUDGET_DEFAULT ? (uint32_t)need : ENG_STAGE_BUDGET_DEFAULT;
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     e->shard_count = cfg->shard_count ? cfg->shard_count : (cpus > 0 ? (unsigned)cpus : 1);
     size_t nl = cfg->listen_count;
@@ -412,12 +430,13 @@ void eng_stats_sum(const struct eng *e, struct eng_stats *out)
     _Static_assert(sizeof(struct eng_stats) % sizeof(uint64_t) == 0, "stats are all uint64_t");
     const size_t n = sizeof(struct eng_stats) / sizeof(uint64_t);
     const size_t max_i = offsetof(struct eng_stats, turn_us_max) / sizeof(uint64_t);
+    const size_t peak_i = offsetof(struct eng_stats, stage_bytes_peak) / sizeof(uint64_t);
     uint64_t *dst = (uint64_t *)out;
     for (unsigned s = 0; s < e->shard_count; s++) {
         const uint64_t *src = (const uint64_t *)&e->shards[s].stats;
         for (size_t i = 0; i < n; i++) {
             uint64_t v = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-            if (i == max_i)
+            if (i == max_i || i == peak_i)
                 dst[i] = v > dst[i] ? v : dst[i];
             else
                 dst[i] += v;

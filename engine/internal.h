@@ -102,7 +102,14 @@ enum {
     CONN_REFUSED = 1u << 12,      /* on_open refused: no on_close */
     CONN_PEER_CACHED = 1u << 13,  /* peer[] holds getpeername's answer */
     CONN_IN_APP = 1u << 14,       /* inside on_bytes (re-entrancy check) */
+    CONN_RECV_CANCEL = 1u << 15,  /* the armed recv is being cancelled (reading stopped) */
+    CONN_THROTTLED = 1u << 16,    /* not read: the shard's staging budget is spent */
 };
+
+/* Reading stops (the multishot recv is cancelled, so that the socket buffer and TCP flow control
+ * push back on the peer) while a paused connection holds at least this many staged bytes, and
+ * while it is throttled; it is re-armed when neither holds. */
+#define ENG_PAUSED_STAGE_BYTES 4096u
 
 struct eng_conn {
     struct eng_shard *shard;
@@ -114,7 +121,7 @@ struct eng_conn {
     uint16_t listener;    /* shard listener index */
     uint8_t close_reason; /* enum eng_close_reason once closing */
     uint8_t peer_len;
-    uint32_t stage_idx;     /* staging buffer or ENG_POOL_NONE */
+    uint32_t stage_idx;     /* staging buffer (ENG_STAGE_REF: class, slot) or ENG_POOL_NONE */
     uint32_t stage_len;     /* bytes staged (unconsumed input) */
     uint32_t stage_hwm;     /* most bytes this staging buffer held (for trimming) */
     uint32_t send_idx;      /* send buffer (circular, send_bytes_max) or ENG_POOL_NONE */
@@ -131,6 +138,22 @@ _Static_assert(sizeof(struct eng_conn) <= 128, "struct eng_conn stays small");
 
 /* The application area follows the connection, 16-byte aligned. */
 #define ENG_CONN_HDR_BYTES ((sizeof(struct eng_conn) + 15) & ~(size_t)15)
+
+/* ---------------------------------------------------------------------------------------------
+ * Staging by size classes (conn.c): 512 B, 4 KiB, 32 KiB, ... (x8, each at most half the
+ * largest), then the largest, stage_bytes_max + recv_buf_bytes. A connection's staging buffer
+ * moves up a class when it has to hold more and back down when little is left; the shard counts
+ * the bytes of the buffers held (stage_held) against limits.stage_bytes_per_shard_max.
+ */
+#define ENG_STAGE_BUDGET_DEFAULT (64u << 20)
+#define ENG_STAGE_CLASSES_MAX 8
+#define ENG_STAGE_CLASS_MIN_BYTES 512u
+#define ENG_STAGE_CLASS_SHIFT 24 /* stage_idx: class << 24 | slot */
+#define ENG_STAGE_SLOT_MASK ((1u << ENG_STAGE_CLASS_SHIFT) - 1)
+#define ENG_STAGE_REF(cls, slot) ((uint32_t)(cls) << ENG_STAGE_CLASS_SHIFT | (slot))
+/* Classes from this one up hold "large" buffers: only connections holding one are throttled
+ * when the budget runs low, and only they move back down. */
+#define ENG_STAGE_CLASS_LARGE 2u
 
 /* ---------------------------------------------------------------------------------------------
  * Listeners (accept.c)
@@ -215,7 +238,16 @@ struct eng_shard {
     /* buffers */
     char *recv_bufs;
     size_t recv_map_bytes;
-    struct eng_pool stage;
+    struct eng_pool stage[ENG_STAGE_CLASSES_MAX];
+    uint32_t stage_class_bytes[ENG_STAGE_CLASSES_MAX];
+    unsigned stage_classes;
+    uint64_t stage_held;          /* bytes of the staging buffers held (their class sizes) */
+    uint64_t stage_budget;        /* limits.stage_bytes_per_shard_max */
+    uint32_t stage_bufs_used;     /* staging buffers held, at most stage_bufs_per_shard */
+    uint32_t stage_fail_after;    /* test hook, as eng_pool's */
+    uint32_t stage_throttled_now; /* connections with CONN_THROTTLED */
+    uint32_t stage_large_now;     /* connections holding a large staging buffer */
+    uint32_t stage_favoured;      /* index + 1 of the one large holder exempt from throttling */
     struct eng_pool send;
 
     /* listeners */
@@ -269,7 +301,7 @@ struct eng {
 
     _Atomic bool stop;
     _Atomic bool running;
-    bool ran;            /* eng_run was called: a second call returns -EALREADY */
+    bool ran;      /* eng_run was called: a second call returns -EALREADY */
     int main_evfd; /* shards signal their exit here */
 
     /* start-up handshake */

@@ -75,6 +75,42 @@ const struct eng_stats *eng_shard_stats(const struct eng_shard *sh)
  * Start-up
  */
 
+/* The staging classes (internal.h): x8 from 512 B while at most half the largest, then the
+ * largest, stage_bytes_max + recv_buf_bytes; then one for a paused connection, whose input that
+ * was already received when its reading stopped is kept too: stage_bytes_max plus every
+ * provided receive buffer of the shard (conn.c). The small classes have a buffer for every
+ * staging buffer (stage_bufs_per_shard); each large one room for the budget in its size (two
+ * buffers at least; the paused class a quarter of that), so the mappings are bounded by the budget
+ * times the number of large classes, and only what is staged becomes resident. */
+static int stage_classes_init(struct eng_shard *sh)
+{
+    const struct eng_limits *lim = &sh->eng->cfg.limits;
+    uint32_t top = lim->stage_bytes_max + lim->recv_buf_bytes;
+    uint64_t paused =
+        (uint64_t)lim->stage_bytes_max + (uint64_t)lim->recv_buf_count * lim->recv_buf_bytes;
+    unsigned n = 0;
+    for (uint64_t b = ENG_STAGE_CLASS_MIN_BYTES; b * 2 <= top && n < ENG_STAGE_CLASSES_MAX - 2;
+         b *= 8)
+        sh->stage_class_bytes[n++] = (uint32_t)b;
+    sh->stage_class_bytes[n++] = top;
+    if (paused > top)
+        sh->stage_class_bytes[n++] = (uint32_t)paused;
+    sh->stage_classes = n;
+    sh->stage_budget = lim->stage_bytes_per_shard_max;
+    for (unsigned k = 0; k < n; k++) {
+        uint64_t cap = sh->stage_budget / sh->stage_class_bytes[k];
+        if (k + 1 == n && paused > top)
+            cap /= 4; /* only for input already received when reading stopped: rare */
+        if (k < ENG_STAGE_CLASS_LARGE || cap > lim->stage_bufs_per_shard)
+            cap = lim->stage_bufs_per_shard;
+        int rc =
+            eng_pool_init(&sh->stage[k], sh->stage_class_bytes[k], cap > 2 ? (uint32_t)cap : 2);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int pools_init(struct eng_shard *sh)
 {
     const struct eng_config *cfg = &sh->eng->cfg;
@@ -83,8 +119,7 @@ static int pools_init(struct eng_shard *sh)
     int rc = eng_pool_init(&sh->conns, eng_conn_slot_bytes(cfg->app_conn_bytes),
                            lim->conns_per_shard_max);
     if (rc == 0)
-        rc = eng_pool_init(&sh->stage, (size_t)lim->stage_bytes_max + lim->recv_buf_bytes,
-                           lim->stage_bufs_per_shard);
+        rc = stage_classes_init(sh);
     if (rc == 0)
         rc = eng_pool_init(&sh->send, lim->send_bytes_max, lim->send_bufs_per_shard);
     if (rc < 0)
@@ -421,7 +456,8 @@ void eng_shard_free(struct eng_shard *sh)
         sh->ring->ops->destroy(sh->ring);
     sh->ring = NULL;
     eng_pool_fini(&sh->conns);
-    eng_pool_fini(&sh->stage);
+    for (unsigned k = 0; k < ENG_STAGE_CLASSES_MAX; k++)
+        eng_pool_fini(&sh->stage[k]);
     eng_pool_fini(&sh->send);
     if (sh->recv_bufs)
         munmap(sh->recv_bufs, sh->recv_map_bytes);
@@ -443,13 +479,13 @@ void eng_shard_free(struct eng_shard *sh)
 void eng_test_pool_usage(struct eng_shard *sh, uint32_t *conns, uint32_t *stage, uint32_t *send)
 {
     *conns = sh->conns.used;
-    *stage = sh->stage.used;
+    *stage = sh->stage_bufs_used;
     *send = sh->send.used;
 }
 
 void eng_test_stage_fail_after(struct eng_shard *sh, uint32_t n)
 {
-    sh->stage.fail_after = n;
+    sh->stage_fail_after = n;
 }
 
 void eng_test_send_fail_after(struct eng_shard *sh, uint32_t n)

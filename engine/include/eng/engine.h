@@ -3,10 +3,10 @@
  *
  * One thread and one io_uring (or, where io_uring is blocked, one epoll instance) per shard.
  * Each shard owns its listening sockets (SO_REUSEPORT, one per shard per TCP address; a Unix
- * socket is one socket that every shard accepts from), its connection pool, its provided-buffer ring, its timers and its end of
- * the cross-shard rings. Everything a shard allocates is allocated at shard start; the data
- * path (reaping a completion, calling the application, submitting the next operation) does not
- * call malloc.
+ * socket is one socket that every shard accepts from), its connection pool, its provided-buffer
+ * ring, its timers and its end of the cross-shard rings. Everything a shard allocates is allocated
+ * at shard start; the data path (reaping a completion, calling the application, submitting the next
+ * operation) does not call malloc.
  *
  * Threads: every callback in eng_app_ops except on_signal runs on the shard's own thread. A
  * function taking a struct eng_shard * or struct eng_conn * may only be called on that shard's
@@ -89,9 +89,26 @@ struct eng_limits {
     uint32_t stage_bufs_per_shard; /* staging buffers per shard (partial requests). Default 4096. */
     uint32_t turn_warn_ms;         /* log a warning when one loop turn takes longer. Default 500. */
     /* Added by the engine (after the fields above, so existing initialisers keep working): */
-    uint32_t send_bufs_per_shard; /* send buffers per shard (connections with output queued or
-                                     in flight). Default 4096. */
-    uint32_t polls_per_shard_max; /* eng_poll registrations per shard. Default 1024. */
+    uint32_t send_bufs_per_shard;       /* send buffers per shard (connections with output queued or
+                                           in flight; a buffer goes back as soon as its output is
+                                           sent). Default 1024 (64 MiB of address space per shard at
+                                           the default send_bytes_max). */
+    uint32_t polls_per_shard_max;       /* eng_poll registrations per shard. Default 1024. */
+    uint32_t stage_bytes_per_shard_max; /* staging budget per shard: the bytes of all staging
+                                           buffers held (by size class: 512 B, 4 KiB, 32 KiB, ...,
+                                           stage_bytes_max + recv_buf_bytes). Past 1/2 of it the
+                                           connections holding large buffers (32 KiB and up) stop
+                                           being read (backpressure, counted in stage_throttled)
+                                           until the total is back under 3/8; such a connection
+                                           does not see its peer leave meanwhile (the
+                                           application's timeouts close it). Each size class has
+                                           a pool of this many bytes (and at most
+                                           stage_bufs_per_shard buffers): a connection that finds
+                                           its class empty is closed (ENG_CLOSE_NOMEM,
+                                           stage_full). Staging memory per shard is thus at most
+                                           this times the number of classes (4 at the defaults).
+                                           At least 4 x (stage_bytes_max + recv_buf_bytes).
+                                           Default 0: 64 MiB, or that minimum when larger. */
 };
 
 struct eng_app_ops {
@@ -218,9 +235,12 @@ int eng_conn_send(struct eng_conn *c, const void *buf, size_t len);
  * the loop, never inside this call. Idempotent. */
 void eng_conn_close(struct eng_conn *c);
 
-/* Stop / restart calling on_bytes. While paused, arriving input is staged (up to
- * stage_bytes_max, then the connection is closed with ENG_CLOSE_OVERSIZE). eng_conn_resume
- * presents staged input from the loop (never inside the call). */
+/* Stop / restart calling on_bytes. While paused, arriving input is staged; once 4 KiB are staged
+ * the connection is no longer read (the kernel's socket buffer and TCP flow control then hold the
+ * peer back), and reading restarts after eng_conn_resume. Input already on its way when reading
+ * stops is still staged, up to stage_bytes_max (past it the connection is closed with
+ * ENG_CLOSE_OVERSIZE). eng_conn_resume presents staged input from the loop (never inside the
+ * call). */
 void eng_conn_pause(struct eng_conn *c);
 void eng_conn_resume(struct eng_conn *c);
 
@@ -334,7 +354,11 @@ struct eng_stats {
     uint64_t sq_full;       /* an operation waited a turn for room in the submission queue */
     uint64_t poll_events;   /* eng_poll callbacks */
     uint64_t timers_fired;
-    uint64_t turn_us_max; /* longest turn (max, not a sum, in eng_stats_sum) */
+    uint64_t stage_throttled;  /* a connection stopped being read: staging budget running low */
+    uint64_t recv_stops;       /* multishot recvs cancelled (paused with input staged, throttled) */
+    uint64_t stage_bytes;      /* gauge: bytes of staging buffers held now */
+    uint64_t stage_bytes_peak; /* most bytes of staging buffers held at once (max, not a sum) */
+    uint64_t turn_us_max;      /* longest turn (max, not a sum, in eng_stats_sum) */
     uint64_t turn_us_hist[ENG_TURN_HIST_BUCKETS]; /* [i]: turns taking [2^i, 2^(i+1)) us
                                                      ([0]: under 2 us) */
 };
