@@ -204,3 +204,29 @@ TEST_CASE("kill -9 after more than a flush interval has lost nothing", "[faults]
     d->wait_exit(5000);
     CHECK(count_sum() == 40);
 }
+
+TEST_CASE("SIGHUP: the replaced configuration's counts are written, none twice", "[faults]")
+{
+    fresh_table();
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(acct_config(port, "    flush_interval = 3600\n"), Endpoint::tcp(port));
+    {
+        Conn c(Endpoint::tcp(port));
+        for (int i = 0; i < 30; i++)
+            REQUIRE(send_mail(c, i, "hup1."));
+    }
+    sleep_ms(200);
+    CHECK(count_sum() == 0); /* an hour to the next flush */
+    REQUIRE(d->send_signal(SIGHUP) == 0);
+    INFO("log:\n" << d->log());
+    CHECK(wait_for([] { return count_sum(); }, (uint64_t)30, 10000) == 30);
+    CHECK(log_lines_with(*d, "received SIGHUP") == 1);
+    CHECK(log_lines_with(*d, "reload failed") == 0);
+    {
+        Conn c(Endpoint::tcp(port));
+        for (int i = 0; i < 20; i++)
+            REQUIRE(send_mail(c, i, "hup2."));
+    }
+    CHECK(d->stop() == 0);
+    CHECK(count_sum() == 50);
+}
