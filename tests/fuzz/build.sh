@@ -39,6 +39,10 @@ http) # owner: ops
     exec clang $FLAGS -Iengine/include \
         tests/fuzz/fuzz_http.c engine/http_parse.c engine/assert.c tests/fuzz/main_thread.c \
         -o "$out" ;;
+dns_txt) # owner: dns
+    exec clang $FLAGS -Iengine/include -Ipolicy/include \
+        tests/fuzz/fuzz_dns_txt.c engine/dns_msg.c policy/dns_text.c engine/assert.c \
+        tests/fuzz/main_thread.c -o "$out" ;;
 *)
     echo "tests/fuzz/build.sh: no recipe for tests/fuzz/fuzz_$name.c" >&2
     exit 1 ;;

@@ -1,4 +1,4 @@
-// dns_txt_test.cpp: Net::DNS's TXT presentation (policy/dns.c, pol_dns_txt_rdstring), which
+// dns_txt_test.cpp: Net::DNS's TXT presentation (policy/dns_text.c, pol_dns_txt_rdstring), which
 // becomes the %INFO% of RBL, RBLAction and DBL replies: a table of cases whose expected texts
 // were printed by Net::DNS 1.36 (quoting on space ( ) ; and the empty string, \DDD for
 // controls, ", \ (then written \" and \\), DEL, 192, 193, 255, lax UTF-8 with U+FFFD for
