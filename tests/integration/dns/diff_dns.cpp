@@ -9,6 +9,7 @@
 // a server that never answers (every failure is "not listed").
 #include "../diffcheck.h"
 #include "../../unit/dns/dns_server.h"
+#include "../../unit/mc/mc_server.h"
 
 #include <cstdlib>
 
@@ -373,4 +374,101 @@ TEST_CASE("ringpolicyd: dns_servers is checked at start-up", "[dns]")
     RunResult res = ring.run({"--check"});
     CHECK(res.status != 0);
     CHECK(contains(res.out + res.err, "dns_servers: bad DNS server '127.0.0.1:99999'"));
+}
+
+namespace
+{
+
+// The "N queries" of every shard's DNS line at stop, summed.
+uint64_t dns_queries_logged(const std::string &log)
+{
+    uint64_t sum = 0;
+    for (const std::string &l : split_lines(log)) {
+        size_t at = l.find(" dns: ");
+        if (at != std::string::npos)
+            sum += strtoull(l.c_str() + at + 6, nullptr, 10);
+    }
+    return sum;
+}
+
+} // namespace
+
+TEST_CASE("per mail (spec 12.3): one lookup per mail, scores once, as 2.05 with a session cache",
+          "[diff][dns]")
+{
+    need_perl();
+    need_ringpolicyd();
+    dnstest::DnsServer &srv = dnstest::dns_server();
+    rpdtest::McServer mc;
+    const std::string vhost = R"C(
+  <Plugin zen>
+    module = "RBL"
+    domain = "zen.example"
+    mode = "passive"
+    score = 5
+  </Plugin>
+  <Plugin zen-ten>
+    module = "RBLAction"
+    result_from = "zen"
+    mode = "passive"
+    re_match = "^127\.0\.0\.1[0-9]$"
+    score = 2
+  </Plugin>
+  <Plugin threshold>
+    module = "ScoreAction"
+    threshold = 1
+    action = "reject score %SCORE%"
+  </Plugin>
+)C";
+    uint16_t perl_port = free_tcp_port(), ring_port = free_tcp_port();
+    // 2.05 keeps sessions in memcached; ringpolicyd's Memory cache keeps them the same way
+    // for one daemon (its Memcached session cache is not wired into the core yet).
+    Daemon perl(Impl::Perl, "<Connection memcached>\n  module = \"Memcached\"\n  servers = \"" +
+                                mc.addr() +
+                                "\"\n</Connection>\n<SessionCache>\n  module = "
+                                "\"Memcached\"\n</SessionCache>\n" +
+                                one_vhost("", perl_port, vhost));
+    perl.set_env("RES_NAMESERVERS", "127.0.0.1");
+    perl.set_env("RES_OPTIONS", "port:" + std::to_string(srv.port()));
+    perl.set_ready(Endpoint::tcp(perl_port));
+    Daemon ring(Impl::Ring,
+                "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n" +
+                    one_vhost("dns_servers = \"" + srv.servers() + "\"", ring_port, vhost));
+    ring.set_ready(Endpoint::tcp(ring_port));
+    {
+        bool ok = perl.start(60000);
+        INFO(perl.error() << "\n" << perl.log());
+        REQUIRE(ok);
+    }
+    {
+        bool ok = ring.start();
+        INFO(ring.error() << "\n" << ring.log());
+        REQUIRE(ok);
+    }
+    struct {
+        std::string ip, instance, expect;
+    } cases[] = {
+        {"127.0.0.2", "m1", "reject score 5"}, // first request of mail m1: one lookup
+        {"127.0.0.2", "m1", "reject score 5"}, // the same mail: cached, scored once
+        {"127.0.0.2", "m1", "reject score 5"},
+        {"127.0.0.10", "m2", "reject score 7"}, // RBL and RBLAction on one answer
+        {"127.0.0.10", "m2", "reject score 7"},
+        // The cached answer is the mail's, whatever the later requests say.
+        {"127.0.0.3", "m2", "reject score 7"},
+        {"127.0.0.3", "m3", "dunno"}, // not listed: cached too
+        {"127.0.0.3", "m3", "dunno"},
+    };
+    for (auto &c : cases) {
+        auto attrs = from(c.ip, {{"instance", c.instance}});
+        std::string p = summarize(ask(Endpoint::tcp(perl_port), attrs, 20000));
+        std::string r = summarize(ask(Endpoint::tcp(ring_port), attrs, 20000));
+        INFO(c.ip << " instance " << c.instance << "\nPerl: " << p << "\nringpolicyd: " << r);
+        CHECK(p == c.expect);
+        CHECK(r == p);
+    }
+    CHECK(ring.stop() == 0);
+    perl.stop(300);
+    // A lookup per mail: m1 A + TXT, m2 A + TXT, m3 A (NXDOMAIN, no TXT).
+    INFO(ring.log());
+    CHECK(dns_queries_logged(ring.log()) == 5);
 }
