@@ -303,13 +303,14 @@ static void shard_log(const struct pol_sql *db, unsigned idx, const struct sql_s
         s.reconnects += ps.connects > db->pg_conns ? ps.connects - db->pg_conns : 0;
     }
     eng_log(ENG_LOG_NOTICE,
-            "sql %s shard %u: %llu queries, %llu ok, %llu failed (%llu timed out), %llu refused "
-            "(queue full), %llu %s, %llu reconnects, queue depth max %llu",
+            "sql %s shard %u: %llu queries, %llu ok, %llu failed (%llu timed out, %llu cancelled "
+            "by the stop), %llu refused (queue full), %llu %s, %llu reconnects, queue depth max "
+            "%llu",
             db->name, idx, (unsigned long long)s.queries, (unsigned long long)s.ok,
             (unsigned long long)s.failed, (unsigned long long)s.timeouts,
-            (unsigned long long)s.queue_full, (unsigned long long)s.round_trips,
-            ss->pg ? "round trips" : "jobs", (unsigned long long)s.reconnects,
-            (unsigned long long)s.queue_depth_max);
+            (unsigned long long)s.cancelled, (unsigned long long)s.queue_full,
+            (unsigned long long)s.round_trips, ss->pg ? "round trips" : "jobs",
+            (unsigned long long)s.reconnects, (unsigned long long)s.queue_depth_max);
 }
 
 static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
@@ -427,6 +428,8 @@ static void op_finish(struct sql_op *op, struct sql_view *v)
         SQL_STAT_INC(ss, failed);
         if (v->pub.status == -ETIMEDOUT)
             SQL_STAT_INC(ss, timeouts);
+        else if (v->pub.status == -ESHUTDOWN)
+            SQL_STAT_INC(ss, cancelled);
     }
     op->done(op->ctx, &v->pub);
     op_put(ss, op);
@@ -452,8 +455,9 @@ static void lite_done(struct eng_shard *sh, struct eng_work *w)
     if (w->status != 0) { /* never ran: the shard or the pool is stopping */
         op->status = -ESHUTDOWN;
         snprintf(op->err, sizeof(op->err), "cancelled: the SQLite workers are stopping");
+    } else {
+        SQL_STAT_INC(op->ss, round_trips); /* a job that ran */
     }
-    SQL_STAT_INC(op->ss, round_trips);
     v.pub.status = op->status;
     v.pub.error = op->status ? op->err : NULL;
     v.pub.row_count = op->status ? 0 : op->rows.row_count;

@@ -27,14 +27,15 @@ extern "C" {
 extern const struct pol_conn_ops pol_sql_conn_ops;
 
 struct pol_sql_stats {
-    uint64_t queries;      /* accepted by pol_sql_query */
-    uint64_t ok;           /* done with status 0 */
-    uint64_t failed;       /* done with status < 0 (any reason) */
-    uint64_t timeouts;     /* ... of which the deadline passed */
-    uint64_t queue_full;   /* pol_sql_query refused with -ENOBUFS */
-    uint64_t round_trips;  /* PostgreSQL: pipeline round trips; SQLite: jobs run */
-    uint64_t reconnects;   /* PostgreSQL: connections established after the first */
-    uint64_t queue_depth;  /* queries queued or in flight now */
+    uint64_t queries;     /* accepted by pol_sql_query */
+    uint64_t ok;          /* done with status 0 */
+    uint64_t failed;      /* done with status < 0 (any reason) */
+    uint64_t timeouts;    /* ... of which the deadline passed */
+    uint64_t cancelled;   /* ... of which the shard stopped first (-ESHUTDOWN) */
+    uint64_t queue_full;  /* pol_sql_query refused with -ENOBUFS */
+    uint64_t round_trips; /* PostgreSQL: pipeline round trips; SQLite: jobs run */
+    uint64_t reconnects;  /* PostgreSQL: connections established after the first */
+    uint64_t queue_depth; /* queries queued or in flight now */
     uint64_t queue_depth_max;
 };
 

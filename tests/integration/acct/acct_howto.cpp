@@ -227,5 +227,5 @@ TEST_CASE("the shipped etc/ringpolicyd.conf: accounting and the quota on embedde
     INFO("log:\n" << d->log());
     size_t shards = log_lines_with(*d, "sql db shard ");
     CHECK(shards >= 1);
-    CHECK(log_lines_with(*d, " timed out), 0 refused (queue full), ") == shards);
+    CHECK(log_lines_with(*d, " cancelled by the stop), 0 refused (queue full), ") == shards);
 }
