@@ -184,7 +184,7 @@ class DnsServer
         port_ = free_port_udp_tcp();
         std::string conf = "server:\n  ip-address: 127.0.0.1@" + std::to_string(port_) +
                            "\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  database: \"\"\n"
-                           "  server-count: 1\n  verbosity: 0\n  zonesdir: \"" +
+                           "  server-count: 1\n  verbosity: 0\n  rrl-ratelimit: 0\n  zonesdir: \"" +
                            dir_ + "\"\n  zonelistfile: \"" + dir_ + "/zone.list\"\n  xfrdfile: \"" +
                            dir_ + "/xfrd.state\"\n  xfrdir: \"" + dir_ + "\"\n  pidfile: \"" +
                            dir_ + "/nsd.pid\"\n  logfile: \"" + dir_ +
