@@ -56,7 +56,7 @@ Reply send(uint16_t port, const std::string &ip, const std::string &rcpt,
 TEST_CASE("reject mode: trap addresses trap the client until expire", "[it_honeypot]")
 {
     uint16_t port = free_tcp_port();
-    auto d = start_ring(simple_config(port, honeypot("    expire = 2\n"), "shards = 2\n" + conn()),
+    auto d = start_ring(simple_config(port, honeypot("    expire = 4\n"), "shards = 2\n" + conn()),
                         Endpoint::tcp(port));
     CHECK(first(send(port, "192.0.2.10", "alice@example.com")) == "dunno");
     CHECK(first(send(port, "192.0.2.10", "spamtrap@example.com")) == "reject trapped by honeypod");
@@ -70,7 +70,7 @@ TEST_CASE("reject mode: trap addresses trap the client until expire", "[it_honey
     CHECK(first(send(port, "192.0.2.12", "bob@example.com")) == "reject trapped by honeypod");
     // The key as 2.05 meant it: NAME,CLIENT_ADDRESS (with the connection's namespace).
     CHECK(mc().raw_get("hp-" + std::to_string(getpid()) + "-trap,192.0.2.10") == "1");
-    sleep_ms(3100);
+    sleep_ms(4100); // memcached's whole seconds: lifetime 4 lives between 3 and 4 seconds
     CHECK(first(send(port, "192.0.2.10", "alice@example.com")) == "dunno");
     d->stop();
 }

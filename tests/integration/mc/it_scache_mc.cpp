@@ -114,11 +114,13 @@ TEST_CASE("concurrent requests of one instance on both daemons lose no update", 
 
 TEST_CASE("expire, and a lock held elsewhere fails the request as in 2.05", "[it_scache_mc]")
 {
-    Pair pr(" expire = 1\n lock_max_retry = 3\n");
+    // memcached counts lifetimes in whole seconds of its own clock: an item of lifetime N lives
+    // between N - 1 and N seconds.
+    Pair pr(" expire = 3\n lock_max_retry = 3\n");
     std::string inst = "exp" + std::to_string(now_ms());
     CHECK(first(ask(Endpoint::tcp(pr.p1), rcpt(inst, 0))) == header(1));
     CHECK(first(ask(Endpoint::tcp(pr.p2), rcpt(inst, 1))) == header(2));
-    sleep_ms(2100);
+    sleep_ms(3100);
     CHECK(first(ask(Endpoint::tcp(pr.p1), rcpt(inst, 2))) == header(1));
     // Another holder's lock (e.g. a host that died holding it) until lock_timeout.
     REQUIRE(mc().raw_set(ns() + "lock_" + inst, "1", 5));

@@ -383,14 +383,15 @@ TEST_CASE("cancel while waiting: no report, the holder's lock stays", "[scache_m
 
 TEST_CASE("expire: a stored session lives expire seconds", "[scache_mc]")
 {
-    ScRig r(" expire = 1\n", 1);
+    // memcached's clock ticks in whole seconds: lifetime 2 lives between 1 and 2 seconds.
+    ScRig r(" expire = 2\n", 1);
     std::string inst = unique("expire");
     Got a = r.acquire_wait(0, inst);
     r.release(0, a.l, {{"x", "1"}});
     Got b = r.acquire_wait(0, inst);
     REQUIRE(b.res == POL_SCACHE_MC_FOUND);
     r.release(0, b.l, {{"x", "2"}});
-    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(3100));
     Got c = r.acquire_wait(0, inst);
     CHECK(c.res == POL_SCACHE_MC_NEW);
     r.release(0, c.l, {});
