@@ -164,6 +164,25 @@ TEST_CASE("IPv4 /24 aggregation: a retry from another address of the pool passes
           "defer greylisting is active");
 }
 
+TEST_CASE("IPv6 /64 aggregation", "[it_greylist]")
+{
+    Rig rig(greylist("gl", "    min_retry_wait = 1\n    use_autowl = 0\n    ipv6_aggregate = 1\n") +
+            action_plugin("pass", "dunno"));
+    CHECK(first(send(rig.port, "a@s6.example", "2001:db8:1:2::7", "r@d.example")) ==
+          "defer greylisting is active");
+    // The key carries the network in canonical form.
+    sleep_ms(2100);
+    CHECK(first(send(rig.port, "a@s6.example", "2001:DB8:1:2:ffff::1", "r@d.example")) == "dunno");
+    CHECK(first(send(rig.port, "a@s6.example", "2001:db8:1:3::7", "r@d.example")) ==
+          "defer greylisting is active");
+    // IPv4 clients are not aggregated by the IPv6 option.
+    CHECK(first(send(rig.port, "a@s6.example", "192.0.2.90", "r@d.example")) ==
+          "defer greylisting is active");
+    sleep_ms(2100);
+    CHECK(first(send(rig.port, "a@s6.example", "192.0.2.91", "r@d.example")) ==
+          "defer greylisting is active");
+}
+
 TEST_CASE("cron hourly expires autowl rows unused for autowl_expire_days (16 #3)", "[it_greylist]")
 {
     TempDir dir;
