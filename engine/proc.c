@@ -8,8 +8,11 @@
  * stale one overwritten. Privileges: names are resolved before chroot (the passwd and group
  * files are usually outside it), then chroot, then groups, then the user. With a user but no
  * group, the user's primary group and its supplementary groups (initgroups) are taken, so root's
- * groups never survive the drop. Known limit: a recycled pid of an unrelated process makes a
- * stale pid file look live, as in mtpolicyd (Net::Server).
+ * groups never survive the drop; a process that is not root and already has the user and groups
+ * asked for keeps them. Detaching leaves the original process waiting on a pipe for the daemon's
+ * eng_proc_ready, so that its exit status and standard error tell how start-up went. Known limit: a
+ * recycled pid of an unrelated process makes a stale pid file look live, as in mtpolicyd
+ * (Net::Server).
  */
 #include "eng/proc.h"
 
@@ -38,21 +41,78 @@ static int sys_fail(char *err, size_t err_len, const char *what)
     return rc;
 }
 
+/* The daemon's end of the readiness pipe, -1 when there is none (or it was used). */
+static int g_ready_fd = -1;
+
+/* The original process: waits for the daemon's verdict ('0', or '1' and a message; nothing if
+ * it exited first) and exits with it. */
+static _Noreturn void ready_wait(int fd)
+{
+    char buf[1024];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || (len += (size_t)n) == sizeof(buf) - 1)
+            break;
+    }
+    if (len > 0 && buf[0] == '0')
+        _exit(0);
+    buf[len] = '\0';
+    if (len > 1)
+        fprintf(stderr, "%s\n", buf + 1);
+    else
+        fprintf(stderr, "the daemon exited during start-up\n");
+    _exit(1);
+}
+
+void eng_proc_ready(bool ok, const char *failure)
+{
+    if (g_ready_fd < 0)
+        return;
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf), "%c%s", ok ? '0' : '1', ok || !failure ? "" : failure);
+    size_t len = n < 0 ? 1 : (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1;
+    if (write(g_ready_fd, buf, len) < 0) {
+        /* The original process is gone: nobody to tell. */
+    }
+    close(g_ready_fd);
+    g_ready_fd = -1;
+}
+
 int eng_proc_daemonize(char *err, size_t err_len)
 {
     fflush(stdout);
     fflush(stderr);
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return sys_fail(err, err_len, "cannot detach: pipe");
     /* Fork twice with setsid between: the daemon is no session leader and can never acquire a
      * controlling terminal again. */
     for (int round = 0; round < 2; round++) {
         pid_t pid = fork();
-        if (pid < 0)
-            return sys_fail(err, err_len, "cannot detach: fork");
+        if (pid < 0) {
+            int rc = sys_fail(err, err_len, "cannot detach: fork");
+            if (round == 0) {
+                close(ready[0]);
+                close(ready[1]);
+            }
+            return rc;
+        }
+        if (pid > 0 && round == 0) {
+            close(ready[1]);
+            ready_wait(ready[0]);
+        }
         if (pid > 0)
             _exit(0);
-        if (round == 0 && setsid() < 0)
-            return sys_fail(err, err_len, "cannot detach: setsid");
+        if (round == 0) {
+            close(ready[0]);
+            if (setsid() < 0)
+                return sys_fail(err, err_len, "cannot detach: setsid");
+        }
     }
+    g_ready_fd = ready[1];
     if (chdir("/") < 0)
         return sys_fail(err, err_len, "cannot detach: chdir /");
     int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -182,6 +242,26 @@ static int user_resolve(const char *user, uid_t *uid, gid_t *gid, char *name, si
     return 0;
 }
 
+/* Not root, and already in primary group gid (real and effective) and every group of
+ * gids[0..n): there is nothing to switch, and no right to. */
+static bool already_in_groups(gid_t gid, const gid_t *gids, int n)
+{
+    if (geteuid() == 0 || getgid() != gid || getegid() != gid)
+        return false;
+    gid_t cur[ENG_PROC_GROUPS_MAX * 4];
+    int m = getgroups(ENG_PROC_GROUPS_MAX * 4, cur);
+    if (m < 0)
+        return false;
+    for (int i = 0; i < n; i++) {
+        bool found = gids[i] == gid;
+        for (int j = 0; j < m && !found; j++)
+            found = cur[j] == gids[i];
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 static int fail(int rc, char *err, size_t err_len, const char *what, const char *arg)
 {
     snprintf(err, err_len, "%s %s: %s", what, arg, strerror(-rc));
@@ -208,17 +288,19 @@ int eng_proc_drop_privileges(const char *user, const char *groups, const char *c
         if (chdir(chroot_dir) < 0 || chroot(chroot_dir) < 0 || chdir("/") < 0)
             return fail(-errno, err, err_len, "cannot chroot to", chroot_dir);
     }
-    if (ngroups > 0) {
+    if (ngroups > 0 && already_in_groups(gids[0], gids, ngroups)) {
+        /* e.g. systemd's User= and Group=: keep them */
+    } else if (ngroups > 0) {
         if (setgroups((size_t)ngroups, gids) < 0)
             return fail(-errno, err, err_len, "cannot set supplementary groups", groups);
         if (setgid(gids[0]) < 0)
             return fail(-errno, err, err_len, "cannot switch to group", groups);
-    } else if (have_user) {
+    } else if (have_user && !already_in_groups(user_gid, NULL, 0)) {
         if ((user_name[0] ? initgroups(user_name, user_gid) : setgroups(1, &user_gid)) < 0 ||
             setgid(user_gid) < 0)
             return fail(-errno, err, err_len, "cannot switch to the groups of user", user);
     }
-    if (have_user) {
+    if (have_user && !(geteuid() != 0 && getuid() == uid && geteuid() == uid)) {
         if (setuid(uid) < 0)
             return fail(-errno, err, err_len, "cannot switch to user", user);
         if (uid != 0 && setuid(0) == 0) {

@@ -974,9 +974,11 @@ int pol_daemon_main(const struct pol_daemon_opts *o)
         if (!(opts.foreground && !d.srv->g.log_file)) /* else the log is standard error */
             fprintf(stderr, "%s\n", err);
         eng_log(ENG_LOG_ERR, "%s", err);
+        eng_proc_ready(false, err); /* detached: the original process reports it */
         daemon_free(&d);
         return 255;
     }
+    eng_proc_ready(true, NULL);
     eng_log(ENG_LOG_NOTICE, "ringpolicyd %s starting: %u shards, %s, %zu listeners, %s",
             RINGPOLICYD_VERSION, eng_shard_count_of(d.eng), eng_backend_name(d.eng), d.listen_count,
             path);

@@ -183,6 +183,7 @@ TEST_CASE("daemonize: the original exits 0, the daemon runs detached", "[proc]")
         char err[256];
         if (eng_proc_daemonize(err, sizeof(err)) < 0)
             return 1;
+        eng_proc_ready(true, nullptr);
         // The daemon: not a session leader, in a session of its own, stdin on /dev/null.
         struct stat a, b;
         fstat(0, &a);
@@ -210,4 +211,64 @@ TEST_CASE("daemonize: the original exits 0, the daemon runs detached", "[proc]")
     CHECK(devnull == 1);
     CHECK(cwd == "/");
     unlink(out.c_str());
+}
+
+TEST_CASE("daemonize: the original waits for the daemon's start-up and reports a failure", "[proc]")
+{
+    std::string errfile = tmp_path("daemon-err");
+    auto original = [&](const std::function<void()> &daemon) {
+        unlink(errfile.c_str());
+        return in_child([&] {
+            int fd = open(errfile.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            dup2(fd, 2);
+            close(fd);
+            char err[256];
+            if (eng_proc_daemonize(err, sizeof(err)) < 0)
+                return 2;
+            daemon();
+            return 0;
+        });
+    };
+    // Start-up failed: the original exits 1 with the daemon's sentence on its stderr.
+    CHECK(original([] {
+              usleep(50000); // the original really waits
+              eng_proc_ready(false, "cannot write pid file /x: Permission denied");
+          }) == 1);
+    CHECK(slurp(errfile) == "cannot write pid file /x: Permission denied\n");
+    // The daemon exited without a word.
+    CHECK(original([] {}) == 1);
+    CHECK(slurp(errfile) == "the daemon exited during start-up\n");
+    // Ready: 0; a second call changes nothing.
+    CHECK(original([] {
+              eng_proc_ready(true, nullptr);
+              eng_proc_ready(false, "too late");
+          }) == 0);
+    CHECK(slurp(errfile).empty());
+    unlink(errfile.c_str());
+}
+
+TEST_CASE("drop privileges: already the user and group asked for, without root", "[proc]")
+{
+    struct passwd *pw = getpwnam("nobody");
+    if (!pw || geteuid() != 0) {
+        WARN("needs root and a user 'nobody'");
+        return;
+    }
+    uid_t uid = pw->pw_uid;
+    gid_t gid = pw->pw_gid;
+    CHECK(in_child([&] {
+              // As systemd starts it with User=nobody and Group=<its group>.
+              if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+                  return 2;
+              char err[256] = "";
+              std::string g = std::to_string(gid);
+              if (eng_proc_drop_privileges("nobody", g.c_str(), nullptr, err, sizeof(err)) != 0)
+                  return 3;
+              if (eng_proc_drop_privileges("nobody", nullptr, nullptr, err, sizeof(err)) != 0)
+                  return 4;
+              // Something else still fails with a clear sentence.
+              if (eng_proc_drop_privileges("root", nullptr, nullptr, err, sizeof(err)) == 0)
+                  return 5;
+              return std::string(err).find("cannot switch") == 0 ? 0 : 6;
+          }) == 0);
 }
