@@ -218,8 +218,14 @@ def daemon_steps(a, proc, p1, p2, logpath):
         return 0
     if not wait_listening(p1, proc) or not wait_listening(p2, proc):
         return fail(f"not listening on {p1} and {p2} (exit {proc.poll()})", logpath)
-    with open(logpath, encoding="utf-8", errors="replace") as f:
-        m = re.search(r"starting: \d+ shards, (\S+),", f.read())
+    # The sockets are bound before the start-up line is written: wait for it a little.
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        with open(logpath, encoding="utf-8", errors="replace") as f:
+            m = re.search(r"starting: \d+ shards, (\S+),", f.read())
+        if m or time.monotonic() > deadline or proc.poll() is not None:
+            break
+        time.sleep(0.05)
     if not m:
         return fail("no start-up line naming the backend", logpath)
     if a.expect_backend and m.group(1) != a.expect_backend:
