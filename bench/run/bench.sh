@@ -256,7 +256,7 @@ server_cpu_s() {
 # sleep_until EPOCH: sleeps until that time (seconds since 1970, fractions allowed).
 sleep_until() {
     local left
-    left=$(awk -v t="$1" -v n="$(date +%s.%N)" 'BEGIN { d = t - n; printf "%.3f", d > 0 ? d : 0 }')
+    left=$(awk -v t="$1" -v n="$(date +%s.%N)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }')
     sleep "$left"
 }
 
