@@ -434,6 +434,19 @@ static void fifo_fail(struct mc_conn *c, bool timed_out)
     }
 }
 
+/* Stops the connection's timers, fails its operations and starts closing it; reconnect at once
+ * (reconnect) or after a backoff once closed. */
+static void conn_close(struct mc_conn *c, bool reconnect, bool timed_out)
+{
+    eng_timer_cancel(c->ms->sh, &c->op_timer);
+    eng_timer_cancel(c->ms->sh, &c->retry_timer);
+    c->timer_at_ms = 0;
+    c->state = MC_CLOSING;
+    c->reconnect_now = reconnect;
+    fifo_fail(c, timed_out);
+    close_progress(c);
+}
+
 /* The connection is unusable: close it, fail its operations, then reconnect at once
  * (reconnect) or after a backoff. */
 static void conn_reset(struct mc_conn *c, bool reconnect, bool timed_out, const char *why)
@@ -447,13 +460,7 @@ static void conn_reset(struct mc_conn *c, bool reconnect, bool timed_out, const 
         eng_log(ENG_LOG_WARNING, "memcached %s: connection to %s lost: %s", conn_name(c),
                 server_name(c), why);
     }
-    eng_timer_cancel(c->ms->sh, &c->op_timer);
-    eng_timer_cancel(c->ms->sh, &c->retry_timer);
-    c->timer_at_ms = 0;
-    c->state = MC_CLOSING;
-    c->reconnect_now = reconnect;
-    fifo_fail(c, timed_out);
-    close_progress(c);
+    conn_close(c, reconnect, timed_out);
 }
 
 static void connect_failed(struct mc_conn *c, int err)
@@ -513,13 +520,7 @@ static void connect_abort(struct mc_conn *c, int err)
 {
     ENG_ASSERT(c->state == MC_CONNECTING);
     connect_failed(c, err);
-    eng_timer_cancel(c->ms->sh, &c->op_timer);
-    eng_timer_cancel(c->ms->sh, &c->retry_timer);
-    c->timer_at_ms = 0;
-    c->state = MC_CLOSING;
-    c->reconnect_now = false;
-    fifo_fail(c, false);
-    close_progress(c);
+    conn_close(c, false, false);
 }
 
 /* ---------------------------------------------------------------------------------------------
