@@ -23,6 +23,7 @@
 #include "eng/log.h"
 #include "proto.h"
 #include "mc_conn.h"
+#include "redis_conn.h"
 #include "ringpolicyd_config.h"
 #include "sql_conn.h"
 #include "values.h"
@@ -288,6 +289,7 @@ static void conn_check_options(struct pol_server *s, const struct pol_cfg_node *
 static const struct pol_conn_ops *const conn_modules[] = {
     &pol_sql_conn_ops, /* Sql (owner: sql), sql.c */
     &pol_conn_Memcached, /* Memcached (owner: memcached), mc.c */
+    &pol_conn_Redis, /* Redis (owner: redis), redis.c */
     NULL,
 };
 

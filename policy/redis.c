@@ -1,0 +1,263 @@
+/*
+ * redis.c: the `Redis` connection module (spec 9.3; redis_conn.h).
+ *
+ * open (main thread, start-up) reads the <Connection NAME> block: server (resolved here once to
+ * a numeric address, since hiredis would resolve a name with a blocking getaddrinfo on the
+ * shard), sock, password, db, debug; sentinels + service are refused (no Sentinel client).
+ * shard_start creates this connection's client on each shard (engine/redis.c); shard_stop
+ * destroys it (what is still out completes with ENG_REDIS_DOWN). Everything a shard uses is its
+ * own slot of the per-shard array; nothing is shared between shards after start-up.
+ *
+ * Failures: open fails start-up with a sentence (the caller adds file:line); commands report
+ * through done or refuse with -errno (eng/redis.h).
+ */
+#include "redis_conn.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "eng/assert.h"
+#include "server.h"
+
+#define POL_REDIS_SHARDS_MAX 1024u /* as many as the engine allows (ENG_SHARDS_MAX) */
+#define POL_REDIS_SERVER_DEFAULT "127.0.0.1:6379"
+#define POL_REDIS_HOST_BYTES 256
+
+struct pol_redis {
+    char *name;
+    char host[POL_REDIS_HOST_BYTES]; /* numeric */
+    char *sock, *password;
+    struct eng_redis_config cfg;
+    struct eng_redis *clients[POL_REDIS_SHARDS_MAX];
+};
+
+static const char *opt_text(const struct pol_cfg_node *b, const char *name, const char *dflt)
+{
+    const struct pol_cfg_node *o = pol_cfg_option(b, name);
+    return o && o->value ? o->value : dflt;
+}
+
+/* "host:port", "[v6]:port" or "host" (port 6379) → a numeric host and a port. 0 or -1. */
+static int server_parse(const char *text, char *host, size_t host_len, uint16_t *port, char *err,
+                        size_t err_len)
+{
+    char h[POL_REDIS_HOST_BYTES];
+    const char *p = NULL;
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (!close || (close[1] && close[1] != ':') || (size_t)(close - text - 1) >= sizeof(h)) {
+            snprintf(err, err_len, "bad redis server '%s' (host:port)", text);
+            return -1;
+        }
+        memcpy(h, text + 1, (size_t)(close - text - 1));
+        h[close - text - 1] = '\0';
+        p = close[1] ? close + 2 : NULL;
+    } else {
+        const char *colon = strrchr(text, ':');
+        bool v6 = colon && strchr(text, ':') != colon; /* a bare IPv6 address */
+        size_t n = colon && !v6 ? (size_t)(colon - text) : strlen(text);
+        if (n >= sizeof(h)) {
+            snprintf(err, err_len, "bad redis server '%s' (host:port)", text);
+            return -1;
+        }
+        memcpy(h, text, n);
+        h[n] = '\0';
+        p = colon && !v6 ? colon + 1 : NULL;
+    }
+    long pn = 6379;
+    if (p) {
+        char *end = NULL;
+        errno = 0;
+        pn = strtol(p, &end, 10);
+        if (!*p || *end || errno || pn <= 0 || pn > 65535) {
+            snprintf(err, err_len, "bad port in redis server '%s'", text);
+            return -1;
+        }
+    }
+    if (!h[0]) {
+        snprintf(err, err_len, "bad redis server '%s' (host:port)", text);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    int rc = getaddrinfo(h, NULL, &hints, &ai);
+    if (rc != 0 || !ai) {
+        snprintf(err, err_len, "cannot resolve redis server %s: %s", h, gai_strerror(rc));
+        return -1;
+    }
+    rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, host, (socklen_t)host_len, NULL, 0,
+                     NI_NUMERICHOST);
+    freeaddrinfo(ai);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot resolve redis server %s: %s", h, gai_strerror(rc));
+        return -1;
+    }
+    *port = (uint16_t)pn;
+    return 0;
+}
+
+static void redis_free(struct pol_redis *rc)
+{
+    if (!rc)
+        return;
+    free(rc->name);
+    free(rc->sock);
+    free(rc->password);
+    free(rc);
+}
+
+static int db_parse(const char *text, uint32_t *out, char *err, size_t err_len)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || errno || v < 0 || v > INT_MAX) {
+        snprintf(err, err_len, "db must be a database number (0, 1, ...), not '%s'", text);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int redis_open(struct pol_server *s, struct pol_conn_def *def, char *err, size_t err_len)
+{
+    (void)s;
+    const struct pol_cfg_node *b = def->block;
+    if (pol_cfg_option(b, "sentinels") && opt_text(b, "service", "")[0]) {
+        snprintf(err, err_len,
+                 "Redis Sentinel (sentinels, service) is not supported by ringpolicyd: name the "
+                 "master with server (host:port) or sock");
+        return -1;
+    }
+    struct pol_redis *rc = calloc(1, sizeof(*rc));
+    if (!rc || !(rc->name = strdup(def->name))) {
+        snprintf(err, err_len, "out of memory");
+        redis_free(rc);
+        return -1;
+    }
+    eng_redis_config_defaults(&rc->cfg);
+    const char *sock = opt_text(b, "sock", NULL), *pw = opt_text(b, "password", NULL);
+    if (sock) {
+        if (!*sock || strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            snprintf(err, err_len, "sock must be a Unix socket path of at most %zu bytes",
+                     sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+            redis_free(rc);
+            return -1;
+        }
+    } else if (server_parse(opt_text(b, "server", POL_REDIS_SERVER_DEFAULT), rc->host,
+                            sizeof(rc->host), &rc->cfg.port, err, err_len) != 0) {
+        redis_free(rc);
+        return -1;
+    }
+    if (db_parse(opt_text(b, "db", "0"), &rc->cfg.db, err, err_len) != 0) {
+        redis_free(rc);
+        return -1;
+    }
+    if ((sock && !(rc->sock = strdup(sock))) || (pw && !(rc->password = strdup(pw)))) {
+        snprintf(err, err_len, "out of memory");
+        redis_free(rc);
+        return -1;
+    }
+    rc->cfg.name = rc->name;
+    rc->cfg.host = rc->sock ? NULL : rc->host;
+    rc->cfg.unix_path = rc->sock;
+    rc->cfg.password = rc->password;
+    def->impl = rc;
+    return 0;
+}
+
+static int redis_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char *err,
+                             size_t err_len)
+{
+    struct pol_redis *rc = def->impl;
+    unsigned idx = eng_shard_index(sh);
+    if (idx >= POL_REDIS_SHARDS_MAX) {
+        snprintf(err, err_len, "more than %u shards", POL_REDIS_SHARDS_MAX);
+        return -1;
+    }
+    ENG_ASSERT(rc->clients[idx] == NULL);
+    int r = eng_redis_create(sh, &rc->cfg, &rc->clients[idx]);
+    if (r != 0) {
+        snprintf(err, err_len, "cannot create the redis client: %s", strerror(-r));
+        return -1;
+    }
+    return 0;
+}
+
+static void redis_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
+{
+    struct pol_redis *rc = def->impl;
+    unsigned idx = eng_shard_index(sh);
+    eng_redis_destroy(rc->clients[idx]);
+    rc->clients[idx] = NULL;
+}
+
+static void redis_close(struct pol_conn_def *def)
+{
+    redis_free(def->impl);
+}
+
+const struct pol_conn_ops pol_conn_Redis = {
+    .module = "Redis",
+    .open = redis_open,
+    .shard_start = redis_shard_start,
+    .shard_stop = redis_shard_stop,
+    .close = redis_close,
+};
+
+struct pol_redis *pol_redis_of_server(const struct pol_server *s, const char *name)
+{
+    const struct pol_conn_def *d = pol_server_conn(s, name);
+    return d && strcmp(d->module, "Redis") == 0 ? d->impl : NULL;
+}
+
+struct pol_redis *pol_redis_lookup(struct pol_plugin *p, const char *name, char *err,
+                                   size_t err_len)
+{
+    const struct pol_conn_def *d = pol_server_conn(p->srv, name);
+    if (!d) {
+        snprintf(err, err_len, "no connection %s configured!", name);
+        return NULL;
+    }
+    if (strcmp(d->module, "Redis") != 0 || !d->impl) {
+        snprintf(err, err_len, "connection %s is not a Redis connection", name);
+        return NULL;
+    }
+    return d->impl;
+}
+
+const char *pol_redis_name(const struct pol_redis *rc)
+{
+    return rc->name;
+}
+
+static struct eng_redis *client_of(struct pol_redis *rc, struct eng_shard *sh)
+{
+    unsigned idx = eng_shard_index(sh);
+    ENG_ASSERT(idx < POL_REDIS_SHARDS_MAX);
+    return rc->clients[idx];
+}
+
+int pol_redis_command(struct eng_shard *sh, struct pol_redis *rc, int argc,
+                      const char *const *argv, const size_t *argv_len, uint32_t timeout_ms,
+                      eng_redis_done_fn *done, void *ctx)
+{
+    struct eng_redis *c = client_of(rc, sh);
+    if (!c)
+        return -ESHUTDOWN; /* not started on this shard, or stopped */
+    return eng_redis_command(c, argc, argv, argv_len, timeout_ms, done, ctx);
+}
+
+void pol_redis_get_stats(struct eng_shard *sh, struct pol_redis *rc, struct eng_redis_stats *out)
+{
+    struct eng_redis *c = client_of(rc, sh);
+    if (c)
+        eng_redis_get_stats(c, out);
+    else
+        memset(out, 0, sizeof(*out));
+}

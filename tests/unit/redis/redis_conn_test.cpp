@@ -1,0 +1,355 @@
+// redis_conn_test.cpp: the Redis connection (policy/redis.c over engine/redis.c, hiredis async
+// on the shard's loop) built from configuration text like the daemon does, against real
+// redis-server instances the test starts (redis_server.h): start-up errors naming file and line
+// (bad server, bad db, Sentinel refused), lookup, commands and every status on 2 shards
+// (completion on the issuing shard), 2000 commands pipelined from one loop turn, AUTH and
+// SELECT (and a wrong password), a Unix socket, reconnect after redis is killed and restarted,
+// a deadline while redis is SIGSTOPped (TIMEOUT, then recovery) and shard stop completing what
+// is still out with DOWN.
+#include "../mc/mc_rig.h"
+#include "redis_server.h"
+
+extern "C" {
+#include "redis_conn.h"
+}
+
+using namespace mcrig;
+
+namespace
+{
+
+struct RRes {
+    int st = -1; // -1: done has not run
+    int type = -1;
+    std::string str;
+    long long integer = 0;
+    int shard = -1;
+};
+
+void on_rdone(void *ctx, eng_redis_status st, const eng_redis_reply *rep)
+{
+    RRes *r = static_cast<RRes *>(ctx);
+    std::lock_guard<std::mutex> lk(g_mu);
+    r->st = st;
+    r->type = rep->type;
+    r->str = rep->str ? std::string(rep->str, rep->len) : std::string();
+    r->integer = rep->integer;
+    eng_shard *self = eng_shard_self();
+    r->shard = self ? int(eng_shard_index(self)) : -1;
+}
+
+bool rfinished(const RRes &r)
+{
+    std::lock_guard<std::mutex> lk(g_mu);
+    return r.st != -1;
+}
+
+std::vector<std::string> split(const std::string &cmd)
+{
+    std::vector<std::string> out;
+    size_t p = 0;
+    while (p < cmd.size()) {
+        size_t q = cmd.find(' ', p);
+        if (q == std::string::npos)
+            q = cmd.size();
+        out.push_back(cmd.substr(p, q - p));
+        p = q + 1;
+    }
+    return out;
+}
+
+int issue(eng_shard *sh, pol_redis *rc, const std::vector<std::string> &args, RRes *r,
+          uint32_t timeout_ms = 0)
+{
+    std::vector<const char *> argv;
+    std::vector<size_t> lens;
+    for (const std::string &a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    return pol_redis_command(sh, rc, int(args.size()), argv.data(), lens.data(), timeout_ms,
+                             on_rdone, r);
+}
+
+RRes run(Rig &rig, unsigned shard, pol_redis *rc, const std::vector<std::string> &args,
+         uint32_t timeout_ms = 0)
+{
+    RRes r;
+    int rc_ = 99;
+    rig.on(shard, [&](eng_shard *sh) { rc_ = issue(sh, rc, args, &r, timeout_ms); });
+    REQUIRE(rc_ == 0);
+    REQUIRE(eventually([&] { return rfinished(r); }, 10000));
+    return r;
+}
+
+RRes run(Rig &rig, unsigned shard, pol_redis *rc, const std::string &cmd, uint32_t timeout_ms = 0)
+{
+    return run(rig, shard, rc, split(cmd), timeout_ms);
+}
+
+std::string block(const std::string &name, const std::string &body)
+{
+    return "<Connection " + name + ">\n module = \"Redis\"\n" + body + "</Connection>\n";
+}
+
+rpdtest::RedisServer &rserver()
+{
+    static rpdtest::RedisServer s;
+    return s;
+}
+
+pol_redis *rlookup(const char *name, std::string *err = nullptr)
+{
+    pol_plugin p{};
+    p.srv = g_srv;
+    char e[256] = "";
+    pol_redis *rc = pol_redis_lookup(&p, name, e, sizeof(e));
+    if (err)
+        *err = e;
+    return rc;
+}
+
+eng_redis_stats rstats(Rig &rig, unsigned shard, pol_redis *rc)
+{
+    eng_redis_stats st{};
+    rig.on(shard, [&](eng_shard *sh) { pol_redis_get_stats(sh, rc, &st); });
+    return st;
+}
+
+} // namespace
+
+TEST_CASE("start-up errors name the file and line", "[redis_conn]")
+{
+    pol_server *s = nullptr;
+    std::string err = load(block("r", " server = \"no-such-host.invalid:6379\"\n"), &s);
+    CHECK(err.find("test.conf:1: could not open connection r: cannot resolve redis server "
+                   "no-such-host.invalid") == 0);
+    err = load("\n" + block("r", " server = \"127.0.0.1:99999\"\n"), &s);
+    CHECK(err == "test.conf:2: could not open connection r: bad port in redis server "
+                 "'127.0.0.1:99999'");
+    err = load(block("r", " db = \"x\"\n"), &s);
+    CHECK(err == "test.conf:1: could not open connection r: db must be a database number (0, 1, "
+                 "...), not 'x'");
+    err = load(block("r", " sentinels = \"127.0.0.1:26379\"\n service = \"mymaster\"\n"), &s);
+    CHECK(err.find("test.conf:1: could not open connection r: Redis Sentinel") == 0);
+    // sentinels without service: 2.05 uses server; so do we. IPv6 forms.
+    for (const char *body : {" sentinels = \"127.0.0.1:26379\"\n", " server = \"[::1]:6380\"\n",
+                             " server = \"::1\"\n", " server = \"localhost\"\n",
+                             " sock = \"/tmp/x.sock\"\n password = \"p\"\n db = 3\n"}) {
+        INFO(body);
+        err = load(block("r", body), &s);
+        CHECK(err.empty());
+        if (err.empty())
+            pol_server_free(s);
+    }
+}
+
+TEST_CASE("defaults and lookup", "[redis_conn]")
+{
+    std::string err = load(block("redis", "") +
+                               "<Connection m>\n module = \"Memcached\"\n</Connection>\n",
+                           &g_srv);
+    INFO(err);
+    REQUIRE(err.empty());
+    std::string why;
+    pol_redis *rc = rlookup("redis", &why);
+    REQUIRE(rc != nullptr);
+    CHECK(std::string(pol_redis_name(rc)) == "redis");
+    CHECK(pol_redis_of_server(g_srv, "redis") == rc);
+    CHECK(pol_redis_of_server(g_srv, "m") == nullptr);
+    CHECK(rlookup("nope", &why) == nullptr);
+    CHECK(why == "no connection nope configured!");
+    CHECK(rlookup("m", &why) == nullptr);
+    CHECK(why == "connection m is not a Redis connection");
+    pol_server_free(g_srv);
+    g_srv = nullptr;
+}
+
+TEST_CASE("commands and statuses on two shards", "[redis_conn]")
+{
+    Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"));
+    pol_redis *rc = rlookup("r");
+    REQUIRE(rc != nullptr);
+    for (unsigned sh = 0; sh < 2; sh++) {
+        INFO("shard " << sh);
+        std::string k = "op-key-" + std::to_string(sh);
+        run(rig, sh, rc, "DEL " + k);
+        RRes g = run(rig, sh, rc, "GET " + k);
+        CHECK(g.st == ENG_REDIS_NIL);
+        CHECK(g.shard == int(sh));
+        RRes s = run(rig, sh, rc, "SET " + k + " 5 EX 60 NX");
+        CHECK(s.st == ENG_REDIS_OK);
+        CHECK(s.type == ENG_REDIS_T_STATUS);
+        CHECK(s.str == "OK");
+        CHECK(run(rig, sh, rc, "SET " + k + " 6 EX 60 NX").st == ENG_REDIS_NIL);
+        CHECK(rserver().raw("GET " + k) == "5");
+        RRes i = run(rig, sh, rc, "INCR " + k);
+        CHECK(i.st == ENG_REDIS_OK);
+        CHECK(i.type == ENG_REDIS_T_INTEGER);
+        CHECK(i.integer == 6);
+        CHECK(i.shard == int(sh));
+        // binary-safe values
+        std::string bin("a\0b\r\n c", 7);
+        CHECK(run(rig, sh, rc, std::vector<std::string>{"SET", k, bin}).st == ENG_REDIS_OK);
+        RRes b = run(rig, sh, rc, "GET " + k);
+        CHECK(b.type == ENG_REDIS_T_STRING);
+        CHECK(b.str == bin);
+        RRes e = run(rig, sh, rc, "INCR " + k);
+        CHECK(e.st == ENG_REDIS_ERROR);
+        CHECK(e.str.find("not an integer") != std::string::npos);
+        CHECK(run(rig, sh, rc, "DEL " + k).integer == 1);
+        CHECK(run(rig, sh, rc, "DEL " + k).integer == 0);
+    }
+    // argc limits are refused at the call
+    int rc_ = 0;
+    RRes none;
+    rig.on(0, [&](eng_shard *sh) {
+        rc_ = issue(sh, rc, std::vector<std::string>(ENG_REDIS_ARGS_MAX + 1, "x"), &none);
+    });
+    CHECK(rc_ == -EINVAL);
+    rig.on(0, [&](eng_shard *sh) {
+        rc_ = issue(sh, rc, std::vector<std::string>(ENG_REDIS_ARGS_MAX, "x"), &none);
+    });
+    CHECK(rc_ == 0); // at the limit it is sent (Redis answers an error: unknown command)
+    REQUIRE(eventually([&] { return rfinished(none); }, 10000));
+    CHECK(none.st == ENG_REDIS_ERROR);
+    eng_redis_stats st = rstats(rig, 0, rc);
+    CHECK(st.queue_depth == 0);
+    CHECK(st.connects == 1);
+    CHECK(st.resets == 0);
+    CHECK(st.refused == 1);
+}
+
+TEST_CASE("2000 commands issued in one loop turn are pipelined", "[redis_conn]")
+{
+    Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), 1);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(run(rig, 0, rc, "DEL pipe-counter").st == ENG_REDIS_OK);
+    static RRes res[2000];
+    rig.on(0, [&](eng_shard *sh) {
+        for (RRes &r : res) {
+            r = RRes();
+            REQUIRE(issue(sh, rc, {"INCR", "pipe-counter"}, &r) == 0);
+        }
+    });
+    REQUIRE(eventually(
+        [&] {
+            for (const RRes &r : res)
+                if (!rfinished(r))
+                    return false;
+            return true;
+        },
+        20000));
+    // Redis ran them in the order they were issued: the n-th saw n.
+    for (size_t i = 0; i < 2000; i++) {
+        INFO(i);
+        CHECK(res[i].st == ENG_REDIS_OK);
+        CHECK(res[i].integer == (long long)(i + 1));
+    }
+    eng_redis_stats st = rstats(rig, 0, rc);
+    CHECK(st.queue_depth_max >= 2000);
+    CHECK(st.status[ENG_REDIS_OK] >= 2001);
+    CHECK(rserver().raw("GET pipe-counter") == "2000");
+}
+
+TEST_CASE("AUTH and SELECT are sent first; a wrong password is refused", "[redis_conn]")
+{
+    rpdtest::RedisServer locked("s3cret word");
+    {
+        Rig rig(block("r", " server = \"" + locked.addr() +
+                               "\"\n password = \"s3cret word\"\n db = 3\n"),
+                1);
+        pol_redis *rc = rlookup("r");
+        CHECK(run(rig, 0, rc, "SET auth-k in-db-3").st == ENG_REDIS_OK);
+        CHECK(locked.raw("GET auth-k", 3) == "in-db-3");
+        CHECK(locked.raw("GET auth-k", 0).empty());
+        eng_redis_stats st = rstats(rig, 0, rc);
+        CHECK(st.handshake_errors == 0);
+    }
+    {
+        Rig rig(block("r", " server = \"" + locked.addr() + "\"\n password = \"wrong\"\n"), 1);
+        pol_redis *rc = rlookup("r");
+        RRes r = run(rig, 0, rc, "SET auth-k2 v");
+        CHECK(r.st == ENG_REDIS_DOWN);
+        REQUIRE(eventually([&] { return rstats(rig, 0, rc).handshake_errors >= 1; }, 5000));
+        CHECK(locked.raw("EXISTS auth-k2") == "0");
+    }
+    {
+        // no password at all: NOAUTH error replies reach the caller as errors
+        Rig rig(block("r", " server = \"" + locked.addr() + "\"\n"), 1);
+        pol_redis *rc = rlookup("r");
+        RRes r = run(rig, 0, rc, "GET auth-k");
+        CHECK(r.st == ENG_REDIS_ERROR);
+        CHECK(r.str.find("NOAUTH") == 0);
+    }
+}
+
+TEST_CASE("a Unix socket", "[redis_conn]")
+{
+    Rig rig(block("r", " sock = \"" + rserver().sock() + "\"\n db = 2\n"), 1);
+    pol_redis *rc = rlookup("r");
+    CHECK(run(rig, 0, rc, "SET sock-k via-unix").st == ENG_REDIS_OK);
+    CHECK(rserver().raw("GET sock-k", 2) == "via-unix");
+}
+
+TEST_CASE("reconnect after redis is killed and restarted", "[redis_conn]")
+{
+    Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), 1);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(run(rig, 0, rc, "SET down-k v").st == ENG_REDIS_OK);
+    rserver().kill_now();
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "GET down-k").st == ENG_REDIS_DOWN; }, 5000));
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK(run(rig, 0, rc, "GET down-k").st == ENG_REDIS_DOWN); // fails fast
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(500));
+    REQUIRE(rserver().start());
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "SET down-k w").st == ENG_REDIS_OK; }, 15000));
+    CHECK(run(rig, 0, rc, "GET down-k").str == "w");
+    eng_redis_stats st = rstats(rig, 0, rc);
+    CHECK(st.resets >= 1);
+    CHECK(st.connects >= 2);
+    CHECK(st.fail_fast >= 1);
+}
+
+TEST_CASE("a deadline while redis is stopped: TIMEOUT, then recovery", "[redis_conn]")
+{
+    Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), 1);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "SET stop-k v").st == ENG_REDIS_OK; }, 10000));
+    REQUIRE(rserver().pause());
+    auto t0 = std::chrono::steady_clock::now();
+    RRes r = run(rig, 0, rc, "GET stop-k", 200);
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(r.st == ENG_REDIS_TIMEOUT);
+    CHECK(took >= std::chrono::milliseconds(190));
+    CHECK(took < std::chrono::milliseconds(3000));
+    REQUIRE(rserver().resume());
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "GET stop-k").str == "v"; }, 15000));
+    eng_redis_stats st = rstats(rig, 0, rc);
+    CHECK(st.timeouts == 1);
+    CHECK(st.status[ENG_REDIS_TIMEOUT] == 1);
+    CHECK(st.queue_depth == 0);
+}
+
+TEST_CASE("shard stop completes what is still out with DOWN", "[redis_conn]")
+{
+    static RRes res[64];
+    {
+        Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), 1);
+        pol_redis *rc = rlookup("r");
+        REQUIRE(
+            eventually([&] { return run(rig, 0, rc, "SET stop-k v").st == ENG_REDIS_OK; }, 10000));
+        REQUIRE(rserver().pause());
+        rig.on(0, [&](eng_shard *sh) {
+            for (RRes &r : res) {
+                r = RRes();
+                REQUIRE(issue(sh, rc, {"GET", "stop-k"}, &r, 60000) == 0);
+            }
+        });
+    } // the engine stops: shard_stop destroys the client with 64 commands in flight
+    REQUIRE(rserver().resume());
+    for (const RRes &r : res) {
+        CHECK(rfinished(r));
+        CHECK(r.st == ENG_REDIS_DOWN);
+    }
+}
