@@ -24,6 +24,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "allow.h"
 #include "eng/assert.h"
 #include "eng/engine.h"
 #include "eng/http.h"
@@ -129,6 +130,10 @@ static int d_open(void *app, struct eng_conn *c)
         eng_http_conn_open(ds->hs, &dc->http, c);
         return 0;
     }
+    socklen_t peer_len = 0;
+    const struct sockaddr *peer = eng_conn_peer(c, &peer_len);
+    if (pol_allow_refused(&ds->ps.srv->g.allow, peer, peer_len, port_of(dc), eng_now_ms(ds->sh)))
+        return -EACCES; /* allow (allow.h): closed at accept, counted, logged once a second */
     pol_proto_parser_init(&dc->parser, &ds->d->limits);
     eng_timer_init(&dc->keepalive, keepalive_fired);
     keepalive_arm(dc);
@@ -857,6 +862,7 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     cfg.app_conn_bytes = sizeof(struct dconn);
     cfg.drain_timeout_ms = g->drain_timeout_s * 1000u;
     cfg.limits.conns_per_shard_max = g->max_connections;
+    cfg.limits.stage_bytes_per_shard_max = g->max_staging_bytes_per_shard; /* 0: 64 MiB */
     /* Input held for a connection: a whole request of the largest size (the parser refuses a
      * bigger one first), or what a client pipelines while its request is answered (the
      * connection is paused then): max_pipelined_bytes. Past it the engine closes the connection

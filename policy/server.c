@@ -210,6 +210,41 @@ static int dns_servers_parse(struct pol_globals *g, const struct pol_cfg_node *o
     return 1;
 }
 
+/* allow: the client allow-list (allow.h). */
+static int allow_parse(struct pol_globals *g, const struct pol_cfg_node *o, char *err,
+                       size_t err_len)
+{
+    char why[256];
+    if (pol_allow_parse(o->value ? o->value : "", &g->allow, why, sizeof(why)) != 0) {
+        pol_errf(err, err_len, o->file, o->line, "allow: %s", why);
+        return -1;
+    }
+    return 1;
+}
+
+/* max_staging_bytes_per_shard must hold four of the largest staging buffers: one connection's
+ * input (the larger of a request plus 1 KiB and max_pipelined_bytes, as daemon.c sizes
+ * stage_bytes_max) plus one 4 KiB receive buffer. Checked after every global option was read. */
+static int staging_check(const struct pol_globals *g, const struct pol_cfg_node *root, char *err,
+                         size_t err_len)
+{
+    uint64_t stage = (uint64_t)g->max_request_bytes + 1024;
+    if (stage < g->max_pipelined_bytes)
+        stage = g->max_pipelined_bytes;
+    uint64_t min = 4 * (stage + 4096);
+    if (g->max_staging_bytes_per_shard == 0 || g->max_staging_bytes_per_shard >= min)
+        return 0;
+    const struct pol_cfg_node *o = NULL;
+    for (const struct pol_cfg_node *c = root->children; c; c = c->next)
+        if (!c->is_block && strcmp(c->name, "max_staging_bytes_per_shard") == 0)
+            o = c;
+    pol_errf(err, err_len, o ? o->file : root->file, o ? o->line : 0,
+             "max_staging_bytes_per_shard must be 0 (64 MiB) or at least %llu (4 x (the larger "
+             "of max_request_bytes + 1024 and max_pipelined_bytes, plus 4096)), not %u",
+             (unsigned long long)min, g->max_staging_bytes_per_shard);
+    return -1;
+}
+
 /* ringpolicyd's own options. Returns 1 when handled, 0 when unknown, -1 on error. */
 static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char *err,
                        size_t err_len)
@@ -242,6 +277,12 @@ static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char
         return dns_servers_parse(g, o, err, err_len);
     else if (strcmp(n, "drain_timeout") == 0)
         return strict_uint(o, 0, 86400, &g->drain_timeout_s, err, err_len) == 0 ? 1 : -1;
+    else if (strcmp(n, "allow") == 0)
+        return allow_parse(g, o, err, err_len);
+    else if (strcmp(n, "max_staging_bytes_per_shard") == 0)
+        return strict_uint(o, 0, UINT32_MAX, &g->max_staging_bytes_per_shard, err, err_len) == 0
+                   ? 1
+                   : -1;
     else
         return 0;
     return 1;
@@ -553,7 +594,7 @@ static int root_walk(struct pol_server *s, const struct pol_cfg_node *root, char
             pol_server_warn(s, c->file, c->line, "unknown block <%s> ignored", c->name);
         }
     }
-    return 0;
+    return staging_check(&s->g, root, err, err_len);
 }
 
 int pol_server_from_cfg(struct pol_cfg *cfg, struct pol_server **out, char *err, size_t err_len)

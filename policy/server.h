@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "allow.h"
 #include "config.h"
 #include "eng/engine.h"
 #include "pol/plugin.h"
@@ -153,6 +154,10 @@ struct pol_globals {
     const char *http_port;        /* NULL or "": no HTTP listener; else addresses like `port`
                                      (host part defaults to 127.0.0.1) serving /metrics,
                                      /healthz and /readyz */
+    struct pol_allow allow;       /* allow: client networks of the policy ports (allow.h);
+                                     count 0 (default): every client */
+    uint32_t max_staging_bytes_per_shard; /* the engine's staging budget per shard
+                                             (stage_bytes_per_shard_max); 0 (default): 64 MiB */
 };
 
 #define POL_MAX_CONNECTIONS_DEFAULT 4096u
