@@ -28,8 +28,14 @@
  * or /64 network in the ticket key and the autowl, for senders whose retries come from another
  * address of the same pool. <AWL> (module Sql; autowl_expire_days, autowl_table) and <Ticket>
  * (module Memcached; min_retry_wait, max_retry_wait) blocks: a value there wins over the
- * plugin-level one; other options in them are warned about and ignored. Redis stores come in a
- * later release: module = "Redis" in either block is a start-up error.
+ * plugin-level one; other options in them are warned about and ignored.
+ * Redis stores (<Ticket> / <AWL> module = "Redis", on the connection named by `redis`, default
+ * "redis" as 2.05 hard-codes), stored exactly as 2.05's Greylist::Ticket::Redis and
+ * Greylist::AWL::Redis do, so a Perl mtpolicyd and ringpolicyd can share one Redis: the ticket
+ * is GET / SET KEY VALUE EX max_retry_wait / DEL on the ticket key; the autowl entry is the key
+ * `awl-,DOMAIN,IP` holding the count: GET, create SET KEY 1 EX autowl_expire_days*86400,
+ * increment INCR KEY then EXPIRE KEY autowl_expire_days*86400 (pipelined). Redis expires the
+ * entries itself (the cron task has nothing to do for them).
  *
  * Start-up: the autowl table is created when missing (appendix B; SQLite or PostgreSQL DDL).
  * Cron `hourly` deletes autowl rows unused for autowl_expire_days (16 #3).
@@ -48,6 +54,8 @@
 #include <eng/log.h>
 #include <pol/mc.h>
 #include <pol/sql.h>
+
+#include "redis_conn.h"
 
 #include "plugins/common.h"
 
@@ -69,6 +77,7 @@ enum {
     OPT_DB,
     OPT_IPV4_AGGREGATE,
     OPT_IPV6_AGGREGATE,
+    OPT_REDIS,
     OPT_AWL_MODULE, /* <AWL> and <Ticket> blocks: BLOCK.OPTION (unset: the plugin-level value) */
     OPT_AWL_EXPIRE_DAYS,
     OPT_AWL_TABLE,
@@ -92,10 +101,13 @@ static const struct pol_opt_def greylist_opts[] = {
     [OPT_MAX_RETRY_WAIT] = {"max_retry_wait", POL_OPT_INT, "7200", 0},
     [OPT_AUTOWL_EXPIRE_DAYS] = {"autowl_expire_days", POL_OPT_INT, "60", 0},
     [OPT_AUTOWL_TABLE] = {"autowl_table", POL_OPT_STRING, "autowl", 0},
-    [OPT_MEMCACHED] = {"memcached", POL_OPT_STRING, "memcached", 0},
+    /* unset: "memcached" / "redis", checked only when a store uses them (the core checks a set
+     * connection option at start-up whatever the stores) */
+    [OPT_MEMCACHED] = {"memcached", POL_OPT_STRING, NULL, 0},
     [OPT_DB] = {"db", POL_OPT_STRING, NULL, 0}, /* unset: "db" (checked only with use_autowl) */
     [OPT_IPV4_AGGREGATE] = {"ipv4_aggregate", POL_OPT_BOOL, "0", 0},
     [OPT_IPV6_AGGREGATE] = {"ipv6_aggregate", POL_OPT_BOOL, "0", 0},
+    [OPT_REDIS] = {"redis", POL_OPT_STRING, NULL, 0},
     [OPT_AWL_MODULE] = {"AWL.module", POL_OPT_STRING, "Sql", 0},
     [OPT_AWL_EXPIRE_DAYS] = {"AWL.autowl_expire_days", POL_OPT_INT, NULL, 0},
     [OPT_AWL_TABLE] = {"AWL.autowl_table", POL_OPT_STRING, NULL, 0},
@@ -112,8 +124,10 @@ _Static_assert(sizeof greylist_opts / sizeof greylist_opts[0] == OPT_COUNT, "one
 #define K_AUTOWL_ADD "greylist-autowl-add"
 
 struct greylist {
-    struct pol_mc *mc;
-    struct pol_sql *db; /* NULL when use_autowl = 0 */
+    struct pol_mc *mc;       /* Ticket Memcached */
+    struct pol_sql *db;      /* AWL Sql; NULL when use_autowl = 0 */
+    struct pol_redis *redis; /* Ticket or AWL Redis */
+    bool ticket_redis, awl_redis;
     uint32_t min_wait, max_wait;
     int64_t expire_s; /* autowl_expire_days in seconds */
     long long threshold;
@@ -134,6 +148,9 @@ struct gl_req {
     struct pol_req *r;
     enum gl_phase phase, after; /* after a write: what comes next */
     int status;                 /* the operation's outcome: 0, or <0 */
+    int redis_pending;          /* Redis AWL increment: INCR and EXPIRE replies still out */
+    const char *awl_key;        /* Redis AWL: "awl-,DOMAIN,IP" */
+    size_t awl_key_len;
     char err[160];
     const char *domain, *ip, *tkey;
     size_t domain_len, ip_len, tkey_len;
@@ -173,6 +190,15 @@ static int ddl(struct greylist *g, const char *qt, char *err, size_t err_len)
                       "count BIGINT NOT NULL, last_seen BIGINT NOT NULL, "
                       "UNIQUE (client_ip, sender_domain))",
                       qt);
+    else if (pol_sql_driver_of(g->db) == POL_SQL_MYSQL) /* 2.05's MySQL layout (appendix B) */
+        rc = asprintf(&sql,
+                      "CREATE TABLE IF NOT EXISTS %s (`id` int(11) NOT NULL AUTO_INCREMENT, "
+                      "`sender_domain` VARCHAR(255) NOT NULL, `client_ip` VARCHAR(39) NOT NULL, "
+                      "`count` INT UNSIGNED NOT NULL, `last_seen` INT UNSIGNED NOT NULL, "
+                      "PRIMARY KEY (`id`), UNIQUE KEY `domain_ip` (`client_ip`, `sender_domain`), "
+                      "KEY(`client_ip`), KEY(`sender_domain`)) ENGINE=`MyISAM` "
+                      "DEFAULT CHARSET=latin1",
+                      qt);
     else
         rc = asprintf(&sql,
                       "CREATE TABLE IF NOT EXISTS %s (id INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -203,13 +229,13 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
     pol_plugin_set_data(p, g);
     const char *awl_mod = pol_opt(p, OPT_AWL_MODULE)->text,
                *ticket_mod = pol_opt(p, OPT_TICKET_MODULE)->text;
-    if (strcmp(awl_mod, "Sql") != 0 || strcmp(ticket_mod, "Memcached") != 0) {
-        bool redis = strcmp(awl_mod, "Redis") == 0 || strcmp(ticket_mod, "Redis") == 0;
+    g->awl_redis = strcmp(awl_mod, "Redis") == 0;
+    g->ticket_redis = strcmp(ticket_mod, "Redis") == 0;
+    if ((!g->awl_redis && strcmp(awl_mod, "Sql") != 0) ||
+        (!g->ticket_redis && strcmp(ticket_mod, "Memcached") != 0)) {
         snprintf(err, err_len,
-                 redis ? "Redis stores are not supported yet (a later ringpolicyd release adds "
-                         "them): use <AWL> module = \"Sql\" and <Ticket> module = \"Memcached\""
-                       : "unknown store (<AWL> module = \"Sql\", <Ticket> module = "
-                         "\"Memcached\")");
+                 "unknown store (<AWL> module = \"Sql\" or \"Redis\", <Ticket> module = "
+                 "\"Memcached\" or \"Redis\")");
         return -1;
     }
     /* A block's value wins over the plugin-level one (16 #2: honoured in both places). */
@@ -230,8 +256,18 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
     g->expire_s = days * 86400;
     g->threshold = pol_opt(p, OPT_AUTOWL_THRESHOLD)->i;
     char why[256] = "";
-    const char *mcn = pol_opt(p, OPT_MEMCACHED)->text;
-    if (!(g->mc = pol_mc_lookup(p, mcn, why, sizeof(why)))) {
+    const struct pol_opt_value *mco = pol_opt(p, OPT_MEMCACHED), *ro = pol_opt(p, OPT_REDIS);
+    const char *mcn = mco->set ? mco->text : "memcached";
+    const char *rn = ro->set ? ro->text : "redis";
+    bool need_redis = g->ticket_redis || (g->awl_redis && pol_opt(p, OPT_USE_AUTOWL)->b);
+    if (need_redis && !(g->redis = pol_redis_lookup(p, rn, why, sizeof(why)))) {
+        snprintf(err, err_len,
+                 "%s (Greylist's Redis store: add a <Connection %s> block with module = "
+                 "\"Redis\")",
+                 why, rn);
+        return -1;
+    }
+    if (!g->ticket_redis && !(g->mc = pol_mc_lookup(p, mcn, why, sizeof(why)))) {
         snprintf(err, err_len,
                  "%s (Greylist keeps its tickets in memcached: add a <Connection %s> block with "
                  "module = \"Memcached\")",
@@ -240,7 +276,7 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
     }
     const char *table = EFFECTIVE(OPT_AWL_TABLE, OPT_AUTOWL_TABLE)->text;
 #undef EFFECTIVE
-    if (pol_opt(p, OPT_USE_AUTOWL)->b) {
+    if (pol_opt(p, OPT_USE_AUTOWL)->b && !g->awl_redis) {
         const char *dbn = pol_opt(p, OPT_DB)->set ? pol_opt(p, OPT_DB)->text : "db";
         if (!(g->db = pol_sql_lookup(p, dbn, why, sizeof(why)))) {
             snprintf(err, err_len,
@@ -273,10 +309,11 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
             return -1;
     }
     eng_log(ENG_LOG_NOTICE,
-            "Greylist %s: min_retry_wait %u s, max_retry_wait %u s, autowl_expire_days %lld, "
-            "autowl_table %s, autowl_threshold %lld, use_autowl %d, ipv4_aggregate %d, "
-            "ipv6_aggregate %d",
-            pol_plugin_name(p), g->min_wait, g->max_wait, days, table, g->threshold,
+            "Greylist %s: tickets in %s, autowl in %s, min_retry_wait %u s, max_retry_wait %u s, "
+            "autowl_expire_days %lld, autowl_table %s, autowl_threshold %lld, use_autowl %d, "
+            "ipv4_aggregate %d, ipv6_aggregate %d",
+            pol_plugin_name(p), ticket_mod, awl_mod, g->min_wait, g->max_wait, days, table,
+            g->threshold,
             (int)pol_opt(p, OPT_USE_AUTOWL)->b, (int)pol_opt(p, OPT_IPV4_AGGREGATE)->b,
             (int)pol_opt(p, OPT_IPV6_AGGREGATE)->b);
     return 0;
@@ -398,6 +435,139 @@ static enum pol_step queued(struct pol_req *r, int rc, const char *what)
     return pol_req_fail(r, "cannot queue the %s: %s", what, strerror(-rc));
 }
 
+/* Redis replies: the ticket (GET, SET, DEL) and the autowl (GET, SET, INCR + EXPIRE). */
+static void redis_done(void *ctx, enum eng_redis_status st, const struct eng_redis_reply *rep)
+{
+    struct gl_req *s = ctx;
+    bool failed = st != ENG_REDIS_OK && st != ENG_REDIS_NIL;
+    if (failed && s->status == 0) {
+        s->status = -EIO;
+        snprintf(s->err, sizeof(s->err), "redis: %s%s%.*s", eng_redis_status_text(st),
+                 rep->len ? ": " : "", (int)(rep->len < 100 ? rep->len : 100),
+                 rep->str ? rep->str : "");
+    }
+    bool got = !failed && st == ENG_REDIS_OK && rep->type == ENG_REDIS_T_STRING;
+    if (s->phase == GL_TICKET_GET) {
+        s->ticket = -1;
+        /* Perl: `if (my $ticket = get(...))` then numeric comparisons. */
+        if (got && rep->len > 0 && !(rep->len == 1 && rep->str[0] == '0'))
+            s->ticket = (int64_t)pol_num_perl(rep->str, rep->len);
+        s->phase = GL_TICKET_GOT;
+    } else if (s->phase == GL_AWL_GET) {
+        s->count = -1;
+        if (got) { /* Redis expires the entry itself: last_seen is "now" */
+            s->count = (long long)pol_num_perl(rep->str, rep->len);
+            s->last_seen = (int64_t)time(NULL);
+            s->have_count = true;
+        }
+        s->phase = GL_AWL_GOT;
+    } else if (s->redis_pending > 0 && --s->redis_pending > 0) {
+        return; /* INCR answered, EXPIRE still out */
+    }
+    pol_req_resume(s->r);
+}
+
+static int redis_cmd(struct pol_req *r, struct greylist *g, struct gl_req *s, int argc,
+                     const char *const *argv, const size_t *lens)
+{
+    return pol_redis_command(pol_req_shard(r), g->redis, argc, argv, lens, 0, redis_done, s);
+}
+
+/* The ticket store: Memcached or Redis (same key, value and lifetime). */
+static enum pol_step ticket_get(struct pol_req *r, struct greylist *g, struct gl_req *s)
+{
+    s->status = 0;
+    s->phase = GL_TICKET_GET;
+    if (!g->ticket_redis)
+        return queued(r, pol_mc_get(pol_req_shard(r), g->mc, s->tkey, s->tkey_len, 0, mc_done, s),
+                      "ticket lookup");
+    const char *argv[] = {"GET", s->tkey};
+    size_t lens[] = {3, s->tkey_len};
+    return queued(r, redis_cmd(r, g, s, 2, argv, lens), "ticket lookup");
+}
+
+static enum pol_step ticket_del(struct pol_req *r, struct greylist *g, struct gl_req *s)
+{
+    s->status = 0;
+    s->phase = GL_TICKET_WRITE;
+    if (!g->ticket_redis)
+        return queued(r,
+                      pol_mc_delete(pol_req_shard(r), g->mc, s->tkey, s->tkey_len, 0, mc_done, s),
+                      "ticket removal");
+    const char *argv[] = {"DEL", s->tkey};
+    size_t lens[] = {3, s->tkey_len};
+    return queued(r, redis_cmd(r, g, s, 2, argv, lens), "ticket removal");
+}
+
+static enum pol_step ticket_set(struct pol_req *r, struct greylist *g, struct gl_req *s,
+                                const char *v)
+{
+    s->status = 0;
+    s->phase = GL_TICKET_WRITE;
+    if (!g->ticket_redis)
+        return queued(r,
+                      pol_mc_set(pol_req_shard(r), g->mc, s->tkey, s->tkey_len, v, strlen(v),
+                                 g->max_wait, 0, mc_done, s),
+                      "ticket creation");
+    /* max_retry_wait 0: no lifetime (Redis refuses EX 0; memcached reads 0 as "never"). */
+    char ex[16];
+    snprintf(ex, sizeof(ex), "%u", g->max_wait);
+    const char *argv[] = {"SET", s->tkey, v, "EX", ex};
+    size_t lens[] = {3, s->tkey_len, strlen(v), 2, strlen(ex)};
+    return queued(r, redis_cmd(r, g, s, g->max_wait ? 5 : 3, argv, lens), "ticket creation");
+}
+
+/* The autowl lookup: SQL or Redis; ends in GL_AWL_GOT. */
+static enum pol_step awl_get(struct pol_req *r, struct greylist *g, struct gl_req *s)
+{
+    s->status = 0;
+    s->phase = GL_AWL_GET;
+    if (g->awl_redis) {
+        const char *argv[] = {"GET", s->awl_key};
+        size_t lens[] = {3, s->awl_key_len};
+        return queued(r, redis_cmd(r, g, s, 2, argv, lens), "auto-whitelist lookup");
+    }
+    const char *params[] = {s->domain, s->ip};
+    size_t lens[] = {s->domain_len, s->ip_len};
+    return queued(r,
+                  pol_sql_query(pol_req_shard(r), g->db, g->q_get, params, lens, 2, 0, sql_done, s),
+                  "auto-whitelist lookup");
+}
+
+/* Redis autowl: create (SET KEY 1 EX) or increment (INCR, EXPIRE), as 2.05's AWL::Redis. */
+static enum pol_step awl_write_redis(struct pol_req *r, struct greylist *g, struct gl_req *s,
+                                     bool create)
+{
+    char ex[24];
+    snprintf(ex, sizeof(ex), "%" PRId64, g->expire_s);
+    size_t exl = strlen(ex);
+    s->status = 0;
+    if (create) {
+        const char *argv[] = {"SET", s->awl_key, "1", "EX", ex};
+        size_t lens[] = {3, s->awl_key_len, 1, 2, exl};
+        s->redis_pending = 1;
+        return queued(r, redis_cmd(r, g, s, g->expire_s ? 5 : 3, argv, lens),
+                      "auto-whitelist update");
+    }
+    const char *incr[] = {"INCR", s->awl_key};
+    size_t incr_lens[] = {4, s->awl_key_len};
+    s->redis_pending = g->expire_s ? 2 : 1;
+    int rc = redis_cmd(r, g, s, 2, incr, incr_lens);
+    if (rc != 0 || !g->expire_s)
+        return queued(r, rc, "auto-whitelist update");
+    const char *exp[] = {"EXPIRE", s->awl_key, ex};
+    size_t exp_lens[] = {6, s->awl_key_len, exl};
+    rc = redis_cmd(r, g, s, 3, exp, exp_lens);
+    if (rc != 0) {
+        /* INCR is out and will resume the request: report the failure through it. */
+        s->redis_pending = 1;
+        s->status = rc;
+        snprintf(s->err, sizeof(s->err), "cannot queue the auto-whitelist update: %s",
+                 strerror(-rc));
+    }
+    return POL_WAIT;
+}
+
 /* Step 5. */
 static enum pol_step pass(struct pol_plugin *p, struct pol_req *r)
 {
@@ -425,6 +595,11 @@ static enum pol_step awl_write(struct pol_plugin *p, struct pol_req *r, struct g
                                bool create, enum gl_phase after)
 {
     struct greylist *g = pol_plugin_data(p);
+    if (g->awl_redis) {
+        s->phase = GL_AWL_WRITE;
+        s->after = after;
+        return awl_write_redis(r, g, s, create);
+    }
     const char *now = num_text(r, (long long)time(NULL));
     if (!now)
         return pol_req_fail(r, "no memory left in the request arena");
@@ -457,15 +632,12 @@ static enum pol_step ticket_step(struct pol_plugin *p, struct pol_req *r, struct
         s->phase = GL_TICKET_GOT;
         return POL_NEXT;
     }
-    s->phase = GL_TICKET_GET;
-    return queued(r, pol_mc_get(pol_req_shard(r), g->mc, s->tkey, s->tkey_len, 0, mc_done, s),
-                  "ticket lookup");
+    return ticket_get(r, g, s);
 }
 
 static enum pol_step after_ticket(struct pol_plugin *p, struct pol_req *r, struct gl_req *s)
 {
     struct greylist *g = pol_plugin_data(p);
-    struct eng_shard *sh = pol_req_shard(r);
     if (s->ticket >= 0) {
         if ((int64_t)time(NULL) > s->ticket) {
             pol_log(p, r, "%.*s has a valid greylisting ticket", (int)s->tkey_len, s->tkey);
@@ -475,19 +647,12 @@ static enum pol_step after_ticket(struct pol_plugin *p, struct pol_req *r, struc
                 const char *c = pol_session_get(r, K_COUNT, &cl);
                 if (!c) { /* not looked up yet for this mail (query_autowl = 0) */
                     s->after = GL_TICKET_GOT;
-                    s->phase = GL_AWL_GET;
-                    const char *params[] = {s->domain, s->ip};
-                    size_t lens[] = {s->domain_len, s->ip_len};
-                    return queued(
-                        r, pol_sql_query(sh, g->db, g->q_get, params, lens, 2, 0, sql_done, s),
-                        "auto-whitelist lookup");
+                    return awl_get(r, g, s);
                 }
                 return awl_write(p, r, s, cl == 0, GL_TICKET_WRITE);
             }
             s->pass_after = true;
-            s->phase = GL_TICKET_WRITE;
-            return queued(r, pol_mc_delete(sh, g->mc, s->tkey, s->tkey_len, 0, mc_done, s),
-                          "ticket removal");
+            return ticket_del(r, g, s);
         }
         pol_log(p, r, "%.*s has a invalid greylisting ticket. wait again", (int)s->tkey_len,
                 s->tkey);
@@ -500,10 +665,7 @@ static enum pol_step after_ticket(struct pol_plugin *p, struct pol_req *r, struc
     if (!v)
         return pol_req_fail(r, "no memory left in the request arena");
     s->defer_after = true;
-    s->phase = GL_TICKET_WRITE;
-    return queued(
-        r, pol_mc_set(sh, g->mc, s->tkey, s->tkey_len, v, strlen(v), g->max_wait, 0, mc_done, s),
-        "ticket creation");
+    return ticket_set(r, g, s, v);
 }
 
 /* The autowl count for this mail: from the session, or by a query (POL_WAIT). */
@@ -516,16 +678,12 @@ static enum pol_step awl_lookup(struct pol_plugin *p, struct pol_req *r, struct 
     if (c) {
         s->count = cl ? (long long)pol_num_perl(c, cl) : -1;
         s->have_count = true;
+        s->last_seen = (int64_t)time(NULL); /* cached after the expiry check: not again */
         s->phase = after;
         return POL_NEXT;
     }
     s->after = after;
-    s->phase = GL_AWL_GET;
-    const char *params[] = {s->domain, s->ip};
-    size_t lens[] = {s->domain_len, s->ip_len};
-    return queued(r,
-                  pol_sql_query(pol_req_shard(r), g->db, g->q_get, params, lens, 2, 0, sql_done, s),
-                  "auto-whitelist lookup");
+    return awl_get(r, g, s);
 }
 
 static enum pol_step greylist_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
@@ -555,6 +713,14 @@ static enum pol_step greylist_step(struct pol_plugin *p, struct pol_req *r, void
                 return pol_req_fail(r, "no memory left in the request arena for the key");
             s->tkey = k;
             s->tkey_len = strlen(k);
+            if (g->awl_redis) { /* 2.05: join(',', 'awl-', DOMAIN, IP) */
+                char *ak = pol_req_printf(r, "awl-,%.*s,%.*s", (int)s->domain_len, s->domain,
+                                          (int)s->ip_len, s->ip);
+                if (!ak)
+                    return pol_req_fail(r, "no memory left in the request arena for the key");
+                s->awl_key = ak;
+                s->awl_key_len = strlen(ak);
+            }
             s->count = -1;
             s->ticket = -1;
             if (pol_opt(p, OPT_USE_AUTOWL)->b && pol_opt(p, OPT_QUERY_AUTOWL)->b) {
@@ -611,10 +777,7 @@ static enum pol_step greylist_step(struct pol_plugin *p, struct pol_req *r, void
                 return pass(p, r);
             /* add_autowl done: delete the ticket, then pass */
             s->pass_after = true;
-            s->phase = GL_TICKET_WRITE;
-            return queued(
-                r, pol_mc_delete(pol_req_shard(r), g->mc, s->tkey, s->tkey_len, 0, mc_done, s),
-                "ticket removal");
+            return ticket_del(r, g, s);
         case GL_TICKET_WRITE:
             if (s->status != 0)
                 return pol_req_fail(r, "%s", s->err);

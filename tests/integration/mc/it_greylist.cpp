@@ -233,7 +233,7 @@ TEST_CASE("start-up errors: missing connections, nested store blocks", "[it_grey
                                            conns(dir.file("x.sqlite"))));
     rr = redis.run({"--check"});
     CHECK(rr.status != 0);
-    CHECK(contains(rr.out + rr.err, "Redis stores are not supported yet"));
+    CHECK(contains(rr.out + rr.err, "no connection redis configured!"));
     Daemon other(Impl::Ring,
                  simple_config(port, greylist("gl", "    <Other>\n      a = 1\n    </Other>\n"),
                                conns(dir.file("y.sqlite"))));
