@@ -24,19 +24,6 @@ namespace
 
 constexpr unsigned kConns = 64;
 
-/* An END-OF-MESSAGE request for one mail from one of 16 clients. */
-std::string eom_req(uint64_t seq)
-{
-    std::string n = std::to_string(seq);
-    return encode_request(postfix_request({{"protocol_state", "END-OF-MESSAGE"},
-                                           {"instance", "m" + n},
-                                           {"client_address", "192.0.2." + std::to_string(seq % 16 + 1)},
-                                           {"size", "1000"},
-                                           {"recipient_count", "1"},
-                                           {"recipient", ""},
-                                           {"queue_id", "Q" + n}}));
-}
-
 std::string acct_conf(uint16_t port, const std::string &db, const std::string &flush)
 {
     return simple_config(port,

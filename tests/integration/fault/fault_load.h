@@ -332,6 +332,21 @@ inline std::string postfix_req(uint64_t seq, const std::string &tag = "f")
          {"client_address", "192.0.2." + std::to_string(seq % 250 + 1)}}));
 }
 
+/* An END-OF-MESSAGE request for one mail (1000 bytes, one recipient) from one of 16 clients,
+ * for the Accounting faults. */
+inline std::string eom_req(uint64_t seq)
+{
+    std::string n = std::to_string(seq);
+    return itest::encode_request(
+        itest::postfix_request({{"protocol_state", "END-OF-MESSAGE"},
+                                {"instance", "m" + n},
+                                {"client_address", "192.0.2." + std::to_string(seq % 16 + 1)},
+                                {"size", "1000"},
+                                {"recipient_count", "1"},
+                                {"recipient", ""},
+                                {"queue_id", "Q" + n}}));
+}
+
 /* Prints the test's figures as one JSON line on stdout (kept in the meson test log). */
 inline void print_json(const std::string &fault, const std::string &body)
 {
