@@ -54,6 +54,11 @@ bool pol_netcall_connect_error(int status);
 /* A sentence for a failed call's status ("Connection refused", "timed out", ...). */
 const char *pol_netcall_strerror(int status);
 
+/* Fail2Ban's command `set JAIL banip IP` as 2.05 sends it (fail2ban.c; lengths at most 255).
+ * Returns the bytes written to out, or 0 when cap is too small. */
+size_t pol_f2b_command(char *out, size_t cap, const char *jail, size_t jail_len, const char *ip,
+                       size_t ip_len);
+
 #ifdef __cplusplus
 }
 #endif
