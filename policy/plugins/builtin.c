@@ -15,6 +15,10 @@ extern const struct pol_plugin_type pol_type_RBLAction;
 /* SPF (owner: spf), in spf.c. */
 extern const struct pol_plugin_type pol_type_SPF;
 
+/* network (owner: netplug), in proxy.c, fail2ban.c, ctiprep.c. */
+extern const struct pol_plugin_type pol_type_Proxy;
+extern const struct pol_plugin_type pol_type_Fail2Ban;
+
 /* memcached (owner: memcached), in honeypot.c, greylist.c. */
 extern const struct pol_plugin_type pol_type_Honeypot;
 extern const struct pol_plugin_type pol_type_Greylist;
@@ -37,5 +41,8 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     /* memcached (owner: memcached) */
     &pol_type_Honeypot,
     &pol_type_Greylist,
+    /* network (owner: netplug) */
+    &pol_type_Proxy,
+    &pol_type_Fail2Ban,
     NULL,
 };
