@@ -80,99 +80,16 @@ for n in "$DURATION" "$WARMUP" "$REPEATS" "$IDLE" "$SHARDS" "$LOG_LEVEL" ${THREA
     case "$n" in '' | *[!0-9]*) echo "bench.sh: '$n' is not a number" >&2; exit 2 ;; esac
 done
 
-LOAD=$BUILD/bench/load/ringpolicyd-load
-CLIENT=$BUILD/policy/client/ringpolicyd-client
-BARE=$BUILD/bench/responder/ringpolicyd-bare
-OURS=$BUILD/policy/ringpolicyd
-PERL=/usr/bin/mtpolicyd
-for tool in "$LOAD" "$CLIENT"; do
-    if [ ! -x "$tool" ]; then
-        echo "bench.sh: $tool is not built: ninja -C $BUILD bench/load/ringpolicyd-load policy/client/ringpolicyd-client" >&2
-        exit 2
-    fi
-done
-command -v python3 >/dev/null || { echo "bench.sh: python3 is needed for the medians" >&2; exit 2; }
-
-RUN=$(mktemp -d /tmp/ringpolicyd-bench.XXXXXX) || exit 2
-chmod 755 "$RUN"
-mkdir -p "$RUN/results"
-REPORT=$RUN/report.md
-: >"$RUN/skipped"
-: >"$RUN/notes"
-
 # ---------------------------------------------------------------------------------------------
-# Processes we start, and stopping them (by pid only).
-STARTED=()
-# forget ARRAY PID: drops a stopped pid from the list cleanup works through (a pid number may be
-# reused by an unrelated process later).
-forget() {
-    local -n list=$1
-    local keep=() p
-    for p in "${list[@]}"; do [ "$p" = "$2" ] || keep+=("$p"); done
-    list=("${keep[@]}")
-}
-stop_pid() {
-    local pid=$1
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; forget STARTED "$pid"; return 0; }
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    forget STARTED "$pid"
-    return 0
-}
-# Each server leads its own process group (but stays in this script's session): stopping the
-# group also stops the Perl workers, which are left running (and spinning) if only their master
-# dies. Not setsid: with the scheduler's autogroup, a new session gets its own share of the CPUs
-# on a busy machine, and the Perl pool then queues for one share while the load generator has
-# another (measured: 590 instead of 2360 rps at 16 connections). In one session, server and load
-# generator share the CPU as on a machine of their own.
-NEWPGRP=(python3 -c 'import os, sys; os.setpgid(0, 0); os.execvp(sys.argv[1], sys.argv[1:])')
-GROUPS_STARTED=()
-stop_group() {
-    local pgid=$1
-    kill -TERM -- "-$pgid" 2>/dev/null
-    for _ in $(seq 100); do
-        pgrep -g "$pgid" >/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pgid" 2>/dev/null
-    wait "$pgid" 2>/dev/null
-    forget GROUPS_STARTED "$pgid"
-    return 0
-}
-cleanup() {
-    for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-    for pgid in "${GROUPS_STARTED[@]}"; do stop_group "$pgid"; done
-}
+# The run directory, processes we start and stop (by pid only), skip/note, free ports,
+# readiness, CPU samples: bench/common/bench_lib.sh.
+. "$ROOT/bench/common/bench_lib.sh"
+find_programs "$BUILD"
+make_run_dir ringpolicyd-bench || exit 2
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-skip() { echo "skipped: $*" | tee -a "$RUN/skipped" >&2; }
-note() { echo "$*" >>"$RUN/notes"; }
 wants() { case ",$ONLY," in *,"$1",*) return 0 ;; *) return 1 ;; esac; }
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Waits until the server on port answers a request (and its process still lives).
-wait_ready() {
-    local port=$1 pid=$2 timeout_s=$3
-    for _ in $(seq $((timeout_s * 10))); do
-        if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-        if printf 'client_address=192.0.2.1\n\n' |
-            "$CLIENT" -t 2 -h "127.0.0.1:$port" >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # The <SessionCache> block for --session: in-process for ringpolicyd, memcached for Perl (2.05
 # has no in-process cache that workers share).
@@ -230,34 +147,9 @@ start_server() {
     fi
     if [ "$kind" = perl ]; then
         # One worker per connection: wait until the whole pool is forked.
-        local want=$((conns + 2)) have=0
-        for _ in $(seq 1200); do
-            have=$(pgrep -c -P "$SERVER_PID" || true)
-            [ "$have" -ge "$want" ] && break
-            sleep 0.1
-        done
-        [ "$have" -ge "$want" ] || note "$name c=$conns: only $have of $want Perl workers forked"
+        wait_perl_pool "$SERVER_PID" $((conns + 2)) "$name c=$conns"
     fi
     return 0
-}
-
-# CPU seconds used so far by a server: the process (all its threads), its children (Perl's
-# workers) and any helper pids given after it (Perl's memcached), from /proc/PID/stat.
-CLK_TCK=$(getconf CLK_TCK)
-server_cpu_s() {
-    local files=() pid
-    for pid in "$@" $(pgrep -P "$1"); do files+=("/proc/$pid/stat"); done
-    # One awk for every process: on a busy machine a fork per process took seconds and moved
-    # the samples out of the window. A process that exited meanwhile is skipped (counts 0).
-    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%.2f", t / hz }' \
-        "${files[@]}" 2>/dev/null
-}
-
-# sleep_until EPOCH: sleeps until that time (seconds since 1970, fractions allowed).
-sleep_until() {
-    local left
-    left=$(awk -v t="$1" -v n="$(date +%s.%N)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }')
-    sleep "$left"
 }
 
 # run_point NAME CONNS PORT PID: the repeats of one measurement, with the server's CPU time
@@ -280,7 +172,7 @@ run_point() {
         cpu1=$(server_cpu_s "${pids[@]}")
         wait "$load_pid"
         echo "$cpu0 $cpu1" | awk '{printf "%.2f\n", $2 - $1}' >"$base.cpu"
-        echo "  $name c=$conns rep $rep: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f rps, p99 %d us, errors %d" % (d["rps"], d["latency_us"]["p99"], d["errors"]))' "$RUN/results/$name.$conns.$rep.json" 2>/dev/null || echo 'no result')" >&2
+        echo "  $name c=$conns rep $rep: $(load_line "$base.json")" >&2
     done
 }
 
@@ -304,8 +196,6 @@ bench_target() {
     for conns in $CONNS; do run_point "$name" "$conns" "$SERVER_PORT" "$SERVER_PID"; done
     stop_group "$SERVER_PID"
 }
-
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 
 # Perl: one process per connection, so its memory per connection is a worker's.
 perl_worker_memory() {
@@ -357,19 +247,7 @@ memory_idle() {
 # ---------------------------------------------------------------------------------------------
 # memcached for the Perl session cache (--session).
 if [ "$SESSION" = 1 ]; then
-    if ! command -v memcached >/dev/null; then
-        echo "bench.sh: --session needs memcached (apt-get install memcached)" >&2
-        exit 2
-    fi
-    MEMCACHED_PORT=$(free_port)
-    "${NEWPGRP[@]}" memcached -u nobody -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 256 -c 4096 -t 2 \
-        >"$RUN/memcached.log" 2>&1 </dev/null &
-    MEMCACHED_PID=$!
-    GROUPS_STARTED+=("$MEMCACHED_PID")
-    for _ in $(seq 50); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$MEMCACHED_PORT") 2>/dev/null && break
-        sleep 0.1
-    done
+    start_memcached "$RUN/memcached.log" || exit 2
 fi
 
 # ---------------------------------------------------------------------------------------------
