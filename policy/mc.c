@@ -20,13 +20,16 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eng/assert.h"
+#include "eng/log.h"
 #include "eng/mc.h"
 #include "mc_conn.h"
+#include "metrics.h"
 #include "server.h"
 
 /* As many as the engine allows (ENG_SHARDS_MAX in engine/engine.c). */
@@ -49,12 +52,19 @@ struct mc_tramp {
     uint32_t next; /* free list: index + 1 */
 };
 
+/* How often a shard publishes how many of its servers are connected (for GET /readyz). */
+#define MC_READY_PROBE_MS 250u
+
 /* One shard's client and its trampolines. */
 struct mc_shard {
     struct eng_mc *client;
     struct mc_tramp *tramps;
     uint32_t free_tramp;
     bool stopping; /* inside shard_stop */
+    struct eng_timer probe;  /* MC_READY_PROBE_MS: servers_up from the client's state */
+    struct pol_mc *mc;
+    unsigned servers_up;     /* written by the shard (relaxed), read by mc_ready anywhere */
+    bool started;            /* written by the shard (relaxed): between shard_start and stop */
 };
 
 struct pol_mc {
@@ -114,6 +124,84 @@ static int mc_open(struct pol_server *s, struct pol_conn_def *def, char *err, si
     return 0;
 }
 
+/* GET /metrics: ringpolicyd_mc_* by connection (metrics.h per-shard sources). */
+enum {
+    MCM_OPS,
+    MCM_ROUND_TRIPS,
+    MCM_ERRORS,
+    MCM_DOWN,
+    MCM_TIMEOUTS,
+    MCM_RECONNECTS,
+    MCM_CONNECT_FAILURES,
+    MCM_QUEUE_DEPTH,
+    MCM_QUEUE_DEPTH_MAX,
+    MCM_SERVERS_UP,
+    MCM_COUNT
+};
+static const struct pol_metrics_field mc_fields[MCM_COUNT] = {
+    [MCM_OPS] = {"ringpolicyd_mc_operations_total", "Memcached operations queued.", false, false},
+    [MCM_ROUND_TRIPS] = {"ringpolicyd_mc_round_trips_total",
+                         "Memcached writes (round trips carrying one or more operations).", false,
+                         false},
+    [MCM_ERRORS] = {"ringpolicyd_mc_errors_total",
+                    "Memcached operations answered with an error (ERROR, CLIENT_ERROR, "
+                    "SERVER_ERROR, oversized value).",
+                    false, false},
+    [MCM_DOWN] = {"ringpolicyd_mc_down_total",
+                  "Memcached operations failed because their server was not connected.", false,
+                  false},
+    [MCM_TIMEOUTS] = {"ringpolicyd_mc_timeouts_total",
+                      "Memcached operations without a reply before their deadline.", false, false},
+    [MCM_RECONNECTS] = {"ringpolicyd_mc_reconnects_total",
+                        "Memcached connections lost (peer closed, error, timeout, protocol).",
+                        false, false},
+    [MCM_CONNECT_FAILURES] = {"ringpolicyd_mc_connect_failures_total",
+                              "Memcached connection attempts that failed.", false, false},
+    [MCM_QUEUE_DEPTH] = {"ringpolicyd_mc_queue_depth",
+                         "Memcached operations queued or in flight now.", true, false},
+    [MCM_QUEUE_DEPTH_MAX] = {"ringpolicyd_mc_queue_depth_max",
+                             "Most memcached operations queued or in flight at once on a shard.",
+                             true, true},
+    [MCM_SERVERS_UP] = {"ringpolicyd_mc_connections_up",
+                        "Memcached server connections established now (all shards).", true, false},
+};
+static const struct pol_metrics_source_desc mc_metrics = {"connection", mc_fields, MCM_COUNT};
+
+static void mc_snap(void *ctx, uint64_t *v)
+{
+    const struct mc_shard *ms = ctx;
+    struct eng_mc_stats st;
+    if (!ms->client)
+        return;
+    eng_mc_get_stats(ms->client, &st);
+    v[MCM_OPS] = st.ops;
+    v[MCM_ROUND_TRIPS] = st.writes;
+    v[MCM_ERRORS] = st.status[ENG_MC_ERROR];
+    v[MCM_DOWN] = st.status[ENG_MC_DOWN];
+    v[MCM_TIMEOUTS] = st.status[ENG_MC_TIMEOUT];
+    v[MCM_RECONNECTS] = st.resets;
+    v[MCM_CONNECT_FAILURES] = st.connect_failures;
+    v[MCM_QUEUE_DEPTH] = st.queue_depth;
+    v[MCM_QUEUE_DEPTH_MAX] = st.queue_depth_max;
+    v[MCM_SERVERS_UP] = ms->servers_up;
+}
+
+/* Servers of this shard's client connected now, published for mc_ready. */
+static void probe_update(struct mc_shard *ms)
+{
+    unsigned up = 0, n = eng_mc_servers_count(ms->mc->servers);
+    for (unsigned i = 0; ms->client && i < n; i++)
+        up += eng_mc_server_up(ms->client, i) ? 1u : 0u;
+    __atomic_store_n(&ms->servers_up, up, __ATOMIC_RELAXED);
+}
+
+static void probe_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    struct mc_shard *ms = (struct mc_shard *)(void *)((char *)t - offsetof(struct mc_shard, probe));
+    probe_update(ms);
+    eng_timer_arm(sh, t, MC_READY_PROBE_MS);
+}
+
 static int mc_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char *err, size_t err_len)
 {
     struct pol_mc *mc = def->impl;
@@ -137,6 +225,14 @@ static int mc_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char *
         ms->tramps[i - 1].next = ms->free_tramp;
         ms->free_tramp = i;
     }
+    ms->mc = mc;
+    eng_timer_init(&ms->probe, probe_fired);
+    probe_update(ms);
+    eng_timer_arm(sh, &ms->probe, MC_READY_PROBE_MS);
+    __atomic_store_n(&ms->started, true, __ATOMIC_RELAXED);
+    if (pol_metrics_source_add(&mc_metrics, mc->name, mc_snap, ms) != 0)
+        eng_log(ENG_LOG_WARNING, "connection %s: no room for its metrics on shard %u", mc->name,
+                idx);
     return 0;
 }
 
@@ -144,6 +240,10 @@ static void mc_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
 {
     struct pol_mc *mc = def->impl;
     struct mc_shard *ms = &mc->shards[eng_shard_index(sh)];
+    pol_metrics_source_remove(ms);
+    __atomic_store_n(&ms->started, false, __ATOMIC_RELAXED);
+    __atomic_store_n(&ms->servers_up, 0u, __ATOMIC_RELAXED);
+    eng_timer_cancel(sh, &ms->probe);
     /* Operations still out complete with POL_MC_DOWN; what their done queues meanwhile is
      * refused with -ESHUTDOWN. */
     ms->stopping = true;
@@ -160,12 +260,32 @@ static void mc_close(struct pol_conn_def *def)
     mc_free(def->impl);
 }
 
+/* GET /readyz: ready when a running shard has at least one server connected (as its probe
+ * timer last saw, at most MC_READY_PROBE_MS ago). Any thread; relaxed loads only. */
+static int mc_ready(const struct pol_conn_def *def, char *why, size_t why_len)
+{
+    const struct pol_mc *mc = def->impl;
+    unsigned running = 0;
+    for (unsigned i = 0; i < POL_MC_SHARDS_MAX; i++) {
+        if (!__atomic_load_n(&mc->shards[i].started, __ATOMIC_RELAXED))
+            continue;
+        running++;
+        if (__atomic_load_n(&mc->shards[i].servers_up, __ATOMIC_RELAXED) > 0)
+            return 0;
+    }
+    snprintf(why, why_len, running ? "no memcached server connected (%u configured)"
+                                   : "not started on any shard (%u servers configured)",
+             eng_mc_servers_count(mc->servers));
+    return -1;
+}
+
 const struct pol_conn_ops pol_conn_Memcached = {
     .module = "Memcached",
     .open = mc_open,
     .shard_start = mc_shard_start,
     .shard_stop = mc_shard_stop,
     .close = mc_close,
+    .ready = mc_ready,
 };
 
 struct pol_mc *pol_mc_of_server(const struct pol_server *s, const char *name)

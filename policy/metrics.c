@@ -49,8 +49,22 @@ struct msnap {
         store_failed;
 };
 
+/* A per-shard source (metrics.h): its last values and what earlier sources of the same desc
+ * and label value left (counters only). Written by the shard; desc, label and the values are
+ * read by scrapes (relaxed; desc and label published by the release store of nsrc). */
+struct msource {
+    const struct pol_metrics_source_desc *desc;
+    char label[POL_METRICS_NAME_BYTES];
+    pol_metrics_snap_fn *fn; /* NULL: removed (values hold the kept counters) */
+    void *ctx;
+    uint64_t base[POL_METRICS_SOURCE_FIELDS_MAX];
+    uint64_t cur[POL_METRICS_SOURCE_FIELDS_MAX];
+};
+
 struct mshard {
     struct eng_shard *sh;
+    struct msource src[POL_METRICS_SOURCES_MAX];
+    unsigned nsrc; /* entries in use (release store; scrapes acquire) */
     uint64_t proto_errors, no_vhost;
     uint64_t requests[V], failed[V], timeouts[V];
     uint64_t replies[V][POL_MA_COUNT];
@@ -382,11 +396,75 @@ void pol_metrics_no_vhost(void)
         M_INC(self->no_vhost);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Per-shard sources (shard thread)
+ */
+
+static void source_snap(struct msource *m)
+{
+    uint64_t v[POL_METRICS_SOURCE_FIELDS_MAX] = {0};
+    m->fn(m->ctx, v);
+    for (unsigned i = 0; i < m->desc->field_count; i++)
+        M_SET(m->cur[i], v[i]);
+}
+
+int pol_metrics_source_add(const struct pol_metrics_source_desc *desc, const char *label_value,
+                           pol_metrics_snap_fn *fn, void *ctx)
+{
+    struct mshard *m = self;
+    if (!desc || !fn || !desc->label_key || !desc->fields || desc->field_count == 0 ||
+        desc->field_count > POL_METRICS_SOURCE_FIELDS_MAX)
+        return -EINVAL;
+    if (!m)
+        return 0;
+    const char *lv = label_value ? label_value : "";
+    struct msource *e = NULL;
+    /* A removed entry of the same family and label value carries its counters over. */
+    for (unsigned i = 0; i < m->nsrc && !e; i++)
+        if (!m->src[i].fn && m->src[i].desc == desc &&
+            strncmp(m->src[i].label, lv, POL_METRICS_NAME_BYTES - 1) == 0)
+            e = &m->src[i];
+    if (!e) {
+        if (m->nsrc >= POL_METRICS_SOURCES_MAX)
+            return -ENOSPC;
+        e = &m->src[m->nsrc];
+        memset(e, 0, sizeof(*e));
+        e->desc = desc;
+        snprintf(e->label, sizeof(e->label), "%s", lv);
+        __atomic_store_n(&m->nsrc, m->nsrc + 1, __ATOMIC_RELEASE);
+    }
+    e->fn = fn;
+    e->ctx = ctx;
+    source_snap(e);
+    return 0;
+}
+
+void pol_metrics_source_remove(void *ctx)
+{
+    struct mshard *m = self;
+    for (unsigned i = 0; m && i < m->nsrc; i++) {
+        struct msource *e = &m->src[i];
+        if (!e->fn || e->ctx != ctx)
+            continue;
+        source_snap(e);
+        for (unsigned f = 0; f < e->desc->field_count; f++) {
+            if (!e->desc->fields[f].gauge)
+                M_SET(e->base[f], e->base[f] + e->cur[f]);
+            M_SET(e->cur[f], 0);
+        }
+        e->fn = NULL;
+        e->ctx = NULL;
+    }
+}
+
 void pol_metrics_shard_snapshot(const struct pol_shard_stats *ps, const struct pol_sstore_stats *ss)
 {
     struct msnap *s = self ? &self->snap : NULL;
     if (!s)
         return;
+    for (unsigned i = 0; i < self->nsrc; i++)
+        if (self->src[i].fn)
+            source_snap(&self->src[i]);
     M_SET(s->built, ps->requests);
     M_SET(s->replies, ps->replies);
     M_SET(s->failed, ps->failed);
@@ -495,6 +573,41 @@ static uint64_t f_pl_sum(const struct mshard *m, size_t i, size_t j)
 {
     (void)j;
     return M_GET(m->pl_sum_us[i]);
+}
+
+/* The value of field f of every entry of desc d with label value lab, over every shard. */
+static uint64_t source_sum(const struct pol_metrics_source_desc *d, const char *lab, unsigned f,
+                           bool max)
+{
+    uint64_t t = 0;
+    for (unsigned s = 0; s < g.shard_count; s++) {
+        const struct mshard *m = atomic_load_explicit(&g.shards[s], memory_order_acquire);
+        unsigned n = m ? __atomic_load_n(&m->nsrc, __ATOMIC_ACQUIRE) : 0;
+        for (unsigned i = 0; i < n; i++) {
+            const struct msource *e = &m->src[i];
+            if (e->desc != d || strcmp(e->label, lab) != 0)
+                continue;
+            uint64_t v = M_GET(e->base[f]) + M_GET(e->cur[f]);
+            t = max ? (v > t ? v : t) : t + v;
+        }
+    }
+    return t;
+}
+
+/* Whether entry (s2, j) is the first, in shard and entry order from (s, i), with its label. */
+static bool label_first(unsigned s, unsigned i, unsigned s2, unsigned j,
+                        const struct pol_metrics_source_desc *d, const char *lab)
+{
+    for (unsigned a = s; a <= s2; a++) {
+        const struct mshard *m = atomic_load_explicit(&g.shards[a], memory_order_acquire);
+        unsigned n = m ? __atomic_load_n(&m->nsrc, __ATOMIC_ACQUIRE) : 0;
+        for (unsigned b = a == s ? i : 0; b < n && !(a == s2 && b == j); b++)
+            if (m->src[b].desc == d && strcmp(m->src[b].label, lab) == 0)
+                return false;
+        if (a == s2)
+            break;
+    }
+    return true;
 }
 
 /* One histogram series: buckets (cumulative), _sum in seconds, _count. */
@@ -724,6 +837,46 @@ static void write_shards(struct eng_http_body *out)
     }
 }
 
+/* Every source family: one head per field, one sample per label value, summed over shards and
+ * over every entry of that label value (max fields: the largest). */
+static void write_sources(struct eng_http_body *out)
+{
+    const struct pol_metrics_source_desc *done[POL_METRICS_SOURCES_MAX];
+    unsigned ndone = 0;
+    for (unsigned s = 0; s < g.shard_count; s++) {
+        const struct mshard *m = atomic_load_explicit(&g.shards[s], memory_order_acquire);
+        unsigned n = m ? __atomic_load_n(&m->nsrc, __ATOMIC_ACQUIRE) : 0;
+        for (unsigned i = 0; i < n; i++) {
+            const struct pol_metrics_source_desc *d = m->src[i].desc;
+            bool seen = false;
+            for (unsigned k = 0; k < ndone && !seen; k++)
+                seen = done[k] == d;
+            if (seen || ndone >= POL_METRICS_SOURCES_MAX)
+                continue;
+            done[ndone++] = d;
+            for (unsigned f = 0; f < d->field_count; f++) {
+                const struct pol_metrics_field *fd = &d->fields[f];
+                pol_metrics_write_head(out, fd->name, fd->gauge ? "gauge" : "counter", fd->help);
+                /* Each label value once, from the first shard and entry that has it. */
+                for (unsigned s2 = s; s2 < g.shard_count; s2++) {
+                    const struct mshard *m2 =
+                        atomic_load_explicit(&g.shards[s2], memory_order_acquire);
+                    unsigned n2 = m2 ? __atomic_load_n(&m2->nsrc, __ATOMIC_ACQUIRE) : 0;
+                    for (unsigned j = s2 == s ? i : 0; j < n2; j++) {
+                        const struct msource *e = &m2->src[j];
+                        if (e->desc != d || !label_first(s, i, s2, j, d, e->label))
+                            continue;
+                        char lab[256] = "";
+                        pol_metrics_label(lab, sizeof(lab), d->label_key, e->label);
+                        pol_metrics_write_value(out, fd->name, lab,
+                                                source_sum(d, e->label, f, fd->max));
+                    }
+                }
+            }
+        }
+    }
+}
+
 static void write_reloads(struct eng_http_body *out)
 {
     pol_metrics_write_head(out, "ringpolicyd_config_reloads_total", "counter",
@@ -747,6 +900,7 @@ void pol_metrics_write(struct eng_http_body *out)
     write_policy_scalars(out);
     write_engine(out);
     write_shards(out);
+    write_sources(out);
     write_reloads(out);
     for (unsigned i = 0; i < POL_METRICS_COLLECTORS_MAX; i++) {
         pol_metrics_collect_fn *fn =

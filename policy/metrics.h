@@ -114,6 +114,43 @@ typedef void pol_metrics_collect_fn(void *ctx, struct eng_http_body *out);
 int pol_metrics_register(pol_metrics_collect_fn *fn, void *ctx);
 void pol_metrics_unregister(pol_metrics_collect_fn *fn, void *ctx);
 
+/* Per-shard sources: backend clients a module keeps on each shard (connections' clients,
+ * resolvers, buffers) whose counters are plain fields written by that shard. The module adds
+ * a source on the shard's thread when it creates its client there (shard_start) and removes it
+ * there before destroying it (shard_stop). Once a second (the daemon's snapshot timer, on the
+ * same thread) fn copies the client's counters into values[0..field_count) and they are stored
+ * into the shard's block with relaxed stores; a scrape sums every shard's values per family
+ * and label value. fn is never called on another thread, nor after remove. Counters survive a
+ * reload: a removed source's last counter values are kept and added to the next source of the
+ * same desc and label value on that shard (the new generation's client), so the series keeps
+ * growing; gauges read 0 once removed.
+ *
+ * desc must have static storage in the executable (the scrape reads its names on any thread
+ * for the life of the process); the label value is copied (cut at POL_METRICS_NAME_BYTES).
+ * Both return 0 and do nothing on a thread without a metrics block (no http_port, tests);
+ * add returns -ENOSPC past POL_METRICS_SOURCES_MAX entries on the shard, -EINVAL for a bad
+ * desc. */
+#define POL_METRICS_SOURCES_MAX 64u
+#define POL_METRICS_SOURCE_FIELDS_MAX 24u
+
+struct pol_metrics_field {
+    const char *name; /* the family, e.g. "ringpolicyd_pg_queries_total" */
+    const char *help;
+    bool gauge;       /* else a counter */
+    bool max;         /* a gauge summed over shards as the largest (e.g. a high-water mark) */
+};
+
+struct pol_metrics_source_desc {
+    const char *label_key; /* e.g. "connection" */
+    const struct pol_metrics_field *fields;
+    unsigned field_count; /* 1..POL_METRICS_SOURCE_FIELDS_MAX */
+};
+
+typedef void pol_metrics_snap_fn(void *ctx, uint64_t *values);
+int pol_metrics_source_add(const struct pol_metrics_source_desc *desc, const char *label_value,
+                           pol_metrics_snap_fn *fn, void *ctx);
+void pol_metrics_source_remove(void *ctx);
+
 /* Writing families. labels is "" or `name="value",...` already escaped (pol_metrics_label). */
 void pol_metrics_write_head(struct eng_http_body *out, const char *name, const char *type,
                             const char *help);

@@ -36,7 +36,8 @@ static bool str_differs(const char *a, const char *b)
 
 /* Options only a restart can change: numbers keep the running value in the new server (the
  * shards read some of them); texts are used from the daemon's start-up copies anyway. */
-static void restart_only(const struct pol_server *cur, struct pol_server *n, const char *path)
+static int restart_only(const struct pol_server *cur, struct pol_server *n, const char *path,
+                        char *err, size_t err_len)
 {
     const struct pol_globals *o = &cur->g;
     struct pol_globals *g = &n->g;
@@ -88,6 +89,16 @@ static void restart_only(const struct pol_server *cur, struct pol_server *n, con
     }
     const struct pol_scache_config *os = &cur->scache;
     struct pol_scache_config *ns = &n->scache;
+    if (os->kind == POL_SCACHE_MEMCACHED && ns->kind == POL_SCACHE_MEMCACHED)
+        return 0; /* sessions live in memcached: the new generation's cache (opened on its own
+                     connections, with its options) takes over; each server closes its own */
+    if (os->kind == POL_SCACHE_MEMCACHED || ns->kind == POL_SCACHE_MEMCACHED) {
+        pol_errf(err, err_len, ns->file ? ns->file : path, ns->file ? ns->line : 0,
+                 "the <SessionCache> module changes between Memcached and %s only with a "
+                 "restart",
+                 os->kind == POL_SCACHE_MEMCACHED ? "another module" : "Memory or None");
+        return -1;
+    }
     if (os->kind != ns->kind || os->expire_s != ns->expire_s ||
         os->sessions_max != ns->sessions_max || os->session_bytes_max != ns->session_bytes_max ||
         os->memory_bytes != ns->memory_bytes)
@@ -100,6 +111,7 @@ static void restart_only(const struct pol_server *cur, struct pol_server *n, con
     *ns = *os;
     ns->file = file; /* texts of the new tree; the old one is freed later */
     ns->line = line;
+    return 0;
 }
 
 int pol_reload_load(const char *path, const struct pol_server *cur, const char *const *keys,
@@ -121,7 +133,10 @@ int pol_reload_load(const char *path, const struct pol_server *cur, const char *
     }
     for (uint32_t i = 0; i < n->warning_count; i++)
         eng_log(ENG_LOG_NOTICE, "%s", n->warnings[i]);
-    restart_only(cur, n, path);
+    if (restart_only(cur, n, path, err, err_len) != 0) {
+        pol_server_free(n);
+        return -1;
+    }
     *out = n;
     return 0;
 }

@@ -20,7 +20,10 @@
  * reuse). Restart-only: shards, backend, user, group, chroot, pid_file, port, host, http_port,
  * log_file, syslog options, log_level, error_action, the limits (max_connections,
  * max_request_bytes, max_line_bytes, max_attributes, max_pipelined_bytes), drain_timeout,
- * dns_servers and the <SessionCache> block.
+ * dns_servers and the <SessionCache> block (Memory or None: the running cache and its sessions
+ * stay). A Memcached session cache is the exception: its sessions live in memcached, so the new
+ * generation's cache (on the new generation's connections, with its options) takes over; a
+ * reload switching between Memcached and another module is refused.
  */
 #ifndef POL_RELOAD_H
 #define POL_RELOAD_H

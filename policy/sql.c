@@ -31,6 +31,7 @@
 #include "eng/pg.h"
 #include "eng/work.h"
 #include "config.h"
+#include "metrics.h"
 #include "sql_int.h"
 
 #define SQL_TIMEOUT_MS_MAX 10000u /* default deadline cap */
@@ -242,6 +243,123 @@ static void shard_free(struct sql_shard *ss)
     free(ss);
 }
 
+/* GET /metrics (metrics.h per-shard sources), by connection: ringpolicyd_sql_* for every
+ * driver, ringpolicyd_pg_* from each shard's eng_pg client, ringpolicyd_work_* from the SQLite
+ * worker pool (shared by the shards: reported by shard 0 alone). */
+enum { SQM_QUERIES, SQM_FAILED, SQM_TIMEOUTS, SQM_QUEUE_FULL, SQM_QUEUE_DEPTH, SQM_QUEUE_MAX,
+       SQM_COUNT };
+static const struct pol_metrics_field sql_fields[SQM_COUNT] = {
+    [SQM_QUERIES] = {"ringpolicyd_sql_queries_total", "Sql queries accepted.", false, false},
+    [SQM_FAILED] = {"ringpolicyd_sql_errors_total", "Sql queries that failed (any reason).", false,
+                    false},
+    [SQM_TIMEOUTS] = {"ringpolicyd_sql_timeouts_total", "Sql queries past their deadline.", false,
+                      false},
+    [SQM_QUEUE_FULL] = {"ringpolicyd_sql_queue_full_total",
+                        "Sql queries refused: queue_max queries already out on the shard.", false,
+                        false},
+    [SQM_QUEUE_DEPTH] = {"ringpolicyd_sql_queue_depth", "Sql queries queued or in flight now.",
+                         true, false},
+    [SQM_QUEUE_MAX] = {"ringpolicyd_sql_queue_depth_max",
+                       "Most Sql queries queued or in flight at once on a shard.", true, true},
+};
+static const struct pol_metrics_source_desc sql_metrics = {"connection", sql_fields, SQM_COUNT};
+
+enum { PGM_ROUND_TRIPS, PGM_ERRORS, PGM_TIMEOUTS, PGM_CONNECTS, PGM_CONNECT_FAILURES,
+       PGM_RECONNECTS, PGM_QUEUE_DEPTH, PGM_UP, PGM_COUNT };
+static const struct pol_metrics_field pg_fields[PGM_COUNT] = {
+    [PGM_ROUND_TRIPS] = {"ringpolicyd_pg_round_trips_total",
+                         "PostgreSQL pipeline round trips (nothing in flight to in flight).",
+                         false, false},
+    [PGM_ERRORS] = {"ringpolicyd_pg_errors_total",
+                    "PostgreSQL queries refused by the server or failed by a lost connection.",
+                    false, false},
+    [PGM_TIMEOUTS] = {"ringpolicyd_pg_timeouts_total", "PostgreSQL queries past their deadline.",
+                      false, false},
+    [PGM_CONNECTS] = {"ringpolicyd_pg_connects_total", "PostgreSQL connections established.",
+                      false, false},
+    [PGM_CONNECT_FAILURES] = {"ringpolicyd_pg_connect_failures_total",
+                              "PostgreSQL connection attempts that failed.", false, false},
+    [PGM_RECONNECTS] = {"ringpolicyd_pg_disconnects_total",
+                        "Established PostgreSQL connections that broke or were reset.", false,
+                        false},
+    [PGM_QUEUE_DEPTH] = {"ringpolicyd_pg_queue_depth",
+                         "PostgreSQL queries pending or in flight now.", true, false},
+    [PGM_UP] = {"ringpolicyd_pg_connections_up",
+                "PostgreSQL connections established now (all shards).", true, false},
+};
+static const struct pol_metrics_source_desc pg_metrics = {"connection", pg_fields, PGM_COUNT};
+
+enum { WKM_SUBMITTED, WKM_COMPLETED, WKM_QUEUE_FULL, WKM_QUEUE_DEPTH, WKM_RUNNING, WKM_RUN_US,
+       WKM_COUNT };
+static const struct pol_metrics_field work_fields[WKM_COUNT] = {
+    [WKM_SUBMITTED] = {"ringpolicyd_work_jobs_submitted_total",
+                       "Jobs handed to the SQLite worker threads.", false, false},
+    [WKM_COMPLETED] = {"ringpolicyd_work_jobs_completed_total",
+                       "Jobs the SQLite worker threads completed.", false, false},
+    [WKM_QUEUE_FULL] = {"ringpolicyd_work_queue_full_total",
+                        "Jobs refused: the worker queue was full.", false, false},
+    [WKM_QUEUE_DEPTH] = {"ringpolicyd_work_queue_depth", "Jobs waiting for a worker now.", true,
+                         false},
+    [WKM_RUNNING] = {"ringpolicyd_work_jobs_running", "Jobs on a worker now.", true, false},
+    [WKM_RUN_US] = {"ringpolicyd_work_run_microseconds_total",
+                    "Time the workers spent running jobs.", false, false},
+};
+static const struct pol_metrics_source_desc work_metrics = {"connection", work_fields, WKM_COUNT};
+
+static void sql_snap(void *ctx, uint64_t *v)
+{
+    const struct pol_sql_stats *st = ctx; /* the shard's: &sql_shard.stats */
+    v[SQM_QUERIES] = st->queries;
+    v[SQM_FAILED] = st->failed;
+    v[SQM_TIMEOUTS] = st->timeouts;
+    v[SQM_QUEUE_FULL] = st->queue_full;
+    v[SQM_QUEUE_DEPTH] = st->queue_depth;
+    v[SQM_QUEUE_MAX] = st->queue_depth_max;
+}
+
+static void pg_snap(void *ctx, uint64_t *v)
+{
+    const struct sql_shard *ss = ctx;
+    struct eng_pg_stats ps;
+    if (!ss->pg)
+        return;
+    eng_pg_stats_get(ss->pg, &ps);
+    v[PGM_ROUND_TRIPS] = ps.round_trips;
+    v[PGM_ERRORS] = ps.errors + ps.conn_lost;
+    v[PGM_TIMEOUTS] = ps.timeouts;
+    v[PGM_CONNECTS] = ps.connects;
+    v[PGM_CONNECT_FAILURES] = ps.connect_failures;
+    v[PGM_RECONNECTS] = ps.disconnects;
+    v[PGM_QUEUE_DEPTH] = ps.queue_depth;
+    v[PGM_UP] = ps.connects > ps.disconnects ? ps.connects - ps.disconnects : 0;
+}
+
+static void work_snap(void *ctx, uint64_t *v)
+{
+    const struct sql_shard *ss = ctx;
+    struct eng_work_stats ws;
+    eng_work_pool_stats(ss->db->pool, &ws);
+    v[WKM_SUBMITTED] = ws.submitted;
+    v[WKM_COMPLETED] = ws.completed;
+    v[WKM_QUEUE_FULL] = ws.queue_full;
+    v[WKM_QUEUE_DEPTH] = ws.queue_depth;
+    v[WKM_RUNNING] = ws.running;
+    v[WKM_RUN_US] = ws.run_us_total;
+}
+
+static void sql_metrics_add(struct sql_shard *ss, unsigned idx)
+{
+    const struct pol_sql *db = ss->db;
+    int rc = pol_metrics_source_add(&sql_metrics, db->name, sql_snap, &ss->stats);
+    if (rc == 0 && ss->pg)
+        rc = pol_metrics_source_add(&pg_metrics, db->name, pg_snap, ss);
+    else if (rc == 0 && db->pool && idx == 0)
+        rc = pol_metrics_source_add(&work_metrics, db->name, work_snap, ss);
+    if (rc != 0)
+        eng_log(ENG_LOG_WARNING, "connection %s: no room for its metrics on shard %u", db->name,
+                idx);
+}
+
 static int sql_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char *err,
                            size_t err_len)
 {
@@ -289,6 +407,7 @@ static int sql_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char 
         return -1;
     }
     db->shards[idx] = ss;
+    sql_metrics_add(ss, idx);
     return 0;
 }
 
@@ -320,6 +439,8 @@ static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
     struct sql_shard *ss = db->shards[idx];
     if (!ss)
         return;
+    pol_metrics_source_remove(&ss->stats);
+    pol_metrics_source_remove(ss);
     if (ss->pg) {
         /* Answers still on their way get their done; the rest fails with -ESHUTDOWN. */
         eng_pg_drain(ss->pg, db->timeout_ms);
@@ -334,12 +455,37 @@ static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
     shard_free(ss);
 }
 
+/* GET /readyz: SQLite is ready once opened (open fails start-up otherwise); PostgreSQL when a
+ * running shard has a connection established now (its client's connects minus disconnects,
+ * read with relaxed loads: no I/O). Any thread. */
+static int sql_ready(const struct pol_conn_def *def, char *why, size_t why_len)
+{
+    const struct pol_sql *db = def->impl;
+    if (db->dsn->driver != POL_SQL_PG)
+        return 0;
+    unsigned running = 0;
+    for (unsigned i = 0; i < POL_SQL_SHARDS_MAX; i++) {
+        const struct sql_shard *ss = __atomic_load_n(&db->shards[i], __ATOMIC_ACQUIRE);
+        if (!ss || !ss->pg)
+            continue;
+        running++;
+        struct eng_pg_stats ps;
+        eng_pg_stats_get(ss->pg, &ps);
+        if (ps.connects > ps.disconnects)
+            return 0;
+    }
+    snprintf(why, why_len, running ? "no PostgreSQL connection established"
+                                   : "not started on any shard");
+    return -1;
+}
+
 const struct pol_conn_ops pol_sql_conn_ops = {
     .module = "Sql",
     .open = sql_open,
     .shard_start = sql_shard_start,
     .shard_stop = sql_shard_stop,
     .close = sql_close,
+    .ready = sql_ready,
 };
 
 /* ---------------------------------------------------------------------------------------------
