@@ -508,15 +508,26 @@ static struct ldap_op *op_by_msgid(struct pol_ldap_client *c, int msgid)
     return NULL;
 }
 
-static void bind_result(struct pol_ldap_client *c, LDAPMessage *msg)
+/* The resultCode of a result message (freed here); for anything but success a sentence
+ * "TEXT[: DIAGNOSTIC]" in why. */
+static int result_code(struct pol_ldap_client *c, LDAPMessage *msg, char *why, size_t why_len)
 {
     int code = LDAP_OTHER;
     char *diag = NULL;
     int rc = ldap_parse_result(c->ld, msg, &code, NULL, &diag, NULL, NULL, 1);
     if (rc != LDAP_SUCCESS)
         code = rc;
-    if (code == LDAP_SUCCESS) {
-        ldap_memfree(diag);
+    if (code != LDAP_SUCCESS)
+        snprintf(why, why_len, "%s%s%s", ldap_err2string(code), diag && *diag ? ": " : "",
+                 diag ? diag : "");
+    ldap_memfree(diag);
+    return code;
+}
+
+static void bind_result(struct pol_ldap_client *c, LDAPMessage *msg)
+{
+    char why[LDAP_ERROR_BYTES - 16];
+    if (result_code(c, msg, why, sizeof(why)) == LDAP_SUCCESS) {
         eng_timer_cancel(c->sh, &c->conn_timer);
         c->state = C_READY;
         c->backoff_ms = LDAP_BACKOFF_MS_MIN;
@@ -525,32 +536,18 @@ static void bind_result(struct pol_ldap_client *c, LDAPMessage *msg)
         queue_flush(c);
         return;
     }
-    char why[LDAP_ERROR_BYTES];
-    snprintf(why, sizeof(why), "bind failed: %s%s%s", ldap_err2string(code),
-             diag && *diag ? ": " : "", diag ? diag : "");
-    ldap_memfree(diag);
-    conn_fail(c, true, why);
+    char msg_text[LDAP_ERROR_BYTES];
+    snprintf(msg_text, sizeof(msg_text), "bind failed: %s", why);
+    conn_fail(c, true, msg_text);
 }
 
 static void search_result(struct pol_ldap_client *c, struct ldap_op *op, LDAPMessage *msg)
 {
-    int code = LDAP_OTHER;
-    char *diag = NULL;
-    int rc = ldap_parse_result(c->ld, msg, &code, NULL, &diag, NULL, NULL, 1);
-    if (rc != LDAP_SUCCESS)
-        code = rc;
-    if (code == LDAP_SUCCESS) {
-        ldap_memfree(diag);
-        list_remove(c, op);
-        op_complete(op, POL_LDAP_OK, "");
-        return;
-    }
     char why[LDAP_ERROR_BYTES];
-    snprintf(why, sizeof(why), "%s%s%s", ldap_err2string(code), diag && *diag ? ": " : "",
-             diag ? diag : "");
-    ldap_memfree(diag);
+    int code = result_code(c, msg, why, sizeof(why));
     list_remove(c, op);
-    op_complete(op, POL_LDAP_ERROR, why);
+    op_complete(op, code == LDAP_SUCCESS ? POL_LDAP_OK : POL_LDAP_ERROR,
+                code == LDAP_SUCCESS ? "" : why);
 }
 
 /* One message from libldap (ownership passes here). */
