@@ -17,6 +17,7 @@
 
 #include "eng/engine.h"
 #include "eng/log.h"
+#include "metrics.h"
 
 /* Longest entry: an IPv6 address in full (45 chars with an embedded IPv4) plus "/128". */
 #define ALLOW_ENTRY_BYTES_MAX 64u
@@ -164,4 +165,13 @@ bool pol_allow_refused(const struct pol_allow *a, const struct sockaddr *sa, soc
 uint64_t pol_allow_refused_count(void)
 {
     return atomic_load_explicit(&allow_refused_total, memory_order_relaxed);
+}
+
+void pol_allow_collect(void *ctx, struct eng_http_body *out)
+{
+    (void)ctx;
+    pol_metrics_write_head(out, "ringpolicyd_connections_refused_total", "counter",
+                           "Connections refused at accept: the client is not in allow.");
+    pol_metrics_write_value(out, "ringpolicyd_connections_refused_total", "",
+                            pol_allow_refused_count());
 }

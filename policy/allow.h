@@ -53,6 +53,11 @@ bool pol_allow_refused(const struct pol_allow *a, const struct sockaddr *sa, soc
 /* Connections refused since start (all shards). */
 uint64_t pol_allow_refused_count(void);
 
+struct eng_http_body;
+/* A metrics collector (pol_metrics_register; ctx unused): ringpolicyd_connections_refused_total,
+ * the connections refused by allow. */
+void pol_allow_collect(void *ctx, struct eng_http_body *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -902,6 +902,10 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
         snprintf(err, err_len, "no room for the HTTP collector");
         return -ENOSPC;
     }
+    if (d->http && pol_metrics_register(pol_allow_collect, NULL) != 0) {
+        snprintf(err, err_len, "no room for the allow collector");
+        return -ENOSPC;
+    }
     return 0;
 }
 
