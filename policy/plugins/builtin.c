@@ -18,6 +18,7 @@ extern const struct pol_plugin_type pol_type_SPF;
 /* network (owner: netplug), in proxy.c, fail2ban.c, ctiprep.c. */
 extern const struct pol_plugin_type pol_type_Proxy;
 extern const struct pol_plugin_type pol_type_Fail2Ban;
+extern const struct pol_plugin_type pol_type_CtIpRep;
 
 /* memcached (owner: memcached), in honeypot.c, greylist.c. */
 extern const struct pol_plugin_type pol_type_Honeypot;
@@ -44,5 +45,6 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     /* network (owner: netplug) */
     &pol_type_Proxy,
     &pol_type_Fail2Ban,
+    &pol_type_CtIpRep,
     NULL,
 };
