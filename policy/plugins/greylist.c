@@ -12,7 +12,8 @@
  *      really is the count (2.05 compared 0/1).
  *   3. The ticket (memcached key `SENDER,CLIENT,RECIPIENT`, cached per mail in
  *      `greylist-ticket`, "" for none): valid (now > its value): with use_autowl, once per mail
- *      (flag `greylist-autowl-add`) increment the autowl entry or create it with count 1; delete
+ *      (flag `greylist-autowl-add`) increment the autowl entry or create it with count 1 (SQL:
+ *      an expired row still there is restarted at count 1 rather than inserted again); delete
  *      the ticket; pass. Too early: `defer_message` + " (Ns left)" when append_waittime.
  *   4. No ticket and create_ticket: store now + min_retry_wait with lifetime max_retry_wait and
  *      defer with defer_message. Otherwise nothing.
@@ -131,7 +132,7 @@ struct greylist {
     uint32_t min_wait, max_wait;
     int64_t expire_s; /* autowl_expire_days in seconds */
     long long threshold;
-    char *q_get, *q_incr, *q_create, *q_expire; /* statements with the table name quoted */
+    char *q_get, *q_incr, *q_create, *q_restart, *q_expire; /* with the table name quoted */
 };
 
 enum gl_phase {
@@ -155,6 +156,8 @@ struct gl_req {
     const char *domain, *ip, *tkey;
     size_t domain_len, ip_len, tkey_len;
     bool have_count;
+    bool row_read;  /* SQL: the entry was looked up by this request */
+    bool row_found; /* ... and a row exists (maybe expired: then "create" restarts it) */
     long long count;   /* the autowl count, or -1 for none */
     int64_t last_seen; /* of the autowl entry read */
     int64_t ticket;    /* -1 for none */
@@ -174,6 +177,7 @@ static void greylist_destroy(struct pol_plugin *p)
     free(g->q_get);
     free(g->q_incr);
     free(g->q_create);
+    free(g->q_restart);
     free(g->q_expire);
     free(g);
     pol_plugin_set_data(p, NULL);
@@ -301,6 +305,9 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
                      "INSERT INTO %s (sender_domain, client_ip, count, last_seen) "
                      "VALUES(?, ?, 1, ?)",
                      qt) < 0 ||
+            asprintf(&g->q_restart,
+                     "UPDATE %s SET count=1, last_seen=? WHERE sender_domain=? AND client_ip=?",
+                     qt) < 0 ||
             asprintf(&g->q_expire, "DELETE FROM %s WHERE last_seen < ?", qt) < 0) {
             snprintf(err, err_len, "out of memory");
             return -1;
@@ -414,6 +421,8 @@ static void sql_done(void *ctx, const struct pol_sql_result *res)
         snprintf(s->err, sizeof(s->err), "sql: %s", res->error ? res->error : "error");
     } else if (s->phase == GL_AWL_GET) {
         s->count = -1;
+        s->row_read = true;
+        s->row_found = res->row_count > 0;
         if (res->row_count > 0) {
             size_t l1 = 0, l2 = 0;
             const char *c = pol_sql_value(res, 0, 0, &l1), *ls = pol_sql_value(res, 0, 1, &l2);
@@ -605,7 +614,11 @@ static enum pol_step awl_write(struct pol_plugin *p, struct pol_req *r, struct g
         return pol_req_fail(r, "no memory left in the request arena");
     const char *params[3];
     size_t lens[3];
-    if (create) {
+    /* An expired entry counts as none, but its row is still there (until the cron task): the
+     * "create" restarts that row (count 1, last_seen now) instead of inserting a second one,
+     * which the unique (client_ip, sender_domain) key refuses. */
+    const char *q = create ? (s->row_found ? g->q_restart : g->q_create) : g->q_incr;
+    if (create && !s->row_found) {
         params[0] = s->domain, lens[0] = s->domain_len;
         params[1] = s->ip, lens[1] = s->ip_len;
         params[2] = now, lens[2] = strlen(now);
@@ -617,8 +630,7 @@ static enum pol_step awl_write(struct pol_plugin *p, struct pol_req *r, struct g
     s->phase = GL_AWL_WRITE;
     s->after = after;
     return queued(r,
-                  pol_sql_query(pol_req_shard(r), g->db, create ? g->q_create : g->q_incr, params,
-                                lens, 3, 0, sql_done, s),
+                  pol_sql_query(pol_req_shard(r), g->db, q, params, lens, 3, 0, sql_done, s),
                   "auto-whitelist update");
 }
 
@@ -645,7 +657,10 @@ static enum pol_step after_ticket(struct pol_plugin *p, struct pol_req *r, struc
                 /* add_autowl: the count cached for this mail decides increment or create */
                 size_t cl = 0;
                 const char *c = pol_session_get(r, K_COUNT, &cl);
-                if (!c) { /* not looked up yet for this mail (query_autowl = 0) */
+                /* Not looked up yet for this mail (query_autowl = 0), or "none" from an earlier
+                 * request of the mail: whether an expired row is there decides INSERT or
+                 * restart (SQL; Redis expires entries itself). */
+                if (!c || (cl == 0 && !g->awl_redis && !s->row_read)) {
                     s->after = GL_TICKET_GOT;
                     return awl_get(r, g, s);
                 }
