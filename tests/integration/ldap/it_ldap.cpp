@@ -4,7 +4,8 @@
 // of the request value (a '*' does not widen the search), every %s replaced, filter_field, zero
 // or several entries changing nothing, search errors logged and ignored, an unreachable server
 // failing the plugin (on_error = continue goes on; the default closes without a reply, as 2.05),
-// concurrent requests on both shards, and start-up errors naming the connection.
+// concurrent requests on both shards, start-up errors naming the connection, and STARTTLS with
+// a generated certificate (trusted through LDAPTLS_CACERT; a host name it does not carry fails).
 #include "common.h"
 
 #include <atomic>
@@ -154,4 +155,35 @@ TEST_CASE("start-up errors name the connection", "[it_ldap]")
     rr = nofilter.run({"--check"});
     CHECK(rr.status != 0);
     CHECK(contains(rr.out + rr.err, "filter"));
+}
+
+TEST_CASE("STARTTLS (the default) with the server's certificate trusted through libldap's "
+          "LDAPTLS_CACERT",
+          "[it_ldap]")
+{
+    static rpdtest::SlapdServer tls(true);
+    need_ringpolicyd();
+    uint16_t port = free_tcp_port(), p2 = port + 1;
+    std::string tls_conn = "<Connection ldap>\n  module = \"Ldap\"\n  host = \"127.0.0.1\"\n"
+                           "  port = " + std::to_string(tls.port()) + "\n</Connection>\n"
+                           "<Connection byname>\n  module = \"Ldap\"\n  host = \"localhost\"\n"
+                           "  port = " + std::to_string(tls.port()) + "\n</Connection>\n";
+    std::string cfg = "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" +
+                      std::to_string(p2) + "\"\n" + tls_conn +
+                      vhost_block(std::to_string(port), "tls", chain(uc_opts())) +
+                      vhost_block(std::to_string(p2), "mismatch",
+                                  chain(uc_opts("(mail=%s)", "    ldap = \"byname\"\n"
+                                                             "    on_error = \"continue\"\n")));
+    Daemon d(Impl::Ring, cfg);
+    d.set_env("LDAPTLS_CACERT", tls.cacert());
+    d.set_ready(Endpoint::tcp(port));
+    bool ok = d.start();
+    INFO(d.error() << "\n" << d.log());
+    REQUIRE(ok);
+    CHECK(ask1(port, {{"sasl_username", "bob@example.com"}}) == "reject limit above 15");
+    CHECK(ask1(port, {{"sasl_username", "alice@example.com"}}) == "reject description first");
+    // The certificate names 127.0.0.1, not localhost: STARTTLS fails, so does the plugin.
+    CHECK(ask1(p2, {{"sasl_username", "bob@example.com"}}) == "dunno");
+    CHECK(log_lines_with(d, "starttls on ldap connection failed") >= 1);
+    d.stop();
 }
