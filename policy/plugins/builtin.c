@@ -15,6 +15,9 @@ extern const struct pol_plugin_type pol_type_RBLAction;
 /* SPF (owner: spf), in spf.c. */
 extern const struct pol_plugin_type pol_type_SPF;
 
+/* LDAP (owner: ldap), in ldapuserconfig.c. */
+extern const struct pol_plugin_type pol_type_LdapUserConfig;
+
 /* network (owner: netplug), in proxy.c, fail2ban.c, ctiprep.c. */
 extern const struct pol_plugin_type pol_type_Proxy;
 extern const struct pol_plugin_type pol_type_Fail2Ban;
@@ -46,5 +49,7 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_Proxy,
     &pol_type_Fail2Ban,
     &pol_type_CtIpRep,
+    /* LDAP (owner: ldap) */
+    &pol_type_LdapUserConfig,
     NULL,
 };
