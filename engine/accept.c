@@ -181,17 +181,36 @@ static int bind_unix(struct eng *e, size_t i, char *err, size_t err_len)
     return 0;
 }
 
+int eng_listener_bind_one(struct eng *e, size_t i, char *err, size_t err_len)
+{
+    return e->listens[i].kind == ENG_LISTEN_UNIX ? bind_unix(e, i, err, err_len)
+                                                 : bind_tcp(e, i, err, err_len);
+}
+
 int eng_listeners_bind(struct eng *e, char *err, size_t err_len)
 {
-    for (size_t i = 0; i < e->cfg.listen_count * e->shard_count; i++)
+    for (size_t i = 0; i < e->listen_cap * e->shard_count; i++)
         e->listen_fds[i] = -1;
     for (size_t i = 0; i < e->cfg.listen_count; i++) {
-        int rc = e->listens[i].kind == ENG_LISTEN_UNIX ? bind_unix(e, i, err, err_len)
-                                                       : bind_tcp(e, i, err, err_len);
+        int rc = eng_listener_bind_one(e, i, err, err_len);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+/* Closes what listener i holds (a failed eng_listen_add, or at destroy). */
+static void listener_close_fds(struct eng *e, size_t i)
+{
+    for (unsigned s = 0; s < e->shard_count; s++) {
+        int fd = e->listen_fds[i * e->shard_count + s];
+        if (fd >= 0 && (e->listens[i].kind == ENG_LISTEN_TCP || s == 0))
+            close(fd);
+        e->listen_fds[i * e->shard_count + s] = -1;
+    }
+    if (e->unix_created[i])
+        unlink(e->listens[i].path);
+    e->unix_created[i] = false;
 }
 
 void eng_listeners_close(struct eng *e)
@@ -199,21 +218,20 @@ void eng_listeners_close(struct eng *e)
     if (!e->listen_fds)
         return;
     for (size_t i = 0; i < e->cfg.listen_count; i++) {
-        for (unsigned s = 0; s < e->shard_count; s++) {
-            int fd = e->listen_fds[i * e->shard_count + s];
-            if (fd >= 0 && (e->listens[i].kind == ENG_LISTEN_TCP || s == 0))
-                close(fd);
-            e->listen_fds[i * e->shard_count + s] = -1;
-        }
-        if (e->unix_created && e->unix_created[i])
-            unlink(e->listens[i].path);
+        /* A removed Unix listener's fd is closed (and its file removed) by its last shard;
+         * its columns are -1 then, but the file may be another process's by now. */
+        if (e->listen_removed && e->listen_removed[i] && e->listens[i].kind == ENG_LISTEN_UNIX &&
+            e->listen_fds[i * e->shard_count] < 0)
+            continue;
+        if (e->unix_created)
+            listener_close_fds(e, i);
     }
 }
 
 int eng_listen_bound(const struct eng *e, size_t listen_idx, struct sockaddr_storage *addr,
                      socklen_t *addr_len)
 {
-    if (listen_idx >= e->cfg.listen_count)
+    if (listen_idx >= e->cfg.listen_count || e->listen_removed[listen_idx])
         return -EINVAL;
     int fd = e->listen_fds[listen_idx * e->shard_count];
     socklen_t len = sizeof(*addr);
@@ -227,6 +245,38 @@ int eng_listen_bound(const struct eng *e, size_t listen_idx, struct sockaddr_sto
  * Per shard
  */
 
+static void listener_init(struct eng_shard *sh, unsigned i)
+{
+    struct eng *e = sh->eng;
+    struct eng_listener *li = &sh->listeners[i];
+    li->fd = e->listen_fds[i * e->shard_count + sh->index];
+    li->listen_idx = i;
+    li->tag = e->listens[i].tag;
+    li->tcp = e->listens[i].kind == ENG_LISTEN_TCP;
+}
+
+/* A removed listener with no accept in flight: close this shard's socket (a Unix one when the
+ * last shard is done with it). */
+static void listener_retire(struct eng_shard *sh, struct eng_listener *li)
+{
+    struct eng *e = sh->eng;
+    size_t i = li->listen_idx;
+    if (li->fd < 0)
+        return;
+    if (li->tcp) {
+        close(li->fd);
+        e->listen_fds[i * e->shard_count + sh->index] = -1;
+    } else if (atomic_fetch_sub(&e->unix_open_shards[i], 1) == 1) {
+        close(li->fd);
+        if (e->unix_created[i])
+            unlink(e->listens[i].path);
+        e->unix_created[i] = false;
+        for (unsigned s = 0; s < e->shard_count; s++)
+            e->listen_fds[i * e->shard_count + s] = -1;
+    }
+    li->fd = -1;
+}
+
 static void accept_retry_fire(struct eng_shard *sh, struct eng_timer *t)
 {
     (void)t;
@@ -238,16 +288,12 @@ int eng_accept_init(struct eng_shard *sh)
 {
     struct eng *e = sh->eng;
     sh->listener_count = (unsigned)e->cfg.listen_count;
-    sh->listeners = calloc(sh->listener_count ? sh->listener_count : 1, sizeof(*sh->listeners));
+    /* Room for eng_listen_add: a running shard allocates nothing. */
+    sh->listeners = calloc(e->listen_cap, sizeof(*sh->listeners));
     if (!sh->listeners)
         return -ENOMEM;
-    for (unsigned i = 0; i < sh->listener_count; i++) {
-        struct eng_listener *li = &sh->listeners[i];
-        li->fd = e->listen_fds[i * e->shard_count + sh->index];
-        li->listen_idx = i;
-        li->tag = e->listens[i].tag;
-        li->tcp = e->listens[i].kind == ENG_LISTEN_TCP;
-    }
+    for (unsigned i = 0; i < sh->listener_count; i++)
+        listener_init(sh, i);
     eng_timer_init(&sh->accept_retry, accept_retry_fire);
     return 0;
 }
@@ -316,11 +362,13 @@ void eng_accept_update(struct eng_shard *sh)
         bool want_multi = free_slots >= ENG_ACCEPT_MULTISHOT_MARGIN;
         if (li->armed) {
             /* A single-shot accept may stay: it takes at most the slot it was armed for. */
-            if (stop || (li->multishot && !want_multi))
+            if (stop || li->off || (li->multishot && !want_multi))
                 accept_cancel(sh, li, i);
             continue;
         }
-        if (stop || li->retry_later)
+        if (li->removed)
+            listener_retire(sh, li);
+        if (stop || li->off || li->retry_later)
             continue;
         if (!want_multi && sh->accepts_single >= free_slots)
             continue;
@@ -334,4 +382,82 @@ void eng_accept_update(struct eng_shard *sh)
         if (!want_multi)
             sh->accepts_single++;
     }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Listeners added and removed while running (main thread, through eng_run_on_shards)
+ */
+
+static void on_listen_add(struct eng_shard *sh, void *shard_app, void *ctx)
+{
+    (void)shard_app;
+    size_t idx = *(const size_t *)ctx;
+    ENG_ASSERT(idx == sh->listener_count && idx < sh->eng->listen_cap);
+    listener_init(sh, (unsigned)idx);
+    sh->listeners[idx].off = true;
+    sh->listener_count++;
+}
+
+static void on_listen_start(struct eng_shard *sh, void *shard_app, void *ctx)
+{
+    (void)shard_app;
+    size_t idx = *(const size_t *)ctx;
+    ENG_ASSERT(idx < sh->listener_count);
+    if (!sh->listeners[idx].removed)
+        sh->listeners[idx].off = false; /* armed at the end of this turn */
+}
+
+static void on_listen_remove(struct eng_shard *sh, void *shard_app, void *ctx)
+{
+    (void)shard_app;
+    size_t idx = *(const size_t *)ctx;
+    ENG_ASSERT(idx < sh->listener_count);
+    sh->listeners[idx].off = true;
+    sh->listeners[idx].removed = true; /* cancelled, then closed, at the end of turns */
+}
+
+int eng_listen_add(struct eng *e, const struct eng_listen *l, char *err, size_t err_len)
+{
+    ENG_ASSERT(eng_shard_self() == NULL);
+    size_t idx = e->cfg.listen_count;
+    if (idx >= e->listen_cap) {
+        snprintf(err, err_len, "cannot add a listener: %u were added already (restart to add more)",
+                 ENG_LISTEN_ADDED_MAX);
+        return -ENOSPC;
+    }
+    e->listens[idx] = *l;
+    int rc = eng_listener_bind_one(e, idx, err, err_len);
+    if (rc < 0) {
+        listener_close_fds(e, idx);
+        return rc;
+    }
+    if (l->kind == ENG_LISTEN_UNIX)
+        atomic_store(&e->unix_open_shards[idx], e->shard_count);
+    e->cfg.listen_count = idx + 1; /* shards read it under eng_run_on_shards' lock */
+    rc = eng_run_on_shards(e, on_listen_add, &idx);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot add a listener: the shards are stopping");
+        return rc;
+    }
+    return (int)idx;
+}
+
+int eng_listen_start(struct eng *e, size_t idx)
+{
+    ENG_ASSERT(eng_shard_self() == NULL);
+    if (idx >= e->cfg.listen_count || e->listen_removed[idx])
+        return -EINVAL;
+    return eng_run_on_shards(e, on_listen_start, &idx);
+}
+
+int eng_listen_remove(struct eng *e, size_t idx)
+{
+    ENG_ASSERT(eng_shard_self() == NULL);
+    if (idx >= e->cfg.listen_count || e->listen_removed[idx])
+        return -EINVAL;
+    e->listen_removed[idx] = true;
+    if (e->listens[idx].kind == ENG_LISTEN_UNIX && idx < e->cfg.listen_count &&
+        atomic_load(&e->unix_open_shards[idx]) == 0)
+        atomic_store(&e->unix_open_shards[idx], e->shard_count);
+    return eng_run_on_shards(e, on_listen_remove, &idx);
 }

@@ -169,10 +169,14 @@ static int create_steps(struct eng *e, const struct eng_config *cfg, char *err, 
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     e->shard_count = cfg->shard_count ? cfg->shard_count : (cpus > 0 ? (unsigned)cpus : 1);
     size_t nl = cfg->listen_count;
-    e->listens = calloc(nl ? nl : 1, sizeof(*e->listens));
-    e->listen_fds = calloc(nl ? nl * e->shard_count : 1, sizeof(int));
-    e->unix_created = calloc(nl ? nl : 1, sizeof(bool));
-    if (!e->listens || !e->listen_fds || !e->unix_created) {
+    e->listen_cap = nl + ENG_LISTEN_ADDED_MAX; /* room for eng_listen_add */
+    e->listens = calloc(e->listen_cap, sizeof(*e->listens));
+    e->listen_fds = calloc(e->listen_cap * e->shard_count, sizeof(int));
+    e->unix_created = calloc(e->listen_cap, sizeof(bool));
+    e->listen_removed = calloc(e->listen_cap, sizeof(bool));
+    e->unix_open_shards = calloc(e->listen_cap, sizeof(*e->unix_open_shards));
+    if (!e->listens || !e->listen_fds || !e->unix_created || !e->listen_removed ||
+        !e->unix_open_shards) {
         snprintf(err, err_len, "out of memory");
         return -ENOMEM;
     }
@@ -415,6 +419,8 @@ void eng_destroy(struct eng *e)
         close(e->main_evfd);
     free(e->listens);
     free(e->listen_fds);
+    free(e->listen_removed);
+    free(e->unix_open_shards);
     free(e->unix_created);
     pthread_mutex_destroy(&e->start_lock);
     pthread_cond_destroy(&e->start_cond);

@@ -167,6 +167,8 @@ struct eng_listener {
     bool multishot; /* ... and it is multishot */
     bool cancel_sent;
     bool retry_later; /* an error asked for a pause before re-arming */
+    bool off;         /* eng_listen_add'ed, not started yet, or removed: no accept armed */
+    bool removed;     /* eng_listen_remove: the socket closes once no accept is in flight */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -288,8 +290,12 @@ struct eng_shard {
 struct eng {
     struct eng_config cfg;
     struct eng_listen *listens;
-    int *listen_fds;    /* listen_count x shard_count (Unix: the same fd in every column) */
+    int *listen_fds;    /* listen_cap x shard_count (Unix: the same fd in every column); a
+                           shard sets its column of a removed listener to -1 when it closes it */
     bool *unix_created; /* per listen: we created the socket file */
+    size_t listen_cap;  /* cfg.listen_count at create + ENG_LISTEN_ADDED_MAX */
+    bool *listen_removed;          /* per listen (main thread): eng_listen_remove was called */
+    atomic_uint *unix_open_shards; /* per Unix listen being removed: shards still holding it */
     unsigned shard_count;
     struct eng_shard *shards;
     struct eng_xring *xrings; /* [src * shard_count + dst] */
@@ -340,6 +346,7 @@ size_t eng_conn_slot_bytes(size_t app_conn_bytes);
 
 /* accept.c */
 int eng_listeners_bind(struct eng *e, char *err, size_t err_len);
+int eng_listener_bind_one(struct eng *e, size_t i, char *err, size_t err_len);
 void eng_listeners_close(struct eng *e);
 int eng_accept_init(struct eng_shard *sh);
 void eng_accept_complete(struct eng_shard *sh, const struct eng_cqe *cqe);

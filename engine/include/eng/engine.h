@@ -197,6 +197,24 @@ const char *eng_backend_desc(const struct eng *e);
 int eng_listen_bound(const struct eng *e, size_t listen_idx, struct sockaddr_storage *addr,
                      socklen_t *addr_len);
 
+/* Listeners added and removed while running (e.g. a configuration reload). Each call runs on a
+ * non-shard thread while eng_run runs and waits for every shard (eng_run_on_shards).
+ *
+ * eng_listen_add binds l as eng_create would (per TCP address one SO_REUSEPORT socket per
+ * shard, a Unix path once) and gives every shard the listener, not accepting yet; it returns
+ * the new listener's index (cfg.listens' indexes come first, then added ones in order), or
+ * -errno with one sentence in err (the bind failure, or -ENOSPC past ENG_LISTEN_ADDED_MAX
+ * additions over the engine's life: indexes are never reused). eng_listen_start makes every
+ * shard accept from it. eng_listen_remove makes every shard stop accepting from listener idx
+ * (from cfg.listens or added); each shard closes its socket once its accept has completed (a
+ * Unix socket: the last shard, which also removes the file the engine created). Connections
+ * accepted from it stay open, keep their eng_conn_listener_tag and close as usual. Both return
+ * 0, -EINVAL for a bad or removed index, or -ESRCH when shards are stopping. */
+#define ENG_LISTEN_ADDED_MAX 64u
+int eng_listen_add(struct eng *e, const struct eng_listen *l, char *err, size_t err_len);
+int eng_listen_start(struct eng *e, size_t idx);
+int eng_listen_remove(struct eng *e, size_t idx);
+
 /* Formats an address as "127.0.0.1:10040", "[::1]:10040" or "unix:/path" (always
  * NUL-terminated, truncated to fit). */
 void eng_addr_format(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len);
