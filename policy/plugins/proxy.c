@@ -8,8 +8,9 @@
  * removing "\r?\n"); a line without '=' fails ("error parsing response"), a reply without
  * `action` fails ("no action found in response"), a connection closed before the empty line
  * fails ("could not read response"); otherwise the plugin returns the last `action` value,
- * aborting the chain. `socket_path` wins over `host`; with neither, start-up fails (2.05 fails
- * each request). `keepalive = 1` keeps connections between requests and reuses them (spec 16
+ * aborting the chain. A request without `instance` fails the plugin, as in 2.05 (whose request
+ * object refuses an undefined instance). `socket_path` wins over `host`; with neither, start-up
+ * fails (2.05 fails each request). `keepalive = 1` keeps connections between requests and reuses them (spec 16
  * #10: implemented properly, 2.05 blocked); `keepalive = 0` closes after each reply as 2.05.
  *
  * ringpolicyd's own options: `timeout_ms` (default 20000: a call's deadline; 2.05 waited until
@@ -190,6 +191,10 @@ static enum pol_step proxy_step(struct pol_plugin *p, struct pol_req *r, void *r
 {
     struct pol_netcall *c = req_state;
     if (!c->started) {
+        /* 2.05 builds its client request with instance => undef, which fails the request
+         * object's type check (Str): the plugin fails. Postfix always sends instance. */
+        if (!pol_req_attr(r, "instance", NULL))
+            return pol_req_fail(r, "no instance attribute in the request: cannot proxy it");
         size_t len = 0;
         char *buf = encode_request(r, &len);
         if (!buf)

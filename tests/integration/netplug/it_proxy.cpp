@@ -4,6 +4,7 @@
 // over a Unix socket; the Perl mtpolicyd 2.05 as upstream; an upstream that is down (plugin
 // failure: no reply, or the next plugin with on_error = continue) and one that comes back; a
 // slow upstream (timeout_ms); start-up errors.
+#include "diffcheck.h"
 #include "itcommon.h"
 
 using namespace itest;
@@ -192,4 +193,32 @@ TEST_CASE("start-up errors: no target, bad host, bad limits", "[it_proxy]")
         CHECK(rr.status != 0);
         CHECK(contains(rr.out + rr.err, b.message));
     }
+}
+
+TEST_CASE("Perl mtpolicyd 2.05's Proxy and ringpolicyd's against the same upstream",
+          "[it_proxy][diff]")
+{
+    uint16_t up = free_tcp_port();
+    auto upstream = start_ring(simple_config(up, upstream_body()), Endpoint::tcp(up));
+    uint16_t down = free_tcp_port();
+    std::string host = "host = \"127.0.0.1:" + std::to_string(up) + "\"";
+    std::vector<VhostSpec> vhosts = {
+        {"proxy", proxy_body(host), ""},
+        {"down", proxy_body("host = \"127.0.0.1:" + std::to_string(down) + "\""), ""},
+        {"lenient", proxy_body("host = \"127.0.0.1:" + std::to_string(down) + "\"",
+                               "    on_error = \"continue\"\n"),
+         ""},
+    };
+    DiffRig rig(vhosts);
+    ITEST_START_RIG(rig);
+    std::vector<DiffCase> cases = {
+        {"proxy", rq({{"recipient", "v0"}, {"instance", "i1"}}), "reject recipient=v0", "", ""},
+        {"proxy", rq({{"recipient", "v3"}, {"instance", "i2"}}), "reject recipient=v3", "", ""},
+        {"proxy", rq({{"recipient", "zz"}, {"instance", "abc"}}), "reject instance=abc", "", ""},
+        {"proxy", rq({{"recipient", "zz"}, {"instance", "i3"}}), "defer upstream default", "", ""},
+        {"proxy", rq({{"recipient", "v1"}, {"instance", "\x7f"}}), "<closed>", "", ""}, // 2.05: instance undef fails a Moose type check,
+        {"down", rq({{"instance", "i4"}}), "<closed>", "", ""},
+        {"lenient", rq({{"instance", "i5"}}), "reject not proxied", "", ""},
+    };
+    run_cases(rig, vhosts, cases);
 }
