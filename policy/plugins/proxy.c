@@ -10,8 +10,9 @@
  * fails ("could not read response"); otherwise the plugin returns the last `action` value,
  * aborting the chain. A request without `instance` fails the plugin, as in 2.05 (whose request
  * object refuses an undefined instance). `socket_path` wins over `host`; with neither, start-up
- * fails (2.05 fails each request). `keepalive = 1` keeps connections between requests and reuses them (spec 16
- * #10: implemented properly, 2.05 blocked); `keepalive = 0` closes after each reply as 2.05.
+ * fails (2.05 fails each request). `keepalive = 1` keeps connections between requests and
+ * reuses them (spec 16 #10: implemented properly, 2.05 blocked); `keepalive = 0` closes after
+ * each reply as 2.05.
  *
  * ringpolicyd's own options: `timeout_ms` (default 20000: a call's deadline; 2.05 waited until
  * request_timeout) and `connections` (default 4: connections per shard, each carrying one
