@@ -43,6 +43,10 @@ dns_txt) # owner: dns
     exec clang $FLAGS -Iengine/include -Ipolicy/include \
         tests/fuzz/fuzz_dns_txt.c engine/dns_msg.c policy/dns_text.c engine/assert.c \
         tests/fuzz/main_thread.c -o "$out" ;;
+http_resp) # owner: netplug
+    exec clang $FLAGS -Ipolicy \
+        tests/fuzz/fuzz_http_resp.c policy/plugins/http_resp.c \
+        -o "$out" ;;
 *)
     echo "tests/fuzz/build.sh: no recipe for tests/fuzz/fuzz_$name.c" >&2
     exit 1 ;;
