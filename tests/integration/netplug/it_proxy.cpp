@@ -171,6 +171,32 @@ TEST_CASE("a slow upstream: timeout_ms ends the call", "[it_proxy]")
     CHECK(d->wait_log("timed out", 3000));
 }
 
+TEST_CASE("request_timeout ends a request waiting on a slow upstream", "[it_proxy]")
+{
+    need_file(sleep_so(), "the Sleep test plugin");
+    uint16_t up = free_tcp_port();
+    auto upstream = start_ring(
+        simple_config(up,
+                      "  <Plugin nap>\n    module = \"Sleep\"\n    ms = 4000\n  </Plugin>\n" +
+                          action_plugin("late", "reject too late"),
+                      "plugin_dir = \"" + itest_build_dir() + "\"\n"),
+        Endpoint::tcp(up));
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(simple_config(port,
+                                      proxy_body("host = \"127.0.0.1:" + std::to_string(up) + "\"",
+                                                 "    on_error = continue\n"),
+                                      "request_timeout = 1\n"),
+                        Endpoint::tcp(port));
+    int64_t t0 = now_ms();
+    CHECK(first(ask_rcpt(port, "v1")) == reply_status_name(Reply::CLOSED)); // 2.05: no reply
+    int64_t ms = now_ms() - t0;
+    CHECK(ms >= 900);
+    CHECK(ms < 3500);
+    // The daemon still serves: a second request meets the same fate, not a crash.
+    CHECK(first(ask_rcpt(port, "v2")) == reply_status_name(Reply::CLOSED));
+    CHECK(d->alive());
+}
+
 TEST_CASE("start-up errors: no target, bad host, bad limits", "[it_proxy]")
 {
     need_ringpolicyd();
