@@ -56,9 +56,10 @@ static size_t arena_extra_bytes(const struct pol_server *s)
 {
     size_t frames = sizeof(struct pol_frame) * (s->depth_max + 1);
     /* Memcached: the decoded session and its encoding for the store, both in the arena. */
-    size_t sess = s->scache.kind == POL_SCACHE_MEMORY      ? s->scache.session_bytes_max
-                  : s->scache.kind == POL_SCACHE_MEMCACHED ? 2 * (size_t)s->scache.session_bytes_max
-                                                           : 0;
+    bool ext = s->scache.kind == POL_SCACHE_MEMCACHED || s->scache.kind == POL_SCACHE_REDIS;
+    size_t sess = s->scache.kind == POL_SCACHE_MEMORY ? s->scache.session_bytes_max
+                  : ext                               ? 2 * (size_t)s->scache.session_bytes_max
+                                                      : 0;
     return POL_REQ_HEADROOM_BYTES + frames + sess;
 }
 
@@ -158,6 +159,11 @@ static int conns_start(struct pol_shard *ps, struct pol_shard_gen *gen, char *er
         snprintf(err, err_len, "shard %u: out of memory for the session cache", ps->index);
         return -1;
     }
+    if (ps->sh && s->scache.kind == POL_SCACHE_REDIS &&
+        pol_scache_redis_shard_start(s->scache.redis, ps->sh, ps->req_count) != 0) {
+        snprintf(err, err_len, "shard %u: out of memory for the session cache", ps->index);
+        return -1;
+    }
     return 0;
 }
 
@@ -172,6 +178,8 @@ static void gen_stop(struct pol_shard *ps, struct pol_shard_gen *gen)
     }
     if (s && gen->conns_started && s->scache.kind == POL_SCACHE_MEMCACHED)
         pol_scache_mc_shard_stop(s->scache.mc, ps->sh);
+    if (s && gen->conns_started && s->scache.kind == POL_SCACHE_REDIS)
+        pol_scache_redis_shard_stop(s->scache.redis, ps->sh);
     for (uint32_t i = s && gen->conns_started ? s->conn_count : 0; i-- > 0;) {
         struct pol_conn_def *d = &s->conns[i];
         if (d->opened && d->ops->shard_stop)
@@ -424,19 +432,42 @@ static void start_chain(struct pol_req *r);
 static void drain(struct pol_shard *ps);
 static void fail(struct pol_req *r);
 
+static void ext_session_done(struct pol_req *r, enum pol_scache_mc_result res, const char *value,
+                             size_t len);
+
 /* The Memcached session cache answered (scache_mc.h): the session is locked and read (or new),
  * or the request goes on without a kept session, or it fails as in 2.05. */
 static void mc_session_done(void *ctx, struct pol_scache_mc_lock *l, enum pol_scache_mc_result res,
                             const char *value, size_t len)
 {
     struct pol_req *r = ctx;
-    struct pol_shard *ps = r->ps;
     ENG_ASSERT(r->phase == POL_PHASE_SESSION_WAIT);
     ENG_ASSERT(r->mlock != NULL);
     r->mc_held = res == POL_SCACHE_MC_FOUND || res == POL_SCACHE_MC_NEW;
     ENG_ASSERT(!r->mc_held || l == r->mlock);
     if (!r->mc_held)
         r->mlock = NULL; /* gone: unavailable (no kept session) or lock failed */
+    ext_session_done(r, res, value, len);
+}
+
+/* The same for the Redis session cache (scache_redis.h). */
+static void redis_session_done(void *ctx, struct pol_scache_redis_lock *l,
+                               enum pol_scache_mc_result res, const char *value, size_t len)
+{
+    struct pol_req *r = ctx;
+    ENG_ASSERT(r->phase == POL_PHASE_SESSION_WAIT);
+    ENG_ASSERT(r->rlock != NULL);
+    r->mc_held = res == POL_SCACHE_MC_FOUND || res == POL_SCACHE_MC_NEW;
+    ENG_ASSERT(!r->mc_held || l == r->rlock);
+    if (!r->mc_held)
+        r->rlock = NULL;
+    ext_session_done(r, res, value, len);
+}
+
+static void ext_session_done(struct pol_req *r, enum pol_scache_mc_result res, const char *value,
+                             size_t len)
+{
+    struct pol_shard *ps = r->ps;
     if (res == POL_SCACHE_MC_FOUND) {
         int rc = pol_scache_mc_decode(&r->sess, &r->arena, value, len);
         if (rc == -ENOMEM)
@@ -477,6 +508,20 @@ static bool session_acquire(struct pol_shard *ps, struct pol_req *r)
         r->phase = POL_PHASE_SESSION_WAIT;
         return false;
     }
+    if (r->srv->scache.kind == POL_SCACHE_REDIS) {
+        if (!ps->sh || !inst || len == 0)
+            return true;
+        r->mc_held = false;
+        r->mc_nomem = false;
+        if (pol_scache_redis_acquire(r->srv->scache.redis, ps->sh, inst, len, redis_session_done,
+                                     r, &r->rlock) != 0) {
+            r->rlock = NULL;
+            ps->stats.session_full++; /* no handle or instance too long: not kept */
+            return true;
+        }
+        r->phase = POL_PHASE_SESSION_WAIT;
+        return false;
+    }
     if (!ps->sessions || !inst || len == 0)
         return true; /* None, or no instance: a throw-away session (spec 10.1, 12.3) */
     struct pol_sstore_ent *ent = NULL;
@@ -498,7 +543,7 @@ static bool session_acquire(struct pol_shard *ps, struct pol_req *r)
 /* Fills r->sess from the held entry. 0 or -ENOMEM (does not fit the arena). */
 static int session_load(struct pol_req *r)
 {
-    if (r->mlock && r->mc_held) { /* Memcached: decoded when it arrived */
+    if ((r->mlock || r->rlock) && r->mc_held) { /* Memcached/Redis: decoded when it arrived */
         if (r->mc_nomem)
             return -ENOMEM;
         if (pol_sess_find(&r->sess, "_instance", 9))
@@ -540,6 +585,19 @@ static void session_store(struct pol_req *r)
             pol_scache_mc_cancel(r->mlock); /* unlock, keep what memcached has */
         }
         r->mlock = NULL;
+        return;
+    }
+    if (r->rlock && r->mc_held) { /* Redis: SET INSTANCE EX expire, DEL the lock */
+        size_t n = pol_scache_mc_encoded_bytes(&r->sess);
+        char *buf = r->mc_nomem ? NULL : pol_arena_alloc(&r->arena, n);
+        if (buf) {
+            pol_scache_mc_encode(&r->sess, buf);
+            pol_scache_redis_release(r->rlock, buf, n);
+        } else {
+            ps->stats.session_nomem++;
+            pol_scache_redis_cancel(r->rlock); /* unlock, keep what Redis has */
+        }
+        r->rlock = NULL;
         return;
     }
     if (!r->sent)
@@ -756,6 +814,13 @@ void pol_exec_timeout(struct pol_req *r)
                     ready_remove(ps, r);
                 pol_scache_mc_cancel(r->mlock); /* done will not run; a lock held is deleted */
                 r->mlock = NULL;
+            }
+        } else if (r->srv->scache.kind == POL_SCACHE_REDIS) {
+            if (r->rlock) {
+                if (r->mc_held)
+                    ready_remove(ps, r);
+                pol_scache_redis_cancel(r->rlock);
+                r->rlock = NULL;
             }
         } else if (r->sent) { /* handed the session, not started yet: pass it on untouched */
             session_store(r);

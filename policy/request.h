@@ -129,8 +129,9 @@ struct pol_req {
     struct pol_sstore_ent *sent;     /* Memory cache entry held (its lock), NULL: none */
     struct pol_sstore_waiter waiter; /* queued behind another request of the instance */
     struct pol_scache_mc_lock *mlock; /* Memcached cache: its handle (waiting or held) */
-    bool mc_held;                    /* Memcached cache: mlock holds the session's lock */
-    bool mc_nomem;                   /* Memcached cache: the session did not fit the arena */
+    struct pol_scache_redis_lock *rlock; /* Redis cache: its handle (waiting or held) */
+    bool mc_held;  /* Memcached/Redis cache: mlock/rlock holds the session's lock */
+    bool mc_nomem; /* Memcached/Redis cache: the session did not fit the arena */
     struct pol_req *next;            /* ready queue, free list */
 
     struct pol_frame *frames;

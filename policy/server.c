@@ -449,17 +449,14 @@ static int scache_parse(struct pol_server *s, const struct pol_cfg_node *b, char
         c->kind = POL_SCACHE_MEMCACHED;
         return pol_scache_mc_parse(b, &c->mc_cfg, err, err_len);
     }
-    if (strcmp(m->value, "Redis") == 0) {
-        pol_errf(err, err_len, m->file, m->line,
-                 "SessionCache module %s is not supported yet (a later ringpolicyd release adds "
-                 "it); use module = \"Memcached\", \"Memory\" (in-process, shared by all ports) "
-                 "or \"None\"",
-                 m->value);
-        return -1;
+    if (strcmp(m->value, "Redis") == 0) { /* scache_redis.h; opened after the connections */
+        c->kind = POL_SCACHE_REDIS;
+        return pol_scache_redis_parse(b, &c->redis_cfg, err, err_len);
     }
     if (strcmp(m->value, "Memory") != 0) {
         pol_errf(err, err_len, m->file, m->line,
-                 "could not load SessionCache %s: unknown module (None, Memory or Memcached)",
+                 "could not load SessionCache %s: unknown module (None, Memory, Memcached or "
+                 "Redis)",
                  m->value);
         return -1;
     }
@@ -626,6 +623,14 @@ int pol_server_from_cfg(struct pol_cfg *cfg, struct pol_server **out, char *err,
             rc = -1;
         }
     }
+    if (rc == 0 && s->scache.kind == POL_SCACHE_REDIS) {
+        char why[256] = "";
+        s->scache.redis = pol_scache_redis_open(s, &s->scache.redis_cfg, why, sizeof(why));
+        if (!s->scache.redis) {
+            pol_errf(err, err_len, s->scache.file, s->scache.line, "SessionCache: %s", why);
+            rc = -1;
+        }
+    }
     if (rc == 0)
         rc = vhosts_build(s, root, file, err, err_len);
     if (rc != 0) {
@@ -686,6 +691,7 @@ void pol_server_free(struct pol_server *s)
     free(s->vhosts);
     free(s->plugins);
     pol_scache_mc_close(s->scache.mc);
+    pol_scache_redis_close(s->scache.redis);
     conns_close(s);
     free(s->conns);
     for (uint32_t i = 0; i < s->warning_count; i++)

@@ -21,6 +21,7 @@
 #include "eng/engine.h"
 #include "pol/plugin.h"
 #include "scache_mc.h"
+#include "scache_redis.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +71,7 @@ enum pol_scache_kind {
     POL_SCACHE_NONE,   /* a fresh session per request (2.05 None) */
     POL_SCACHE_MEMORY, /* in-process, sharded by instance */
     POL_SCACHE_MEMCACHED, /* shared through memcached (scache_mc.h) */
+    POL_SCACHE_REDIS,     /* shared through Redis (scache_redis.h) */
 };
 
 struct pol_scache_config {
@@ -80,6 +82,8 @@ struct pol_scache_config {
     size_t memory_bytes;        /* whole daemon. Default sessions_max * 1 KiB */
     struct pol_scache_mc_config mc_cfg; /* Memcached: its options */
     struct pol_scache_mc *mc;           /* Memcached: opened after the connections */
+    struct pol_scache_redis_config redis_cfg; /* Redis: its options */
+    struct pol_scache_redis *redis;           /* Redis: opened after the connections */
     const char *file;
     unsigned line;
 };

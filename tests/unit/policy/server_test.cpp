@@ -248,7 +248,7 @@ TEST_CASE("<SessionCache>: None, Memory, Memcached; Redis refused for now", "[se
     CHECK(s->scache.mc_cfg.lock_max_retry == 50);
     pol_server_free(s);
     CHECK(build("<SessionCache>\nmodule = Redis\n</SessionCache>\n" + vhost(probe("p", "")))
-              .rfind("test.conf:2: SessionCache module Redis is not supported yet", 0) == 0);
+              .rfind("test.conf:1: SessionCache: no connection redis configured!", 0) == 0);
     CHECK(build("<SessionCache>\nexpire = 1\n</SessionCache>\n" + vhost(probe("p", ""))) ==
           "test.conf:1: no module defined for SessionCache!");
 }
