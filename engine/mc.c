@@ -16,6 +16,16 @@
  * a protocol error go DOWN with exponential backoff first, so a dead server costs callers no
  * waiting. The first successful reply resets the backoff.
  *
+ * Server addresses: numeric ones are parsed at start-up; a host name is resolved when its
+ * connection connects (each attempt, so a name that appears later, e.g. a Kubernetes Service,
+ * or moves is followed), never at start-up and never on the shard: getaddrinfo_a runs the
+ * lookup on glibc's helper thread, which hands the result over through an atomic state (its
+ * notification function); the shard polls that state on the connection's retry timer every
+ * MC_RESOLVE_POLL_MS while the connection stays DOWN (operations fail fast). A failed lookup
+ * counts as a failed connect (stats.connect_failures), is logged once per failure streak and
+ * backs off like one. A client destroyed during a lookup abandons it: whichever side comes
+ * last (the shard, or the notification) frees it.
+ *
  * user_data of our ring operations: ENG_OP_MC, the connection's slot in this shard's table
  * times 4 plus the kind (recv, send, poll), and the slot's generation (bumped per socket), all
  * asserted on completion. A destroyed client's connections with operations still in the ring
@@ -29,6 +39,8 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -50,6 +62,8 @@
 #define MC_KIND_RECV 0u
 #define MC_KIND_SEND 1u
 #define MC_KIND_POLL 2u
+#define MC_RESOLVE_POLL_MS 10u       /* how often a shard looks at a lookup in flight */
+#define MC_RESOLVE_MAX_MS 30000u     /* a lookup not done by then counts as failed */
 _Static_assert(MC_SLOTS_MAX * 4u < UINT32_MAX, "slot and kind fit the user_data index");
 
 /* ---------------------------------------------------------------------------------------------
@@ -60,13 +74,28 @@ struct eng_mc_servers {
     unsigned count;
     memcached_st *memc; /* the list and its ketama continuum; each client clones it */
     struct mc_server {
-        struct sockaddr_storage addr;
+        struct sockaddr_storage addr; /* numeric hosts; names are resolved per connect */
         socklen_t addr_len;
+        bool by_name;
+        unsigned port;
+        char host[256];
         char name[300];
     } srv[];
 };
 
 enum mc_state { MC_DOWN, MC_CONNECTING, MC_UP, MC_CLOSING };
+
+/* A host name lookup on glibc's getaddrinfo_a thread. state: RES_PENDING until the notification
+ * (on glibc's thread) sets RES_DONE, or the shard sets RES_ABANDONED (client destroyed, or too
+ * slow); the side that finds the other's mark frees it. */
+enum { RES_PENDING, RES_DONE, RES_ABANDONED };
+struct mc_resolve {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char port[8];
+    _Atomic int state;
+    uint64_t started_ms;
+};
 
 struct mc_op {
     uint32_t next; /* FIFO, deferred list or free list: op index + 1; 0 ends */
@@ -90,6 +119,9 @@ struct mc_conn {
     bool recv_armed, send_inflight, poll_armed, cancel_sent;
     bool dirty, down_logged, reconnect_now;
     uint32_t backoff_ms;
+    struct mc_resolve *resolve; /* a lookup in flight (servers given by name) */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
     char *wbuf;
     uint32_t w_head, w_sent_end, w_len, w_cap;
     char *rbuf;
@@ -134,22 +166,30 @@ static _Thread_local struct mc_shard *tls_mc;
  * Server lists (start-up)
  */
 
+/* A numeric address is parsed now (no lookup); a name is kept for the connections to resolve
+ * when they connect. */
 static int resolve(struct mc_server *s, const char *host, unsigned port, char *err,
                    size_t err_len)
 {
+    if (strlen(host) >= sizeof(s->host)) {
+        snprintf(err, err_len, "memcached server %.64s...: host name too long", host);
+        return -1;
+    }
+    snprintf(s->host, sizeof(s->host), "%s", host);
+    s->port = port;
+    snprintf(s->name, sizeof(s->name), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
     char ps[16];
     snprintf(ps, sizeof(ps), "%u", port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_NUMERICHOST};
     struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(host, ps, &hints, &ai);
-    if (rc != 0 || !ai) {
-        snprintf(err, err_len, "cannot resolve memcached server %s: %s", host, gai_strerror(rc));
-        return -1;
+    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai) {
+        s->by_name = true;
+        return 0;
     }
     memcpy(&s->addr, ai->ai_addr, ai->ai_addrlen);
     s->addr_len = ai->ai_addrlen;
     freeaddrinfo(ai);
-    snprintf(s->name, sizeof(s->name), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
     return 0;
 }
 
@@ -347,9 +387,12 @@ static bool conn_busy(const struct mc_conn *c)
     return c->recv_armed || c->send_inflight || c->poll_armed;
 }
 
+static void resolve_drop(struct mc_conn *c);
+
 static void conn_free(struct mc_conn *c)
 {
     struct mc_shard *ms = c->ms;
+    resolve_drop(c);
     ENG_ASSERT(ms->slots[c->slot] == c);
     ms->slots[c->slot] = NULL;
     ms->slots_used--;
@@ -486,10 +529,115 @@ static void conn_up(struct mc_conn *c)
     mark_dirty(c);
 }
 
+/* glibc's helper thread: the lookup is done. The shard owns it from RES_DONE on; if the shard
+ * abandoned it, nobody else will free it. */
+static void resolve_notify(union sigval sv)
+{
+    struct mc_resolve *r = sv.sival_ptr;
+    int expect = RES_PENDING;
+    if (atomic_compare_exchange_strong(&r->state, &expect, RES_DONE))
+        return;
+    if (r->cb.ar_result)
+        freeaddrinfo(r->cb.ar_result);
+    free(r);
+}
+
+/* The shard lets go of a lookup: frees it when done, else leaves it to the notification. */
+static void resolve_drop(struct mc_conn *c)
+{
+    struct mc_resolve *r = c->resolve;
+    if (!r)
+        return;
+    c->resolve = NULL;
+    int expect = RES_PENDING;
+    if (atomic_compare_exchange_strong(&r->state, &expect, RES_ABANDONED))
+        return; /* resolve_notify frees it */
+    if (r->cb.ar_result)
+        freeaddrinfo(r->cb.ar_result);
+    free(r);
+}
+
+static void resolve_failed(struct mc_conn *c, const char *why)
+{
+    c->mc->stats.connect_failures++;
+    if (!c->down_logged) {
+        c->down_logged = true;
+        eng_log(ENG_LOG_WARNING,
+                "memcached %s: cannot resolve %s: %s (operations on it fail until it resolves "
+                "and connects; retrying with backoff)",
+                conn_name(c), server_name(c), why);
+    }
+    go_down(c);
+}
+
+/* A connection to a server given by name: start its lookup, or look at the one in flight.
+ * Returns true when c->addr holds a fresh address to connect to. */
+static bool resolve_step(struct mc_conn *c)
+{
+    const struct mc_server *s = &c->mc->servers->srv[c->server];
+    struct mc_resolve *r = c->resolve;
+    uint64_t now = eng_now_ms(c->ms->sh);
+    if (!r) {
+        r = calloc(1, sizeof(*r));
+        if (!r) {
+            resolve_failed(c, "out of memory");
+            return false;
+        }
+        r->hints = (struct addrinfo){.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+        snprintf(r->port, sizeof(r->port), "%u", s->port);
+        r->cb.ar_name = s->host;
+        r->cb.ar_service = r->port;
+        r->cb.ar_request = &r->hints;
+        atomic_init(&r->state, RES_PENDING);
+        r->started_ms = now;
+        struct sigevent sev = {.sigev_notify = SIGEV_THREAD};
+        sev.sigev_value.sival_ptr = r;
+        sev.sigev_notify_function = resolve_notify;
+        struct gaicb *list[1] = {&r->cb};
+        int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+        if (rc != 0) {
+            free(r);
+            resolve_failed(c, gai_strerror(rc));
+            return false;
+        }
+        c->resolve = r;
+        c->state = MC_DOWN;
+        eng_timer_arm(c->ms->sh, &c->retry_timer, MC_RESOLVE_POLL_MS);
+        return false;
+    }
+    if (atomic_load(&r->state) != RES_DONE) {
+        if (now - r->started_ms >= MC_RESOLVE_MAX_MS) {
+            resolve_drop(c);
+            resolve_failed(c, "the lookup timed out");
+            return false;
+        }
+        eng_timer_arm(c->ms->sh, &c->retry_timer, MC_RESOLVE_POLL_MS);
+        return false;
+    }
+    int rc = gai_error(&r->cb);
+    const struct addrinfo *ai = r->cb.ar_result;
+    bool ok = rc == 0 && ai && ai->ai_addrlen <= sizeof(c->addr);
+    if (ok) {
+        memcpy(&c->addr, ai->ai_addr, ai->ai_addrlen);
+        c->addr_len = ai->ai_addrlen;
+    }
+    resolve_drop(c);
+    if (!ok)
+        resolve_failed(c, rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+    return ok;
+}
+
 static void connect_start(struct mc_conn *c)
 {
     const struct mc_server *s = &c->mc->servers->srv[c->server];
-    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->by_name) {
+        if (!resolve_step(c))
+            return;
+    } else {
+        memcpy(&c->addr, &s->addr, s->addr_len);
+        c->addr_len = s->addr_len;
+    }
+    int fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         connect_failed(c, errno);
         go_down(c);
@@ -497,7 +645,7 @@ static void connect_start(struct mc_conn *c)
     }
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* small requests */
-    int rc = connect(fd, (const struct sockaddr *)&s->addr, s->addr_len);
+    int rc = connect(fd, (const struct sockaddr *)&c->addr, c->addr_len);
     if (rc != 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
@@ -972,6 +1120,7 @@ int eng_mc_create(struct eng_shard *sh, const struct eng_mc_servers *servers,
  * else leaves it as a zombie that closes on its last completion. */
 static void conn_retire(struct mc_conn *c)
 {
+    resolve_drop(c);
     eng_timer_cancel(c->ms->sh, &c->op_timer);
     eng_timer_cancel(c->ms->sh, &c->retry_timer);
     c->timer_at_ms = 0;

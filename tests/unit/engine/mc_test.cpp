@@ -193,7 +193,9 @@ Res run(eng *e, Op op, const std::string &key, const std::string &val = "", uint
 
 struct Fixture {
     Engine eng;
-    explicit Fixture(eng_backend b, const std::string &servers, eng_mc_config cfg = test_config())
+    // wait_up: until every server is connected (false: a server that cannot be reached).
+    explicit Fixture(eng_backend b, const std::string &servers, eng_mc_config cfg = test_config(),
+                     bool wait_up = true)
         : eng(echo_config(b, 2))
     {
         char err[256] = "";
@@ -202,7 +204,7 @@ struct Fixture {
         REQUIRE(rc == 0);
         on_shard0(eng.e, [&](eng_shard *sh) { rc = eng_mc_create(sh, g_servers, &cfg, &g_mc); });
         REQUIRE(rc == 0);
-        for (unsigned i = 0; i < eng_mc_servers_count(g_servers); i++)
+        for (unsigned i = 0; wait_up && i < eng_mc_servers_count(g_servers); i++)
             REQUIRE(eventually([&] { return server_up(eng.e, i); }, 5000));
     }
     ~Fixture()
@@ -409,8 +411,38 @@ TEST_CASE("server lists: defaults, errors", "[mc]")
     eng_mc_servers_free(s);
     CHECK(eng_mc_servers_parse("", &s, err, sizeof(err)) == -1);
     CHECK(std::string(err) == "no memcached server in ''");
-    CHECK(eng_mc_servers_parse("no-such-host.invalid:1", &s, err, sizeof(err)) == -1);
-    CHECK(std::string(err).find("cannot resolve memcached server no-such-host.invalid") == 0);
+    // A host name is not looked up at start-up (its connection resolves it when connecting).
+    REQUIRE(eng_mc_servers_parse("no-such-host.invalid:1", &s, err, sizeof(err)) == 0);
+    CHECK(std::string(eng_mc_servers_name(s, 0)) == "no-such-host.invalid:1");
+    eng_mc_servers_free(s);
+}
+
+TEST_CASE("servers by name: resolved when connecting, off the shard; a name that does not "
+          "resolve fails fast, is counted and retried",
+          "[mc]")
+{
+    eng_backend backend = ENG_BACKENDS;
+    SECTION(backend_label(backend))
+    {
+        std::string a = server_a().addr();
+        {
+            Fixture f(backend, "localhost" + a.substr(a.rfind(':')));
+            eng *e = f.eng.e;
+            REQUIRE(eventually([&] { return run(e, SET, "byname-k", "v").st == ENG_MC_OK; },
+                               5000));
+            CHECK(run(e, GET, "byname-k").value == "v");
+        }
+        eng_mc_config cfg = test_config();
+        cfg.backoff_min_ms = 50;
+        cfg.backoff_max_ms = 100;
+        Fixture f(backend, "no-such-host.invalid:11211", cfg, false);
+        eng *e = f.eng.e;
+        REQUIRE(eventually([&] { return stats(e).connect_failures >= 2; }, 10000));
+        auto t0 = std::chrono::steady_clock::now();
+        CHECK(run(e, GET, "k").st == ENG_MC_DOWN);
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200));
+        CHECK(stats(e).connects == 0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

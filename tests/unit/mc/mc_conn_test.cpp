@@ -15,9 +15,12 @@ TEST_CASE("start-up errors name the file and line", "[mc_conn]")
     std::string err = load(conn_block("mc", "127.0.0.1:11211", "a b"), &s);
     CHECK(err.find("test.conf:1: could not open connection mc: ") == 0);
     CHECK(err.find("space or control") != std::string::npos);
+    // A host name is resolved when connecting, not at start-up: a name that does not resolve
+    // yet opens.
     err = load(conn_block("mc", "no-such-host.invalid:11211"), &s);
-    CHECK(err.find("test.conf:1: could not open connection mc: cannot resolve memcached server "
-                   "no-such-host.invalid") == 0);
+    CHECK(err.empty());
+    if (err.empty())
+        pol_server_free(s);
     err = load(conn_block("mc", ""), &s);
     CHECK(err == "test.conf:1: could not open connection mc: no memcached server in ''");
     err = load("\n" + conn_block("mc", "/tmp/memcached.sock"), &s);
