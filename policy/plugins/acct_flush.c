@@ -13,9 +13,31 @@
  * Failure: a refused flush gives the counts back to the rows (and, with a spill_dir, writes
  * them to the spill file); the next interval retries. A refused fetch fails its quota checks
  * (a plugin failure, as 2.05 fails on any SQL error). The first failure is logged, then at
- * most one line a minute per table, and the recovery. Known limit: a flush whose result never
- * arrives (the connection died after sending it) counts as failed and is sent again, so it may
- * be counted twice; losing it instead would break "no count is ever lost".
+ * most one line a minute per table, and the recovery.
+ *
+ * Known limit, double counting (PostgreSQL only). A flush is one autocommitted statement
+ * (a multi-row INSERT ... ON CONFLICT DO UPDATE): the server commits it before it sends the
+ * answer. Whenever done sees a failure although the server committed, the counts are given
+ * back to the rows (and to the spill file), sent again with the next interval's, and counted
+ * twice. That happens exactly when the answer is lost after the commit:
+ *   - the connection breaks between the commit and the answer reaching libpq (backend
+ *     terminated, server restarted or crashed, TCP reset): -ECONNRESET or EOF;
+ *   - the statement outlives its deadline (query_timeout_ms, default 3/4 of request_timeout;
+ *     a flush waiting on row locks of another host's flush, or a stalled server) and then
+ *     commits: engine/pg.c reports -ETIMEDOUT and resets the connection, but the backend only
+ *     notices the client is gone when it writes the answer, after its commit;
+ *   - the flush sits in the pipeline behind such a timed-out query: the reset fails it with
+ *     -ECONNRESET although the server may already have executed and committed it.
+ * Size: at most one batch per table and shard per such failure (the rows of one slice, at most
+ * POL_ACCT_FLUSH_ROWS_MAX, holding at most one flush_interval's counts plus earlier refused
+ * ones). Not affected: SQLite (the statement runs in-process; its result always arrives, and
+ * a crash loses the buffer, it never doubles it), a refused statement (no commit), spill-file
+ * replay (records leave the file when they return to the rows; a crash then loses them, at most
+ * one interval, never doubles them). The fix, not done yet: give each batch an id (host id,
+ * shard, table, sequence) inserted into a flush-log table in the same statement (a data-
+ * modifying CTE; the upsert conditional on the id being new), keep a failed batch's id and
+ * counts apart (not merged into the rows) until a later query of the log says whether it
+ * committed, then drop or resend it under the same id.
  */
 #include <errno.h>
 #include <stdio.h>
