@@ -71,7 +71,47 @@ int issue(eng_shard *sh, pol_redis *rc, const std::vector<std::string> &args, RR
                              on_rdone, r);
 }
 
-RRes run(Rig &rig, unsigned shard, pol_redis *rc, const std::vector<std::string> &args,
+// Rig (mc_rig.h) always runs io_uring; this one takes the backend (the epoll backend registers
+// an fd number once per turn: a reconnect must not reuse the closed socket's number too early).
+struct BackendRig {
+    std::unique_ptr<Engine> eng;
+    BackendRig(const std::string &conns, eng_backend backend)
+    {
+        std::string err = load(conns, &g_srv);
+        INFO(err);
+        REQUIRE(err.empty());
+        eng_config cfg = echo_config(backend, 1);
+        g_ops = echo_ops;
+        g_ops.shard_start = app_start;
+        g_ops.shard_stop = app_stop;
+        cfg.ops = &g_ops;
+        eng = std::make_unique<Engine>(cfg);
+    }
+    ~BackendRig()
+    {
+        eng.reset();
+        pol_server_free(g_srv);
+        g_srv = nullptr;
+    }
+    void on(unsigned idx, const std::function<void(eng_shard *)> &fn)
+    {
+        struct C {
+            unsigned idx;
+            const std::function<void(eng_shard *)> *fn;
+        } c{idx, &fn};
+        REQUIRE(eng_run_on_shards(
+                    eng->e,
+                    [](eng_shard *sh, void *, void *p) {
+                        C *c = static_cast<C *>(p);
+                        if (eng_shard_index(sh) == c->idx)
+                            (*c->fn)(sh);
+                    },
+                    &c) == 0);
+    }
+};
+
+template <class R>
+RRes run(R &rig, unsigned shard, pol_redis *rc, const std::vector<std::string> &args,
          uint32_t timeout_ms = 0)
 {
     RRes r;
@@ -82,7 +122,8 @@ RRes run(Rig &rig, unsigned shard, pol_redis *rc, const std::vector<std::string>
     return r;
 }
 
-RRes run(Rig &rig, unsigned shard, pol_redis *rc, const std::string &cmd, uint32_t timeout_ms = 0)
+template <class R>
+RRes run(R &rig, unsigned shard, pol_redis *rc, const std::string &cmd, uint32_t timeout_ms = 0)
 {
     return run(rig, shard, rc, split(cmd), timeout_ms);
 }
@@ -109,7 +150,8 @@ pol_redis *rlookup(const char *name, std::string *err = nullptr)
     return rc;
 }
 
-eng_redis_stats rstats(Rig &rig, unsigned shard, pol_redis *rc)
+template <class R>
+eng_redis_stats rstats(R &rig, unsigned shard, pol_redis *rc)
 {
     eng_redis_stats st{};
     rig.on(shard, [&](eng_shard *sh) { pol_redis_get_stats(sh, rc, &st); });
@@ -352,4 +394,50 @@ TEST_CASE("shard stop completes what is still out with DOWN", "[redis_conn]")
         CHECK(rfinished(r));
         CHECK(r.st == ENG_REDIS_DOWN);
     }
+}
+
+TEST_CASE("the epoll backend: restart, stop and timeout", "[redis_conn]")
+{
+    BackendRig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), ENG_BACKEND_EPOLL);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "SET ep-k v").st == ENG_REDIS_OK; }, 10000));
+    for (int round = 0; round < 3; round++) {
+        INFO("round " << round);
+        rserver().kill_now();
+        REQUIRE(
+            eventually([&] { return run(rig, 0, rc, "GET ep-k").st == ENG_REDIS_DOWN; }, 5000));
+        REQUIRE(rserver().start());
+        REQUIRE(
+            eventually([&] { return run(rig, 0, rc, "SET ep-k w").st == ENG_REDIS_OK; }, 15000));
+    }
+    REQUIRE(rserver().pause());
+    CHECK(run(rig, 0, rc, "GET ep-k", 200).st == ENG_REDIS_TIMEOUT);
+    REQUIRE(rserver().resume());
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "GET ep-k").str == "w"; }, 15000));
+    eng_redis_stats st = rstats(rig, 0, rc);
+    CHECK(st.resets >= 4);
+    CHECK(st.queue_depth == 0);
+}
+
+TEST_CASE("throughput of pipelined GETs", "[!benchmark][redis_conn_bench]")
+{
+    Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), 1);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(run(rig, 0, rc, "SET bench-k 1234567890").st == ENG_REDIS_OK);
+    static RRes res[4000];
+    const int batches = 50;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int b = 0; b < batches; b++) {
+        rig.on(0, [&](eng_shard *sh) {
+            for (RRes &r : res) {
+                r = RRes();
+                REQUIRE(issue(sh, rc, {"GET", "bench-k"}, &r) == 0);
+            }
+        });
+        REQUIRE(eventually([&] { return rfinished(res[3999]); }, 20000));
+    }
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    printf("redis_conn: %d GETs in batches of 4000 from one shard: %.3f s, %.0f commands/s\n",
+           batches * 4000, s, batches * 4000 / s);
+    CHECK(rstats(rig, 0, rc).status[ENG_REDIS_OK] >= (uint64_t)batches * 4000);
 }
