@@ -10,7 +10,8 @@
  * eng_pg client (its own connections) or, for SQLite, its completion path from the workers.
  * shard_stop (after the plugins' shard_stop) completes what is still out, so that done runs
  * for every accepted query: PostgreSQL waits up to the query timeout for answers, SQLite for
- * the running jobs (queued ones fail with "cancelled").
+ * the running jobs (queued ones fail with "cancelled"). MySQL/MariaDB (sql_maria.c) works as
+ * PostgreSQL does, on its own eng_maria client per shard, with `?` kept as it is.
  *
  * The request path allocates nothing: a query takes a slot from the shard's pool (queue_max,
  * -ENOBUFS beyond), PostgreSQL statements are translated from ? to $n into a per-shard buffer
@@ -28,6 +29,7 @@
 
 #include "eng/assert.h"
 #include "eng/log.h"
+#include "eng/maria.h"
 #include "eng/pg.h"
 #include "eng/work.h"
 #include "config.h"
@@ -209,8 +211,15 @@ static int sql_open(struct pol_server *s, struct pol_conn_def *def, char *err, s
         goto fail;
     if (db->dsn->warning[0])
         pol_server_warn(s, def->file, def->line, "connection %s: %s", def->name, db->dsn->warning);
-    if ((db->dsn->driver == POL_SQL_PG ? pg_conninfo(db, err, err_len)
-                                       : lite_pool(db, err, err_len)) != 0)
+    int rc;
+    if (db->dsn->driver == POL_SQL_PG)
+        rc = pg_conninfo(db, err, err_len);
+    else if (db->dsn->driver == POL_SQL_MYSQL)
+        rc = pol_sql_maria_open(db, pol_cfg_option(def->block, "connections") != NULL, err,
+                                err_len);
+    else
+        rc = lite_pool(db, err, err_len);
+    if (rc != 0)
         goto fail;
     return 0;
 fail:
@@ -226,6 +235,7 @@ static void sql_close(struct pol_conn_def *def)
     eng_work_destroy(db->pool); /* joins the workers before their connections close */
     if (db->dsn && db->dsn->driver == POL_SQL_SQLITE)
         pol_sql_lite_close(db);
+    pol_sql_maria_close(db);
     free(db->conninfo);
     free(db->dsn);
     free(db);
@@ -395,6 +405,8 @@ static int sql_shard_start(struct pol_conn_def *def, struct eng_shard *sh, char 
         pc.stmt_cache_max = db->stmt_cache;
         ss->xlate = malloc(POL_SQL_STATEMENT_BYTES_MAX);
         rc = ss->xlate ? eng_pg_create(sh, &pc, &ss->pg, err, err_len) : -ENOMEM;
+    } else if (db->dsn->driver == POL_SQL_MYSQL) {
+        rc = pol_sql_maria_shard_start(ss, err, err_len);
     } else {
         rc = eng_work_shard_attach(db->pool, sh);
         if (rc < 0)
@@ -421,6 +433,13 @@ static void shard_log(const struct pol_sql *db, unsigned idx, const struct sql_s
         s.round_trips += ps.round_trips;
         s.reconnects += ps.connects > db->pg_conns ? ps.connects - db->pg_conns : 0;
     }
+    if (ss->maria) {
+        struct eng_maria_stats ms;
+        eng_maria_stats_get(ss->maria, &ms);
+        unsigned conns = pol_sql_maria_conns(db);
+        s.round_trips += ms.round_trips;
+        s.reconnects += ms.connects > conns ? ms.connects - conns : 0;
+    }
     eng_log(ENG_LOG_NOTICE,
             "sql %s shard %u: %llu queries, %llu ok, %llu failed (%llu timed out, %llu cancelled "
             "by the stop), %llu refused (queue full), %llu %s, %llu reconnects, queue depth max "
@@ -428,7 +447,7 @@ static void shard_log(const struct pol_sql *db, unsigned idx, const struct sql_s
             db->name, idx, (unsigned long long)s.queries, (unsigned long long)s.ok,
             (unsigned long long)s.failed, (unsigned long long)s.timeouts,
             (unsigned long long)s.cancelled, (unsigned long long)s.queue_full,
-            (unsigned long long)s.round_trips, ss->pg ? "round trips" : "jobs",
+            (unsigned long long)s.round_trips, ss->pg || ss->maria ? "round trips" : "jobs",
             (unsigned long long)s.reconnects, (unsigned long long)s.queue_depth_max);
 }
 
@@ -447,6 +466,11 @@ static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
         shard_log(db, idx, ss);
         eng_pg_destroy(ss->pg);
         ss->pg = NULL;
+    } else if (ss->maria) {
+        eng_maria_drain(ss->maria, db->timeout_ms);
+        shard_log(db, idx, ss);
+        eng_maria_destroy(ss->maria);
+        ss->maria = NULL;
     } else {
         eng_work_shard_detach(db->pool, sh);
         shard_log(db, idx, ss);
@@ -461,21 +485,30 @@ static void sql_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
 static int sql_ready(const struct pol_conn_def *def, char *why, size_t why_len)
 {
     const struct pol_sql *db = def->impl;
-    if (db->dsn->driver != POL_SQL_PG)
+    if (db->dsn->driver == POL_SQL_SQLITE)
         return 0;
     unsigned running = 0;
     for (unsigned i = 0; i < POL_SQL_SHARDS_MAX; i++) {
         const struct sql_shard *ss = __atomic_load_n(&db->shards[i], __ATOMIC_ACQUIRE);
-        if (!ss || !ss->pg)
+        if (!ss || (!ss->pg && !ss->maria))
             continue;
         running++;
-        struct eng_pg_stats ps;
-        eng_pg_stats_get(ss->pg, &ps);
-        if (ps.connects > ps.disconnects)
+        uint64_t up = 0, down = 0;
+        if (ss->pg) {
+            struct eng_pg_stats ps;
+            eng_pg_stats_get(ss->pg, &ps);
+            up = ps.connects, down = ps.disconnects;
+        } else {
+            struct eng_maria_stats ms;
+            eng_maria_stats_get(ss->maria, &ms);
+            up = ms.connects, down = ms.disconnects;
+        }
+        if (up > down)
             return 0;
     }
-    snprintf(why, why_len, running ? "no PostgreSQL connection established"
-                                   : "not started on any shard");
+    snprintf(why, why_len, !running ? "not started on any shard"
+                           : db->dsn->driver == POL_SQL_PG ? "no PostgreSQL connection established"
+                                                           : "no MySQL connection established");
     return -1;
 }
 
@@ -527,6 +560,8 @@ const char *pol_sql_value(const struct pol_sql_result *res, size_t row, size_t c
     const struct sql_view *v = (const struct sql_view *)(const void *)res;
     if (v->pg)
         return eng_pg_result_value(v->pg, row, col, len);
+    if (v->maria)
+        return eng_maria_result_value(v->maria, row, col, len);
     if (v->rows)
         return pol_sql_rows_value(v->rows, row, col, len);
     if (len)
@@ -579,6 +614,11 @@ static void op_finish(struct sql_op *op, struct sql_view *v)
     }
     op->done(op->ctx, &v->pub);
     op_put(ss, op);
+}
+
+void pol_sql_op_finish(struct sql_op *op, struct sql_view *v)
+{
+    op_finish(op, v);
 }
 
 static void pg_done(void *ctx, const struct eng_pg_result *r)
@@ -691,8 +731,10 @@ int pol_sql_query(struct eng_shard *sh, struct pol_sql *db, const char *sql,
     op->ctx = ctx;
     op->timeout_ms = timeout_ms ? timeout_ms : db->timeout_ms;
     op->deadline_us = eng_clock_us() + (uint64_t)op->timeout_ms * 1000u;
-    int rc = ss->pg ? pg_query(ss, op, sql, params, param_lens, param_count, op->timeout_ms)
-                    : lite_query(ss, op, sql, params, param_lens, param_count);
+    int rc = ss->pg      ? pg_query(ss, op, sql, params, param_lens, param_count, op->timeout_ms)
+             : ss->maria ? pol_sql_maria_query(ss, op, sql, params, param_lens, param_count,
+                                               op->timeout_ms)
+                         : lite_query(ss, op, sql, params, param_lens, param_count);
     if (rc < 0) {
         if (rc == -ENOBUFS)
             SQL_STAT_INC(ss, queue_full);
@@ -730,6 +772,9 @@ int pol_sql_exec_sync(struct pol_sql *db, const char *sql, const char *const *pa
     ENG_ASSERT(eng_shard_self() == NULL);
     if (db->dsn->driver == POL_SQL_SQLITE)
         return pol_sql_lite_exec_sync(db, sql, params, param_count, each_row, ctx, err, err_len);
+    if (db->dsn->driver == POL_SQL_MYSQL)
+        return pol_sql_maria_exec_sync(db, sql, params, param_count, each_row, ctx, err,
+                                       err_len);
     char *xlate = malloc(POL_SQL_STATEMENT_BYTES_MAX);
     if (!xlate) {
         snprintf(err, err_len, "out of memory");
@@ -767,6 +812,13 @@ void pol_sql_stats_get(const struct pol_sql *db, struct pol_sql_stats *out)
             eng_pg_stats_get(ss->pg, &ps);
             out->round_trips += ps.round_trips;
             out->reconnects += ps.connects > db->pg_conns ? ps.connects - db->pg_conns : 0;
+        }
+        if (ss->maria) {
+            struct eng_maria_stats ms;
+            eng_maria_stats_get(ss->maria, &ms);
+            unsigned conns = pol_sql_maria_conns(db);
+            out->round_trips += ms.round_trips;
+            out->reconnects += ms.connects > conns ? ms.connects - conns : 0;
         }
     }
 }

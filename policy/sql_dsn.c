@@ -223,11 +223,121 @@ static int sqlite_rest(struct span rest, struct pol_sql_dsn *out, char *err, siz
     return 0;
 }
 
+/* DBD::mysql's _OdbcParse: the next part up to ':' or ';', where "[...]" keeps its colons
+ * (the brackets are dropped). False when rest is exhausted. */
+static bool my_next_part(struct span *rest, struct span *part, char *buf, size_t buf_len)
+{
+    if (rest->n == 0)
+        return false;
+    size_t i = 0;
+    bool bracket = false;
+    const char *close = NULL;
+    const char *open = memchr(rest->p, '[', rest->n);
+    if (open)
+        close = memchr(open, ']', rest->n - (size_t)(open - rest->p));
+    for (; i < rest->n; i++) {
+        char c = rest->p[i];
+        if (open && close && rest->p + i == open)
+            bracket = true;
+        if (bracket && rest->p + i == close)
+            bracket = false;
+        if (!bracket && (c == ':' || c == ';'))
+            break;
+    }
+    size_t o = 0;
+    for (size_t j = 0; j < i && o + 1 < buf_len; j++)
+        if (rest->p[j] != '[' && rest->p[j] != ']')
+            buf[o++] = rest->p[j];
+    buf[o] = '\0';
+    *part = (struct span){buf, o};
+    rest->p += i < rest->n ? i + 1 : i;
+    rest->n -= i < rest->n ? i + 1 : i;
+    return true;
+}
+
+static int my_port(struct span val, struct pol_sql_dsn *out, char *err, size_t err_len)
+{
+    unsigned long p = 0;
+    for (size_t i = 0; i < val.n; i++) {
+        if (val.p[i] < '0' || val.p[i] > '9' || (p = p * 10 + (unsigned long)(val.p[i] - '0')) >
+                                                       65535)
+            return fail(err, err_len, "dbi:mysql: bad port '%s'", val.p, val.n);
+    }
+    out->port = (unsigned)p;
+    return 0;
+}
+
+static int my_attr(struct span key, struct span val, struct pol_sql_dsn *out, char *err,
+                   size_t err_len)
+{
+    char *dst = NULL;
+    if (span_eq(key, "host") || span_eq(key, "hostname"))
+        dst = out->host;
+    else if (span_eq(key, "database") || span_eq(key, "db") || span_eq(key, "dbname"))
+        dst = out->database;
+    else if (span_eq(key, "mysql_socket"))
+        dst = out->socket;
+    else if (span_eq(key, "user"))
+        dst = out->user;
+    else if (span_eq(key, "password"))
+        dst = out->password;
+    else if (span_eq(key, "port"))
+        return my_port(val, out, err, err_len);
+    if (dst) {
+        if (copy_span(dst, POL_SQL_DSN_BYTES_MAX, val) != 0)
+            return fail(err, err_len, "dbi:mysql: bad DSN value '%s'", val.p, val.n);
+        return 0;
+    }
+    if (key.n > 6 && memcmp(key.p, "mysql_", 6) == 0) {
+        char k[64];
+        if (copy_span(k, sizeof(k), key) != 0)
+            strcpy(k, "mysql_...");
+        snprintf(out->warning, sizeof(out->warning), "DSN attribute %s ignored", k);
+        return 0;
+    }
+    return fail(err, err_len, "dbi:mysql: unsupported DSN attribute '%s'", key.p, key.n);
+}
+
+static int mysql_rest(struct span rest, const char *user, const char *password,
+                      struct pol_sql_dsn *out, char *err, size_t err_len)
+{
+    static const char *const positional[] = {"database", "host", "port"};
+    char buf[POL_SQL_DSN_BYTES_MAX];
+    struct span part, key, val;
+    bool given[3] = {false, false, false};
+    while (my_next_part(&rest, &part, buf, sizeof(buf))) {
+        if (split_pair(part, &key, &val)) {
+            if (my_attr(key, val, out, err, err_len) != 0)
+                return -1;
+            given[0] = given[0] || span_eq(key, "database") || span_eq(key, "db") ||
+                       span_eq(key, "dbname");
+            given[1] = given[1] || span_eq(key, "host") || span_eq(key, "hostname");
+            given[2] = given[2] || span_eq(key, "port");
+            continue;
+        }
+        for (int i = 0; i < 3; i++) {
+            if (given[i])
+                continue;
+            given[i] = true;
+            if (my_attr((struct span){positional[i], strlen(positional[i])}, part, out, err,
+                        err_len) != 0)
+                return -1;
+            break;
+        }
+    }
+    if (user && *user)
+        snprintf(out->user, sizeof(out->user), "%s", user);
+    if (password && *password)
+        snprintf(out->password, sizeof(out->password), "%s", password);
+    return 0;
+}
+
 int pol_sql_dsn_parse(const char *dsn, const char *user, const char *password,
                       struct pol_sql_dsn *out, char *err, size_t err_len)
 {
     memset(out, 0, offsetof(struct pol_sql_dsn, path));
     out->path[0] = out->conninfo[0] = out->host[0] = out->warning[0] = '\0';
+    out->database[0] = out->socket[0] = out->user[0] = out->password[0] = '\0';
     size_t len = strlen(dsn);
     if (len >= POL_SQL_DSN_BYTES_MAX || (user && strlen(user) >= POL_SQL_DSN_BYTES_MAX) ||
         (password && strlen(password) >= POL_SQL_DSN_BYTES_MAX))
@@ -252,12 +362,13 @@ int pol_sql_dsn_parse(const char *dsn, const char *user, const char *password,
         out->driver = POL_SQL_SQLITE;
         return sqlite_rest(rest, out, err, err_len);
     }
-    if (span_ieq(drv, "mysql") || span_ieq(drv, "MariaDB"))
-        return fail(err, err_len,
-                    "dbi:%s DSNs are not supported yet (supported drivers: SQLite, Pg)", drv.p,
-                    drv.n);
-    return fail(err, err_len, "unsupported DBI driver '%s' (supported drivers: SQLite, Pg)", drv.p,
-                drv.n);
+    if (span_ieq(drv, "mysql") || span_ieq(drv, "MariaDB")) {
+        out->driver = POL_SQL_MYSQL;
+        return mysql_rest(rest, user, password, out, err, err_len);
+    }
+    return fail(err, err_len,
+                "unsupported DBI driver '%s' (supported drivers: SQLite, Pg, mysql, MariaDB)",
+                drv.p, drv.n);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -12,7 +12,12 @@
  *   SQLite  REST is PATH, ":memory:", "" (a private temporary database, as DBD::SQLite; here
  *           in memory), or "dbname=PATH" (db, database) / "uri=file:..." with further
  *           DBD::SQLite attributes (sqlite_*) ignored with a warning;
- *   mysql, MariaDB and anything else: an error naming the supported drivers.
+ *   mysql, MariaDB  REST as DBD::mysql parses it: parts split at ':' or ';' (an IPv6 address
+ *           in [...]), each "key=value" (host or hostname, database, db or dbname, port,
+ *           mysql_socket, user, password; other mysql_* attributes are ignored with a
+ *           warning) or a bare value taken in turn as database, host, port. The block's user
+ *           and password win over the DSN's;
+ *   anything else: an error naming the supported drivers.
  */
 #ifndef POL_SQL_DSN_H
 #define POL_SQL_DSN_H
@@ -35,9 +40,14 @@ struct pol_sql_dsn {
     enum pol_sql_driver driver;
     bool memory;      /* SQLite: in-memory database */
     bool uri;         /* SQLite: path is a file: URI (SQLITE_OPEN_URI) */
+    unsigned port;    /* MySQL: 0 for the default */
     char path[POL_SQL_DSN_BYTES_MAX];         /* SQLite: file name or URI */
     char conninfo[POL_SQL_CONNINFO_BYTES];    /* Pg: libpq conninfo */
-    char host[POL_SQL_DSN_BYTES_MAX];         /* Pg: the host value ("" when none) */
+    char host[POL_SQL_DSN_BYTES_MAX];         /* Pg, MySQL: the host value ("" when none) */
+    char database[POL_SQL_DSN_BYTES_MAX];     /* MySQL ("" when none) */
+    char socket[POL_SQL_DSN_BYTES_MAX];       /* MySQL: mysql_socket ("" when none) */
+    char user[POL_SQL_DSN_BYTES_MAX];         /* MySQL */
+    char password[POL_SQL_DSN_BYTES_MAX];     /* MySQL */
     char warning[256]; /* a note for the start-up log ("" when none) */
 };
 

@@ -1,6 +1,6 @@
 /*
- * sql_int.h: what sql.c (the connection, the request path, PostgreSQL) and sql_sqlite.c (the
- * SQLite worker side) share. Private to those two files.
+ * sql_int.h: what sql.c (the connection, the request path, PostgreSQL), sql_sqlite.c (the
+ * SQLite worker side) and sql_maria.c (MySQL/MariaDB) share. Private to those files.
  *
  * A query in flight is a struct sql_op from its shard's fixed pool (queue_max per shard and
  * connection, allocated at shard start). For SQLite the op is also the worker job: it carries
@@ -29,6 +29,9 @@
 struct sqlite3;
 struct eng_pg;
 struct eng_pg_result;
+struct eng_maria;
+struct eng_maria_result;
+struct pol_sql_maria;
 
 /* Rows built by a worker: cells row-major, each an offset into data and a length (-1: NULL). */
 struct sql_rows {
@@ -47,6 +50,7 @@ struct sql_view {
     struct pol_sql_result pub;
     const struct sql_rows *rows;    /* SQLite */
     const struct eng_pg_result *pg; /* PostgreSQL */
+    const struct eng_maria_result *maria; /* MySQL */
 };
 
 struct sql_shard;
@@ -77,6 +81,7 @@ struct sql_shard {
     struct pol_sql *db;
     struct eng_shard *sh;
     struct eng_pg *pg;
+    struct eng_maria *maria;
     struct sql_op *ops;
     struct sql_op *free_ops;
     char *xlate; /* PostgreSQL: the statement with $n, POL_SQL_STATEMENT_BYTES_MAX */
@@ -97,6 +102,7 @@ struct pol_sql {
     unsigned pg_conns;
     uint32_t stmt_cache;
     char *conninfo; /* PostgreSQL, with hostaddr when the host was resolved at start-up */
+    struct pol_sql_maria *maria; /* MySQL: the client configuration */
     /* SQLite */
     struct eng_work_pool *pool;
     unsigned workers;
@@ -115,5 +121,20 @@ int pol_sql_lite_exec_sync(struct pol_sql *db, const char *sql, const char *cons
                            size_t err_len);
 const char *pol_sql_rows_value(const struct sql_rows *r, size_t row, size_t col, size_t *len);
 void pol_sql_rows_free(struct sql_rows *r);
+
+/* sql.c: counts the outcome, runs done, frees the slot (any backend's completion). */
+void pol_sql_op_finish(struct sql_op *op, struct sql_view *v);
+
+/* sql_maria.c */
+int pol_sql_maria_open(struct pol_sql *db, bool conns_given, char *err, size_t err_len);
+void pol_sql_maria_close(struct pol_sql *db);
+unsigned pol_sql_maria_conns(const struct pol_sql *db);
+int pol_sql_maria_shard_start(struct sql_shard *ss, char *err, size_t err_len);
+int pol_sql_maria_query(struct sql_shard *ss, struct sql_op *op, const char *sql,
+                        const char *const *params, const size_t *lens, size_t n,
+                        uint32_t timeout_ms);
+int pol_sql_maria_exec_sync(struct pol_sql *db, const char *sql, const char *const *params,
+                            size_t param_count, pol_sql_row_fn *each_row, void *ctx, char *err,
+                            size_t err_len);
 
 #endif

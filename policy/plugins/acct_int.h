@@ -110,6 +110,7 @@ struct pol_acct_store {
     struct pol_acct_store *next; /* the registry */
     struct pol_sql *db;
     char conn_name[128];
+    char mysql_engine[64]; /* MySQL: ENGINE of created tables ("" until set: MyISAM) */
     uint64_t ident; /* names spill files */
     enum pol_sql_driver driver;
     unsigned refs;

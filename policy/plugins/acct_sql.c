@@ -7,7 +7,9 @@
  * unique (key, time) index: the upsert's conflict target, and what keeps concurrent writers
  * (several shards, several hosts) from creating duplicate rows as 2.05's UPDATE-then-INSERT
  * could. Metric parameters are cast to BIGINT so that PostgreSQL types them even when the
- * driver sends every parameter as text.
+ * driver sends every parameter as text. MySQL gets 2.05's MySQL text (with its unique
+ * `time_key`, ENGINE from mysql_engine, latin1), backquoted columns and ON DUPLICATE KEY UPDATE
+ * (values are quoted literals there, which MySQL converts to the column's type itself).
  */
 #include "plugins/acct_sql.h"
 
@@ -68,6 +70,12 @@ static size_t sb_done(struct sqlbuf *b)
 #define UPSERT_FIXED_BYTES 512u
 #define SELECT_KEY_BYTES 8u
 
+/* The identifier quote of the dialect table_q was quoted for: ` for MySQL, else ". */
+static char qc(const char *table_q)
+{
+    return table_q[0] == '`' ? '`' : '"';
+}
+
 size_t pol_acct_sql_upsert_bytes(uint32_t rows, size_t table_q_len)
 {
     return UPSERT_FIXED_BYTES + 5 * table_q_len + (size_t)rows * UPSERT_ROW_BYTES;
@@ -107,6 +115,30 @@ static const char pg_create[] = "CREATE TABLE %s (\n"
                                 "    \"size_rcpt\" BIGINT NOT NULL\n"
                                 ")";
 
+/* Mail::MtPolicyd::Plugin::Accounting's MySQL definition, as 2.05 has it. */
+static const char mysql_create[] = "CREATE TABLE %s (\n"
+                                   "    `id` int(11) NOT NULL AUTO_INCREMENT,\n"
+                                   "    `key` VARCHAR(255) NOT NULL,\n"
+                                   "    `time` VARCHAR(255) NOT NULL,\n"
+                                   "    `count` INT UNSIGNED NOT NULL,\n"
+                                   "    `count_rcpt` INT UNSIGNED NOT NULL,\n"
+                                   "    `size` INT UNSIGNED NOT NULL,\n"
+                                   "    `size_rcpt` INT UNSIGNED NOT NULL,\n"
+                                   "    PRIMARY KEY (`id`),\n"
+                                   "    UNIQUE KEY `time_key` (`key`, `time`),\n"
+                                   "    KEY(`key`),\n"
+                                   "    KEY(`time`)\n"
+                                   "  ) ENGINE=%s  DEFAULT CHARSET=latin1";
+
+size_t pol_acct_sql_create_mysql(const char *table_q, const char *engine_q, char *out,
+                                 size_t out_len)
+{
+    struct sqlbuf b;
+    sb_init(&b, out, out_len);
+    sb_printf(&b, mysql_create, table_q, engine_q);
+    return sb_done(&b);
+}
+
 size_t pol_acct_sql_create(enum pol_acct_dialect d, const char *table_q, char *out, size_t out_len)
 {
     struct sqlbuf b;
@@ -122,6 +154,11 @@ size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *o
 {
     struct sqlbuf b;
     sb_init(&b, out, out_len);
+    if (qc(table_q) == '`') {
+        sb_printf(&b, "CREATE UNIQUE INDEX IF NOT EXISTS `time_key` ON %s (`key`, `time`)",
+                  table_q);
+        return sb_done(&b);
+    }
     sb_printf(&b, "CREATE UNIQUE INDEX IF NOT EXISTS \"");
     /* The index name is TABLE_time_key, quoted like an identifier (double quotes doubled). */
     for (const char *s = table; *s; s++)
@@ -130,9 +167,17 @@ size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *o
     return sb_done(&b);
 }
 
-/* ON CONFLICT ("key","time") DO UPDATE SET "count" = T."count" + excluded."count", ... */
+/* ON CONFLICT ("key","time") DO UPDATE SET "count" = T."count" + excluded."count", ...
+ * MySQL: ON DUPLICATE KEY UPDATE `count` = `count` + VALUES(`count`), ... */
 static void sb_on_conflict(struct sqlbuf *b, const char *table_q)
 {
+    if (qc(table_q) == '`') {
+        sb_printf(b, " ON DUPLICATE KEY UPDATE ");
+        for (int m = 0; m < POL_ACCT_METRICS; m++)
+            sb_printf(b, "%s`%s` = `%s` + VALUES(`%s`)", m ? ", " : "", pol_acct_metric_names[m],
+                      pol_acct_metric_names[m], pol_acct_metric_names[m]);
+        return;
+    }
     sb_printf(b, " ON CONFLICT (\"key\",\"time\") DO UPDATE SET ");
     for (int m = 0; m < POL_ACCT_METRICS; m++)
         sb_printf(b, "%s\"%s\" = %s.\"%s\" + excluded.\"%s\"", m ? ", " : "",
@@ -145,17 +190,18 @@ size_t pol_acct_sql_upsert(enum pol_acct_dialect d, const char *table_q, uint32_
 {
     ENG_ASSERT(rows >= 1);
     (void)d; /* the same statement works on SQLite >= 3.24 and PostgreSQL >= 9.5 */
+    char q = qc(table_q);
     struct sqlbuf b;
     sb_init(&b, out, out_len);
-    sb_printf(&b, "INSERT INTO %s (\"key\",\"time\"", table_q);
+    sb_printf(&b, "INSERT INTO %s (%ckey%c,%ctime%c", table_q, q, q, q, q);
     for (int m = 0; m < POL_ACCT_METRICS; m++)
-        sb_printf(&b, ",\"%s\"", pol_acct_metric_names[m]);
+        sb_printf(&b, ",%c%s%c", q, pol_acct_metric_names[m], q);
     sb_printf(&b, ") VALUES ");
     for (uint32_t i = 0; i < rows && !b.overflow; i++)
-        sb_printf(&b,
-                  "%s(?,?,CAST(? AS BIGINT),CAST(? AS BIGINT),CAST(? AS BIGINT),"
-                  "CAST(? AS BIGINT))",
-                  i ? "," : "");
+        sb_printf(&b, "%s%s", i ? "," : "",
+                  q == '`' ? "(?,?,?,?,?,?)"
+                           : "(?,?,CAST(? AS BIGINT),CAST(? AS BIGINT),CAST(? AS BIGINT),"
+                             "CAST(? AS BIGINT))");
     sb_on_conflict(&b, table_q);
     return sb_done(&b);
 }
@@ -219,12 +265,13 @@ bool pol_acct_sql_array_add(char *buf, size_t cap, size_t *len, const char *s, s
 size_t pol_acct_sql_select(const char *table_q, uint32_t keys, char *out, size_t out_len)
 {
     ENG_ASSERT(keys >= 1);
+    char q = qc(table_q);
     struct sqlbuf b;
     sb_init(&b, out, out_len);
-    sb_printf(&b, "SELECT \"key\",\"time\"");
+    sb_printf(&b, "SELECT %ckey%c,%ctime%c", q, q, q, q);
     for (int m = 0; m < POL_ACCT_METRICS; m++)
-        sb_printf(&b, ",\"%s\"", pol_acct_metric_names[m]);
-    sb_printf(&b, " FROM %s WHERE (\"key\",\"time\") IN (", table_q);
+        sb_printf(&b, ",%c%s%c", q, pol_acct_metric_names[m], q);
+    sb_printf(&b, " FROM %s WHERE (%ckey%c,%ctime%c) IN (", table_q, q, q, q, q);
     for (uint32_t i = 0; i < keys && !b.overflow; i++)
         sb_printf(&b, "%s(?,?)", i ? "," : "");
     sb_printf(&b, ")");
@@ -236,7 +283,9 @@ size_t pol_acct_sql_select_one(const char *table_q, const char *metric, char *ou
     ENG_ASSERT(pol_acct_metric_of(metric, strlen(metric)) >= 0);
     struct sqlbuf b;
     sb_init(&b, out, out_len);
-    sb_printf(&b, "SELECT \"%s\" FROM %s WHERE \"key\"=? AND \"time\"=?", metric, table_q);
+    char q = qc(table_q);
+    sb_printf(&b, "SELECT %c%s%c FROM %s WHERE %ckey%c=? AND %ctime%c=?", q, metric, q, table_q, q,
+              q, q, q);
     return sb_done(&b);
 }
 

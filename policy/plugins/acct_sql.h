@@ -1,9 +1,13 @@
 /*
  * acct_sql.h: the SQL text of the accounting tables (internal to policy/plugins/): the table
- * definitions per dialect (appendix B: 2.05's SQLite text, and ours for PostgreSQL), the
+ * definitions per dialect (appendix B: 2.05's SQLite and MySQL texts, and ours for PostgreSQL), the
  * unique (key, time) index, the multi-row upsert a flush sends and the batched select a quota
  * fetch sends. Every value is a `?` placeholder; only identifiers (already quoted by the
  * caller with pol_sql_quote_ident) are written into the text.
+ *
+ * Columns are written "key" (SQLite, PostgreSQL) or `key` (MySQL, where KEY is reserved and
+ * "..." is a string): the quote of table_q, as pol_sql_quote_ident wrote it, says which; the
+ * MySQL upsert is INSERT ... ON DUPLICATE KEY UPDATE.
  *
  * Pure functions writing into the caller's buffer: each returns the length written (the text
  * is NUL-terminated), or 0 when the buffer is too small.
@@ -22,6 +26,7 @@ extern "C" {
 enum pol_acct_dialect {
     POL_ACCT_SQLITE,
     POL_ACCT_PG,
+    POL_ACCT_MYSQL,
 };
 
 /* Bytes of a quoted identifier (a table name: prefix + field, quotes doubled). */
@@ -38,8 +43,14 @@ size_t pol_acct_sql_exists(const char *table_q, char *out, size_t out_len);
 /* CREATE TABLE T (...) for the dialect. */
 size_t pol_acct_sql_create(enum pol_acct_dialect d, const char *table_q, char *out, size_t out_len);
 
+/* MySQL: 2.05's CREATE TABLE text (with its UNIQUE KEY `time_key`), ENGINE=engine_q (the
+ * mysql_engine option, quoted as 2.05 quotes it). */
+size_t pol_acct_sql_create_mysql(const char *table_q, const char *engine_q, char *out,
+                                 size_t out_len);
+
 /* CREATE UNIQUE INDEX IF NOT EXISTS "<table>_time_key" ON T ("key", "time"). table is the
- * unquoted name (the index name is derived from it and quoted here). */
+ * unquoted name (the index name is derived from it and quoted here). MySQL: index names are
+ * per table, so the index is 2.05's `time_key` (present in tables 2.05 created). */
 size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *out, size_t out_len);
 
 /* INSERT INTO T ("key","time","count","count_rcpt","size","size_rcpt") VALUES (?,?,CAST(? AS

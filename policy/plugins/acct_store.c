@@ -44,11 +44,7 @@ struct pol_acct_store *pol_acct_store_acquire(struct pol_sql *db, const char *co
         st = st->next;
     if (!st) {
         enum pol_sql_driver drv = pol_sql_driver_of(db);
-        if (drv != POL_SQL_SQLITE && drv != POL_SQL_PG) {
-            pthread_mutex_unlock(&stores_lock);
-            snprintf(err, err_len, "accounting supports SQLite and PostgreSQL connections only");
-            return NULL;
-        }
+        ENG_ASSERT(drv == POL_SQL_SQLITE || drv == POL_SQL_PG || drv == POL_SQL_MYSQL);
         st = calloc(1, sizeof(*st));
         if (!st) {
             pthread_mutex_unlock(&stores_lock);
@@ -82,6 +78,26 @@ int pol_acct_store_find_table(const struct pol_acct_store *st, const char *table
     return -1;
 }
 
+void pol_acct_store_mysql_engine(struct pol_acct_store *st, const char *engine)
+{
+    snprintf(st->mysql_engine, sizeof(st->mysql_engine), "%s", engine ? engine : "");
+}
+
+/* CREATE TABLE for the store's dialect (MySQL: ENGINE quoted as 2.05 quotes it). */
+static size_t table_create_sql(const struct pol_acct_store *st, const struct acct_table *t,
+                               char *sql, size_t sql_len)
+{
+    if (st->driver == POL_SQL_MYSQL) {
+        char engine_q[sizeof(st->mysql_engine) * 2 + 3];
+        const char *e = st->mysql_engine[0] ? st->mysql_engine : "MyISAM";
+        if (pol_sql_quote_ident(st->db, e, engine_q, sizeof(engine_q)) == 0)
+            return 0;
+        return pol_acct_sql_create_mysql(t->quoted, engine_q, sql, sql_len);
+    }
+    enum pol_acct_dialect d = st->driver == POL_SQL_PG ? POL_ACCT_PG : POL_ACCT_SQLITE;
+    return pol_acct_sql_create(d, t->quoted, sql, sql_len);
+}
+
 /* Runs one statement of the start-up DDL. 0, or -1 with "...: DRIVER MESSAGE" in err. */
 static int ddl_exec(struct pol_acct_store *st, const char *sql, const char *what, char *err,
                     size_t err_len)
@@ -98,10 +114,12 @@ static int table_ensure(struct pol_acct_store *st, const struct acct_table *t, c
                         size_t err_len)
 {
     char sql[2048], why[512];
-    enum pol_acct_dialect d = st->driver == POL_SQL_PG ? POL_ACCT_PG : POL_ACCT_SQLITE;
     pol_acct_sql_exists(t->quoted, sql, sizeof(sql));
     if (pol_sql_exec_sync(st->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) != 0) {
-        pol_acct_sql_create(d, t->quoted, sql, sizeof(sql));
+        if (table_create_sql(st, t, sql, sizeof(sql)) == 0) {
+            snprintf(err, err_len, "table name %s is too long", t->name);
+            return -1;
+        }
         char what[POL_ACCT_TABLE_BYTES_MAX + 64];
         snprintf(what, sizeof(what), "sql table %s does not exist and creating it failed", t->name);
         if (ddl_exec(st, sql, what, err, err_len) != 0)

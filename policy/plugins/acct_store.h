@@ -70,6 +70,10 @@ struct pol_acct_store *pol_acct_store_acquire(struct pol_sql *db, const char *co
 /* Main thread; the last release writes whatever is unflushed and frees the store. */
 void pol_acct_store_release(struct pol_acct_store *st);
 
+/* MySQL: the storage engine of the tables created from now on (Accounting's mysql_engine
+ * option; 2.05's default MyISAM until set). Main thread. */
+void pol_acct_store_mysql_engine(struct pol_acct_store *st, const char *engine);
+
 /* Registers a table (main thread, before any shard starts). A writer (Accounting) makes sure
  * the table and its unique (key, time) index exist (creating them, 2.05's check first) and
  * replays spill files of earlier runs; its options size the store (the largest buffer, the

@@ -88,6 +88,10 @@ static void fuzz_dsn(const char *s, size_t n)
         conninfo_read(out.conninfo, u, pw, sizeof(u));
         check(!*user || strcmp(u, user) == 0, "user does not read back");
         check(!*password || strcmp(pw, password) == 0, "password does not read back");
+    } else if (out.driver == POL_SQL_MYSQL) {
+        check(!*user || strcmp(out.user, user) == 0, "mysql user does not read back");
+        check(!*password || strcmp(out.password, password) == 0, "mysql password");
+        check(out.port <= 65535, "mysql port out of range");
     } else {
         check(out.driver == POL_SQL_SQLITE, "unknown driver accepted");
         check(out.memory == (strcmp(out.path, ":memory:") == 0 || out.path[0] == '\0'),

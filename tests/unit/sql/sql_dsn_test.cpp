@@ -155,17 +155,51 @@ TEST_CASE("PostgreSQL DSNs become quoted libpq conninfo", "[sql_dsn]")
     CHECK(m.count("host") == 0);
 }
 
+TEST_CASE("MySQL DSNs as DBD::mysql parses them", "[sql_dsn]")
+{
+    Parsed a = parse("dbi:mysql:database=policyd;host=127.0.0.1;port=3307", "mtpolicyd", "pw");
+    REQUIRE(a.rc == 0);
+    CHECK(a.dsn.driver == POL_SQL_MYSQL);
+    CHECK(std::string(a.dsn.database) == "policyd");
+    CHECK(std::string(a.dsn.host) == "127.0.0.1");
+    CHECK(a.dsn.port == 3307);
+    CHECK(std::string(a.dsn.user) == "mtpolicyd");
+    CHECK(std::string(a.dsn.password) == "pw");
+    // Positional parts: database, host, port; ':' separates like ';'; IPv6 in brackets.
+    Parsed b = parse("DBI:MariaDB:mail:[::1]:3310");
+    REQUIRE(b.rc == 0);
+    CHECK(b.dsn.driver == POL_SQL_MYSQL);
+    CHECK(std::string(b.dsn.database) == "mail");
+    CHECK(std::string(b.dsn.host) == "::1");
+    CHECK(b.dsn.port == 3310);
+    // db/dbname/hostname aliases, the socket, DSN credentials unless the block has its own.
+    Parsed c = parse("dbi:mysql:dbname=x;hostname=localhost;mysql_socket=/run/m.sock;"
+                     "user=u;password=p;mysql_enable_utf8=1",
+                     "", "blockpw");
+    REQUIRE(c.rc == 0);
+    CHECK(std::string(c.dsn.database) == "x");
+    CHECK(std::string(c.dsn.host) == "localhost");
+    CHECK(std::string(c.dsn.socket) == "/run/m.sock");
+    CHECK(std::string(c.dsn.user) == "u");
+    CHECK(std::string(c.dsn.password) == "blockpw");
+    CHECK(std::string(c.dsn.warning) == "DSN attribute mysql_enable_utf8 ignored");
+    Parsed d = parse("dbi:mysql:db=x;port=3306;y");
+    REQUIRE(d.rc == 0);
+    CHECK(std::string(d.dsn.host) == "y"); // a bare part fills the first positional left
+    CHECK(d.dsn.port == 3306);
+}
+
 TEST_CASE("bad DSNs are refused with a reason", "[sql_dsn]")
 {
     struct {
         const char *dsn;
         const char *msg;
     } bad[] = {
-        {"dbi:mysql:database=policyd;host=localhost",
-         "dbi:mysql DSNs are not supported yet (supported drivers: SQLite, Pg)"},
-        {"DBI:MariaDB:database=x", "dbi:MariaDB DSNs are not supported yet (supported drivers: "
-                                   "SQLite, Pg)"},
-        {"dbi:Oracle:x", "unsupported DBI driver 'Oracle' (supported drivers: SQLite, Pg)"},
+        {"dbi:Oracle:x",
+         "unsupported DBI driver 'Oracle' (supported drivers: SQLite, Pg, mysql, MariaDB)"},
+        {"dbi:mysql:database=x;port=12a", "dbi:mysql: bad port '12a'"},
+        {"dbi:mysql:database=x;port=65536", "dbi:mysql: bad port '65536'"},
+        {"dbi:mysql:database=x;frob=1", "dbi:mysql: unsupported DSN attribute 'frob'"},
         {"mysql:x", "dsn 'mysql:x' does not start with dbi:DRIVER:"},
         {"dbi:", "dsn 'dbi:' does not start with dbi:DRIVER:"},
         {"dbi::memory:", "dsn 'dbi::memory:' does not start with dbi:DRIVER:"},
