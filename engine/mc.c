@@ -93,6 +93,7 @@ struct mc_resolve {
     struct gaicb cb;
     struct addrinfo hints;
     char port[8];
+    char host[256]; /* a copy: an abandoned lookup may outlive the server list */
     _Atomic int state;
     uint64_t started_ms;
 };
@@ -585,7 +586,8 @@ static bool resolve_step(struct mc_conn *c)
         }
         r->hints = (struct addrinfo){.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
         snprintf(r->port, sizeof(r->port), "%u", s->port);
-        r->cb.ar_name = s->host;
+        memcpy(r->host, s->host, sizeof(r->host));
+        r->cb.ar_name = r->host;
         r->cb.ar_service = r->port;
         r->cb.ar_request = &r->hints;
         atomic_init(&r->state, RES_PENDING);
@@ -1132,6 +1134,23 @@ static void conn_retire(struct mc_conn *c)
     }
     c->state = MC_CLOSING;
     close_progress(c); /* frees c when nothing is in flight */
+}
+
+void eng_mc_shard_exit(struct eng_shard *sh)
+{
+    struct mc_shard *ms = tls_mc;
+    if (!ms)
+        return;
+    ENG_ASSERT(ms->sh == sh);
+    for (uint32_t s = 0; s < MC_SLOTS_MAX && ms->slots_used; s++) {
+        struct mc_conn *c = ms->slots[s];
+        if (!c || c->mc)
+            continue;
+        if (c->fd >= 0)
+            close(c->fd); /* the ring's operations on it end with the ring */
+        conn_free(c);
+    }
+    shard_state_release(ms);
 }
 
 void eng_mc_destroy(struct eng_mc *mc)
