@@ -24,7 +24,6 @@
 #include <string.h>
 #include <syslog.h>
 
-#include "allow.h"
 #include "eng/assert.h"
 #include "eng/engine.h"
 #include "eng/http.h"
@@ -37,8 +36,13 @@
 #include "ringpolicyd_config.h"
 #include "server.h"
 
-/* HTTP listeners (http_port) carry this bit in their tag; policy listeners carry their index. */
+/* HTTP listeners (http_port) carry this bit in their tag; policy listeners carry their index
+ * into keys. */
 #define DAEMON_HTTP_TAG 0x80000000u
+/* Policy listener keys over the process's life (reloads add listeners, never reuse a key slot:
+ * connections of a removed listener still name theirs), and listeners the engine holds. */
+#define DAEMON_KEYS_CAP (POL_LISTEN_MAX + ENG_LISTEN_ADDED_MAX)
+#define DAEMON_LISTENERS_CAP (2u * POL_LISTEN_MAX + ENG_LISTEN_ADDED_MAX)
 /* Response buffer of the HTTP listener: the /metrics page must fit it (a scrape that does not
  * gets a 500, counted); the engine's per-connection send queue is raised to hold it. */
 #define DAEMON_HTTP_BODY_BYTES (128u << 10)
@@ -49,10 +53,14 @@ struct daemon {
     struct pol_server *srv; /* the configuration new requests use (main thread's view) */
     const char *config_path;
     struct eng *eng;
-    struct eng_listen *listens; /* policy listeners first, then the HTTP ones */
-    char (*keys)[sizeof(((struct eng_listen *)0)->path)]; /* per listener: PORT / vhost key */
-    size_t listen_count;        /* policy listeners */
-    size_t http_listen_count;
+    struct eng_listen *listens; /* at start: policy listeners first, then the HTTP ones */
+    char (*keys)[sizeof(((struct eng_listen *)0)->path)]; /* per policy tag: PORT / vhost key;
+                                   DAEMON_KEYS_CAP slots, written before the listener exists */
+    size_t listen_count;        /* policy listeners at start */
+    size_t http_listen_count;   /* HTTP listeners at start */
+    size_t keys_count;          /* policy tags given out (main thread) */
+    struct dlisten *all;        /* by engine listener index (DAEMON_LISTENERS_CAP) */
+    size_t all_count;
     struct eng_http *http;
     struct eng_http_shard *_Atomic *http_shards; /* per shard; freed after eng_run */
     unsigned shard_count;
@@ -63,6 +71,13 @@ struct daemon {
     struct pol_proto_limits limits;
     char *error_reply; /* "action=ERROR_ACTION\n\n", NULL: close without reply */
     size_t error_reply_len;
+};
+
+/* A listener the engine holds, by its engine index (reload adds and removes them). */
+struct dlisten {
+    struct eng_listen eng; /* its address and tag */
+    bool http;
+    bool active; /* not removed */
 };
 
 struct dshard {
@@ -94,7 +109,7 @@ struct dconn {
 static const char *port_of(const struct dconn *dc)
 {
     uint32_t tag = eng_conn_listener_tag(dc->c);
-    ENG_ASSERT(tag < dc->ds->d->listen_count);
+    ENG_ASSERT(tag < DAEMON_KEYS_CAP);
     return dc->ds->d->keys[tag];
 }
 
@@ -130,10 +145,6 @@ static int d_open(void *app, struct eng_conn *c)
         eng_http_conn_open(ds->hs, &dc->http, c);
         return 0;
     }
-    socklen_t peer_len = 0;
-    const struct sockaddr *peer = eng_conn_peer(c, &peer_len);
-    if (pol_allow_refused(&ds->ps.srv->g.allow, peer, peer_len, port_of(dc), eng_now_ms(ds->sh)))
-        return -EACCES; /* allow (allow.h): closed at accept, counted, logged once a second */
     pol_proto_parser_init(&dc->parser, &ds->d->limits);
     eng_timer_init(&dc->keepalive, keepalive_fired);
     keepalive_arm(dc);
@@ -502,20 +513,147 @@ static void retiring_sweep(struct daemon *d, uint32_t wait_ms)
     }
 }
 
+static int listeners_parse(const struct pol_server *s, struct pol_listen *specs, int *n, int *h,
+                           char *err, size_t err_len);
+
+static bool listen_same(const struct eng_listen *a, const struct eng_listen *b)
+{
+    if (a->kind != b->kind)
+        return false;
+    if (a->kind == ENG_LISTEN_UNIX)
+        return strcmp(a->path, b->path) == 0;
+    return a->addr_len == b->addr_len && a->v6only == b->v6only &&
+           memcmp(&a->addr, &b->addr, a->addr_len) == 0;
+}
+
+static const char *listen_name(const struct eng_listen *l, char *buf, size_t len)
+{
+    if (l->kind == ENG_LISTEN_UNIX)
+        snprintf(buf, len, "unix:%s", l->path);
+    else
+        eng_addr_format((const struct sockaddr *)&l->addr, l->addr_len, buf, len);
+    return buf;
+}
+
+/* What a reload changes in the listeners: the ones to start (bound already) and to remove. */
+struct listen_change {
+    size_t added[DAEMON_LISTENERS_CAP];
+    size_t added_count;
+    bool keep[DAEMON_LISTENERS_CAP]; /* by engine index: in the new configuration */
+};
+
+static void listen_undo(struct daemon *d, const struct listen_change *lc)
+{
+    for (size_t i = 0; i < lc->added_count; i++) {
+        eng_listen_remove(d->eng, lc->added[i]);
+        d->all[lc->added[i]].active = false;
+    }
+}
+
+/* Binds the listeners of n that the daemon does not have yet (not accepting until
+ * listen_commit). 0, or -1 with a sentence in err (nothing bound then). */
+static int listen_prepare(struct daemon *d, const struct pol_server *n, struct listen_change *lc,
+                          char *err, size_t err_len)
+{
+    static struct pol_listen specs[2 * POL_LISTEN_MAX]; /* main thread (signal handling) */
+    int np, nh;
+    char name[160];
+    memset(lc, 0, sizeof(*lc));
+    if (listeners_parse(n, specs, &np, &nh, err, err_len) != 0)
+        return -1;
+    const struct pol_cfg_node *root = pol_cfg_root(n->cfg);
+    const struct pol_cfg_node *port = pol_cfg_option(root, "port");
+    for (int i = 0; i < np; i++)
+        if (!pol_server_vhost_by_key(n, specs[i].key)) {
+            pol_errf(err, err_len, port ? port->file : root->file, port ? port->line : 0,
+                     "port %s has no <VirtualHost %s>", specs[i].key, specs[i].key);
+            return -1;
+        }
+    if (nh > 0 && !d->http) {
+        eng_log(ENG_LOG_NOTICE, "reload: http_port: the daemon started without an HTTP "
+                                "listener; adding one needs a restart");
+        nh = 0;
+    }
+    for (int i = 0; i < np + nh; i++) {
+        bool http = i >= np;
+        size_t j = 0;
+        while (j < d->all_count && !(d->all[j].active && listen_same(&d->all[j].eng, &specs[i].eng)))
+            j++;
+        if (j < d->all_count && d->all[j].http == http) {
+            lc->keep[j] = true;
+            continue;
+        }
+        if (j < d->all_count) {
+            snprintf(err, err_len, "%s moves between port and http_port: that needs a restart",
+                     listen_name(&specs[i].eng, name, sizeof(name)));
+            listen_undo(d, lc);
+            return -1;
+        }
+        struct eng_listen l = specs[i].eng;
+        if (!http && d->keys_count >= DAEMON_KEYS_CAP) {
+            snprintf(err, err_len, "cannot add %s: %u listeners were added already (restart to "
+                     "add more)", listen_name(&l, name, sizeof(name)), ENG_LISTEN_ADDED_MAX);
+            listen_undo(d, lc);
+            return -1;
+        }
+        if (!http)
+            snprintf(d->keys[d->keys_count], sizeof(d->keys[0]), "%s", specs[i].key);
+        l.tag = http ? DAEMON_HTTP_TAG : (uint32_t)d->keys_count;
+        char why[POL_ERR_MAX] = "";
+        int idx = eng_listen_add(d->eng, &l, why, sizeof(why));
+        if (idx < 0) {
+            snprintf(err, err_len, "%s", why[0] ? why : strerror(-idx));
+            listen_undo(d, lc);
+            return -1;
+        }
+        ENG_ASSERT((size_t)idx == d->all_count && (size_t)idx < DAEMON_LISTENERS_CAP);
+        d->all[idx] = (struct dlisten){.eng = l, .http = http, .active = true};
+        d->all_count++;
+        if (!http)
+            d->keys_count++;
+        lc->keep[idx] = true;
+        lc->added[lc->added_count++] = (size_t)idx;
+    }
+    return 0;
+}
+
+/* The new configuration is in use: the added listeners accept, the dropped ones close (their
+ * connections stay until they end). */
+static void listen_commit(struct daemon *d, const struct listen_change *lc)
+{
+    char name[160];
+    for (size_t i = 0; i < lc->added_count; i++) {
+        const struct dlisten *dl = &d->all[lc->added[i]];
+        if (eng_listen_start(d->eng, lc->added[i]) == 0)
+            eng_log(ENG_LOG_NOTICE, "reload: listening on %s%s",
+                    listen_name(&dl->eng, name, sizeof(name)), dl->http ? " (HTTP)" : "");
+    }
+    for (size_t j = 0; j < d->all_count; j++) {
+        struct dlisten *dl = &d->all[j];
+        if (!dl->active || lc->keep[j])
+            continue;
+        dl->active = false;
+        if (eng_listen_remove(d->eng, j) == 0)
+            eng_log(ENG_LOG_NOTICE,
+                    "reload: no longer listening on %s%s (its open connections stay)",
+                    listen_name(&dl->eng, name, sizeof(name)), dl->http ? " (HTTP)" : "");
+    }
+}
+
 static void reload(struct daemon *d)
 {
+    static struct listen_change lc; /* main thread (signal handling) */
     char err[POL_ERR_MAX];
-    const char *keys[POL_LISTEN_MAX];
     struct pol_server *n = NULL;
     retiring_sweep(d, 0);
-    for (size_t i = 0; i < d->listen_count; i++)
-        keys[i] = d->keys[i];
     eng_log(ENG_LOG_NOTICE, "received SIGHUP: reloading %s", d->config_path);
-    if (pol_reload_load(d->config_path, d->srv, keys, d->listen_count, &n, err, sizeof(err)) !=
-        0) {
+    /* The new configuration's listeners are checked against its vhosts in listen_prepare. */
+    if (pol_reload_load(d->config_path, d->srv, NULL, 0, &n, err, sizeof(err)) != 0 ||
+        listen_prepare(d, n, &lc, err, sizeof(err)) != 0) {
         pol_metrics_reload(false);
         eng_log(ENG_LOG_ERR, "reload failed: %s (still running the previous configuration)",
                 err);
+        pol_server_free(n);
         return;
     }
     pol_metrics_assign(n);
@@ -526,6 +664,7 @@ static void reload(struct daemon *d)
         pol_metrics_reload(false);
         eng_log(ENG_LOG_ERR, "reload failed: %s (still running the previous configuration)",
                 err);
+        listen_undo(d, &lc);
         pol_server_free(n);
         return;
     case POL_RELOAD_RETIRED:
@@ -540,6 +679,7 @@ static void reload(struct daemon *d)
         break;
     }
     d->srv = n;
+    listen_commit(d, &lc);
     pol_metrics_reload(true);
     eng_log(ENG_LOG_NOTICE, "reload: configuration %s loaded (%u vhosts)", d->config_path,
             n->vhost_count);
@@ -714,40 +854,51 @@ static int log_open(const struct pol_server *s, const struct pol_daemon_opts *o,
     return 0;
 }
 
-/* The listening sockets of the `port` option (with `host` for entries without one), and each
- * one's key: the port number or socket path a <VirtualHost> names. */
-static int listeners_build(struct daemon *d, char *err, size_t err_len)
+/* The listening addresses of s: its `port` option (with `host` for entries without one), each
+ * with its key (the port number or socket path a <VirtualHost> names), in specs[0..*n), then
+ * its `http_port` ones in specs[*n..*n + *h). 0, or -1 with "FILE:LINE: ..." in err. */
+static int listeners_parse(const struct pol_server *s, struct pol_listen *specs, int *n, int *h,
+                           char *err, size_t err_len)
 {
-    static struct pol_listen specs[2 * POL_LISTEN_MAX]; /* main thread, start-up only */
     char why[POL_ERR_MAX];
-    int n =
-        pol_listen_parse(d->srv->g.port, d->srv->g.host, specs, POL_LISTEN_MAX, why, sizeof(why));
-    const struct pol_cfg_node *root = pol_cfg_root(d->srv->cfg);
-    if (n < 0) {
+    *n = pol_listen_parse(s->g.port, s->g.host, specs, POL_LISTEN_MAX, why, sizeof(why));
+    *h = 0;
+    const struct pol_cfg_node *root = pol_cfg_root(s->cfg);
+    if (*n < 0) {
         const struct pol_cfg_node *port = pol_cfg_option(root, "port");
         pol_errf(err, err_len, port ? port->file : root->file, port ? port->line : 0, "%s", why);
         return -1;
     }
-    int h = 0;
-    const char *hp = d->srv->g.http_port;
+    const char *hp = s->g.http_port;
     if (hp && *hp) { /* TCP entries like `port`; PORT alone means 127.0.0.1:PORT */
-        h = pol_listen_parse(hp, POL_LISTEN_HOST_DEFAULT, specs + n, POL_LISTEN_MAX, why,
-                             sizeof(why));
+        *h = pol_listen_parse(hp, POL_LISTEN_HOST_DEFAULT, specs + *n, POL_LISTEN_MAX, why,
+                              sizeof(why));
         const struct pol_cfg_node *o = pol_cfg_option(root, "http_port");
-        for (int i = 0; i < h && h > 0; i++)
-            if (specs[n + i].eng.kind != ENG_LISTEN_TCP) {
+        for (int i = 0; i < *h && *h > 0; i++)
+            if (specs[*n + i].eng.kind != ENG_LISTEN_TCP) {
                 snprintf(why, sizeof(why), "http_port takes TCP addresses only, not %s",
-                         specs[n + i].key);
-                h = -1;
+                         specs[*n + i].key);
+                *h = -1;
             }
-        if (h < 0) {
+        if (*h < 0) {
             pol_errf(err, err_len, o ? o->file : root->file, o ? o->line : 0, "%s", why);
             return -1;
         }
     }
+    return 0;
+}
+
+/* The listeners of the configuration at start-up. */
+static int listeners_build(struct daemon *d, char *err, size_t err_len)
+{
+    static struct pol_listen specs[2 * POL_LISTEN_MAX]; /* main thread, start-up only */
+    int n, h;
+    if (listeners_parse(d->srv, specs, &n, &h, err, err_len) != 0)
+        return -1;
     d->listens = calloc((size_t)(n + h), sizeof(*d->listens));
-    d->keys = calloc((size_t)n, sizeof(*d->keys));
-    if (!d->listens || !d->keys) {
+    d->keys = calloc(DAEMON_KEYS_CAP, sizeof(*d->keys));
+    d->all = calloc(DAEMON_LISTENERS_CAP, sizeof(*d->all));
+    if (!d->listens || !d->keys || !d->all) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }
@@ -760,8 +911,12 @@ static int listeners_build(struct daemon *d, char *err, size_t err_len)
         d->listens[n + i] = specs[n + i].eng;
         d->listens[n + i].tag = DAEMON_HTTP_TAG | (uint32_t)i;
     }
+    for (int i = 0; i < n + h; i++)
+        d->all[i] = (struct dlisten){.eng = d->listens[i], .http = i >= n, .active = true};
     d->listen_count = (size_t)n;
     d->http_listen_count = (size_t)h;
+    d->keys_count = (size_t)n;
+    d->all_count = (size_t)(n + h);
     return 0;
 }
 
@@ -821,6 +976,7 @@ static void daemon_free(struct daemon *d)
         pol_server_free(d->retiring[i]);
     free(d->listens);
     free(d->keys);
+    free(d->all);
     free(d->error_reply);
     pol_server_free(d->srv);
 }
@@ -862,7 +1018,6 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     cfg.app_conn_bytes = sizeof(struct dconn);
     cfg.drain_timeout_ms = g->drain_timeout_s * 1000u;
     cfg.limits.conns_per_shard_max = g->max_connections;
-    cfg.limits.stage_bytes_per_shard_max = g->max_staging_bytes_per_shard; /* 0: 64 MiB */
     /* Input held for a connection: a whole request of the largest size (the parser refuses a
      * bigger one first), or what a client pipelines while its request is answered (the
      * connection is paused then): max_pipelined_bytes. Past it the engine closes the connection
@@ -900,10 +1055,6 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     pol_metrics_assign(d->srv);
     if (d->http && pol_metrics_register(http_collect, d) != 0) {
         snprintf(err, err_len, "no room for the HTTP collector");
-        return -ENOSPC;
-    }
-    if (d->http && pol_metrics_register(pol_allow_collect, NULL) != 0) {
-        snprintf(err, err_len, "no room for the allow collector");
         return -ENOSPC;
     }
     return 0;

@@ -74,9 +74,9 @@ static int restart_only(const struct pol_server *cur, struct pol_server *n, cons
         size_t off;
     } texts[] = {
 #define T(f) {#f, offsetof(struct pol_globals, f)}
-        T(port),     T(host),         T(user),           T(group),
-        T(pid_file), T(chroot),       T(log_file),       T(syslog_ident),
-        T(syslog_facility), T(error_action), T(http_port), T(dns_servers),
+        T(user),            T(group),        T(pid_file),     T(chroot),
+        T(log_file),        T(syslog_ident), T(syslog_facility), T(error_action),
+        T(dns_servers),
 #undef T
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
@@ -97,15 +97,6 @@ static int restart_only(const struct pol_server *cur, struct pol_server *n, cons
                  "the <SessionCache> module changes between Memcached and %s only with a "
                  "restart",
                  os->kind == POL_SCACHE_MEMCACHED ? "another module" : "Memory or None");
-        return -1;
-    }
-    /* Redis: the same as Memcached (its own cache on the new generation's connections). */
-    if (os->kind == POL_SCACHE_REDIS && ns->kind == POL_SCACHE_REDIS)
-        return 0;
-    if (os->kind == POL_SCACHE_REDIS || ns->kind == POL_SCACHE_REDIS) {
-        pol_errf(err, err_len, ns->file ? ns->file : path, ns->file ? ns->line : 0,
-                 "the <SessionCache> module changes between Redis and %s only with a restart",
-                 os->kind == POL_SCACHE_REDIS ? "another module" : "Memory or None");
         return -1;
     }
     if (os->kind != ns->kind || os->expire_s != ns->expire_s ||

@@ -13,12 +13,14 @@
  * shard (requests in flight finish on the old chains) and retires it (shard_stop on every
  * shard). The caller frees the old server after that, on the main thread.
  *
- * What survives a reload: connections to clients (policy and HTTP), listeners, the Memory
- * session cache and its sessions, counters (series are keyed by vhost and plugin names). What
- * is rebuilt: vhosts, chains and plugins, and <Connection> definitions (the new generation
- * opens its own backend connections before the old one closes its; there is no gap but also no
- * reuse). Restart-only: shards, backend, user, group, chroot, pid_file, port, host, http_port,
- * log_file, syslog options, log_level, error_action, the limits (max_connections,
+ * What survives a reload: connections to clients (policy and HTTP), listeners the new
+ * configuration still has, the Memory session cache and its sessions, counters (series are
+ * keyed by vhost and plugin names). What is rebuilt: vhosts, chains and plugins, and
+ * <Connection> definitions (the new generation opens its own backend connections before the old
+ * one closes its; there is no gap but also no reuse). Listeners (port, host, http_port) follow
+ * the new configuration: the caller (daemon.c) binds the added ones before the switch and
+ * starts them after it, and removes the dropped ones after it (their open connections stay).
+ * Restart-only: shards, backend, user, group, chroot, pid_file, log_file, syslog options, log_level, error_action, the limits (max_connections,
  * max_request_bytes, max_line_bytes, max_attributes, max_pipelined_bytes), drain_timeout,
  * dns_servers and the <SessionCache> block (Memory or None: the running cache and its sessions
  * stay). A Memcached session cache is the exception: its sessions live in memcached, so the new

@@ -1,11 +1,18 @@
 // it_reload.cpp: SIGHUP hot reload on a real ringpolicyd: a valid reload changes the answers of
 // new requests on an open keep-alive connection; a request in flight finishes on the chain it
 // started on; a broken configuration logs "reload failed: FILE:LINE: ..." and the old answers
-// stay; restart-only options are kept with a notice; and a load run across 10 reloads
-// (alternating two valid configurations and a broken one) loses no request.
+// stay; restart-only options are kept with a notice; listeners (port, http_port) are added and
+// removed as the new configuration says, connections on a removed one keep working, a port
+// without a vhost or one that cannot be bound refuses the reload; and a load run across 10
+// reloads (alternating two valid configurations, one with an extra port, and a broken one)
+// loses no request.
 #include "opscommon.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -124,10 +131,13 @@ TEST_CASE("a broken configuration logs file:line and keeps the old answers", "[r
     CHECK(log_lines_with(*d, "reload failed: " + d->config_path() + ":") == 2);
     CHECK(c.request(postfix_request()).actions == one("reject kept"));
 
-    /* No vhost for the running listener. */
-    write_text(d->config_path(), std::string(k_broken));
+    /* A listener without a vhost. */
+    std::string no_vhost(k_broken);
+    no_vhost.replace(0, no_vhost.find('\n'), "port = \"127.0.0.1:" + std::to_string(port) + "\"");
+    write_text(d->config_path(), no_vhost);
     REQUIRE(hup_and_wait(*d, "reload failed: ", 3));
-    CHECK(contains(d->log(), "no <VirtualHost " + std::to_string(port) + "> for the running"));
+    CHECK(contains(d->log(), "port " + std::to_string(port) + " has no <VirtualHost " +
+                                 std::to_string(port) + ">"));
     CHECK(c.request(postfix_request()).actions == one("reject kept"));
     CHECK(ask(Endpoint::tcp(port), postfix_request()).actions == one("reject kept"));
     HttpResponse m = http_get(http, "/metrics");
@@ -138,23 +148,92 @@ TEST_CASE("a broken configuration logs file:line and keeps the old answers", "[r
 
 TEST_CASE("restart-only options keep their running values, with a notice", "[reload]")
 {
-    uint16_t port = free_tcp_port(), http = free_tcp_port(), other = free_tcp_port();
+    uint16_t port = free_tcp_port(), http = free_tcp_port();
     auto d = start_ring(reload_config(port, http, "reject a"), Endpoint::tcp(port));
-    /* A second listener and a new http_port need a restart: the running ones stay. */
-    std::string cfg = "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" +
-                      std::to_string(other) + "\"\nhttp_port = \"127.0.0.1:" +
-                      std::to_string(other) + "\"\nshards = 1\nmax_connections = 10\n" +
-                      vhost_block(std::to_string(port), "test", action_plugin("x", "reject b")) +
-                      vhost_block(std::to_string(other), "other", action_plugin("y", "dunno"));
+    std::string cfg = "port = \"127.0.0.1:" + std::to_string(port) + "\"\nhttp_port = \"127.0.0.1:" +
+                      std::to_string(http) + "\"\nshards = 1\nmax_connections = 10\n" +
+                      vhost_block(std::to_string(port), "test", action_plugin("x", "reject b"));
     write_text(d->config_path(), cfg);
-    REQUIRE(hup_and_wait(*d, "loaded (2 vhosts)", 1));
+    REQUIRE(hup_and_wait(*d, "loaded (1 vhosts)", 1));
     CHECK(contains(d->log(), "shards changes only with a restart"));
     CHECK(contains(d->log(), "max_connections changes only with a restart"));
-    CHECK(contains(d->log(), "port changes only with a restart"));
-    CHECK(contains(d->log(), "http_port changes only with a restart"));
     CHECK(ask(Endpoint::tcp(port), postfix_request()).actions == one("reject b"));
     CHECK(http_get(http, "/healthz").status == 200);
     d->stop();
+}
+
+TEST_CASE("a reload adds a port and an http_port address, then removes them; connections on a "
+          "removed port keep working",
+          "[reload]")
+{
+    uint16_t port = free_tcp_port(), http = free_tcp_port(), other = free_tcp_port(),
+             http2 = free_tcp_port();
+    auto d = start_ring(reload_config(port, http, "reject a", "", "log_level = 4\n"),
+                        Endpoint::tcp(port));
+    INFO("log:\n" << d->log());
+    CHECK(!Conn(Endpoint::tcp(other), 500).ok());
+    auto two = [&](const std::string &http_list) {
+        return "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" +
+               std::to_string(other) + "\"\nhttp_port = \"" + http_list +
+               "\"\nshards = 2\nlog_level = 4\n" +
+               vhost_block(std::to_string(port), "test", action_plugin("x", "reject b")) +
+               vhost_block(std::to_string(other), "other", action_plugin("y", "defer other"));
+    };
+    write_text(d->config_path(),
+               two("127.0.0.1:" + std::to_string(http) + ",127.0.0.1:" + std::to_string(http2)));
+    REQUIRE(hup_and_wait(*d, "loaded (2 vhosts)", 1));
+    CHECK(contains(d->log(), "reload: listening on 127.0.0.1:" + std::to_string(other)));
+    CHECK(ask(Endpoint::tcp(other), postfix_request()).actions == one("defer other"));
+    CHECK(ask(Endpoint::tcp(port), postfix_request()).actions == one("reject b"));
+    CHECK(http_get(http2, "/healthz").status == 200);
+    CHECK(http_get(http, "/healthz").status == 200);
+
+    /* A connection on the added port stays open across the reload that removes the port. */
+    Conn kept(Endpoint::tcp(other));
+    REQUIRE(kept.request(postfix_request()).actions == one("defer other"));
+    /* The port leaves the list but its <VirtualHost> stays; http moves to http2 only. */
+    std::string back = "port = \"127.0.0.1:" + std::to_string(port) + "\"\nhttp_port = \"127.0.0.1:" +
+                       std::to_string(http2) + "\"\nshards = 2\nlog_level = 4\n" +
+                       vhost_block(std::to_string(port), "test", action_plugin("x", "reject c")) +
+                       vhost_block(std::to_string(other), "other", action_plugin("y", "defer kept"));
+    write_text(d->config_path(), back);
+    REQUIRE(hup_and_wait(*d, "loaded (2 vhosts)", 2));
+    CHECK(contains(d->log(), "reload: no longer listening on 127.0.0.1:" + std::to_string(other)));
+    CHECK(!Conn(Endpoint::tcp(other), 500).ok());
+    CHECK(!Conn(Endpoint::tcp(http), 500).ok());
+    CHECK(kept.request(postfix_request()).actions == one("defer kept"));
+    CHECK(ask(Endpoint::tcp(port), postfix_request()).actions == one("reject c"));
+    CHECK(http_get(http2, "/metrics").status == 200);
+
+    /* A port without a <VirtualHost>, or one that cannot be bound: refused, nothing changes. */
+    uint16_t stray = free_tcp_port();
+    write_text(d->config_path(), "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" +
+                                     std::to_string(stray) + "\"\nlog_level = 4\n" +
+                                     vhost_block(std::to_string(port), "test",
+                                                 action_plugin("x", "reject d")));
+    REQUIRE(hup_and_wait(*d, "reload failed", 1));
+    CHECK(contains(d->log(), "port " + std::to_string(stray) + " has no <VirtualHost " +
+                                 std::to_string(stray) + ">"));
+    /* A port another socket holds. */
+    int busy_fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    uint16_t busy = free_tcp_port();
+    sa.sin_port = htons(busy);
+    REQUIRE(bind(busy_fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
+    REQUIRE(listen(busy_fd, 1) == 0);
+    write_text(d->config_path(),
+               "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" + std::to_string(busy) +
+                   "\"\nlog_level = 4\n" +
+                   vhost_block(std::to_string(port), "test", action_plugin("x", "reject e")) +
+                   vhost_block(std::to_string(busy), "busy", action_plugin("y", "dunno")));
+    REQUIRE(hup_and_wait(*d, "reload failed", 2));
+    CHECK(contains(d->log(), "cannot bind 127.0.0.1:" + std::to_string(busy)));
+    close(busy_fd);
+    CHECK(ask(Endpoint::tcp(port), postfix_request()).actions == one("reject c"));
+    CHECK(kept.request(postfix_request()).actions == one("defer kept"));
+    CHECK(d->stop() == 0);
 }
 
 TEST_CASE("load across 10 reloads (two valid configurations and a broken one): no request lost",
@@ -166,7 +245,11 @@ TEST_CASE("load across 10 reloads (two valid configurations and a broken one): n
      * at different moments. */
     std::string cache = "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n";
     std::string a = reload_config(port, http, "reject from A", "", cache);
+    /* B also listens on a second port: every reload adds or removes a listener under load. */
+    uint16_t extra = free_tcp_port();
     std::string b = reload_config(port, http, "defer from B", "", cache);
+    b.replace(b.find("\"\n"), 2, ",127.0.0.1:" + std::to_string(extra) + "\"\n");
+    b += vhost_block(std::to_string(extra), "extra", action_plugin("e", "dunno"));
     std::string broken = reload_config(port, http, "reject never",
                                        "  <Plugin p>\n    module = \"NoSuchModule\"\n"
                                        "  </Plugin>\n",
