@@ -429,6 +429,8 @@ static void conn_close(struct pol_ldap_client *c)
     eng_timer_cancel(c->sh, &c->conn_timer);
 }
 
+static void connect_start(struct pol_ldap_client *c);
+
 /* The connection broke (or was given up): fails the searches out with st, and with a failed
  * connect also those waiting for it. */
 static void conn_fail(struct pol_ldap_client *c, bool connecting, const char *why)
@@ -451,9 +453,9 @@ static void conn_fail(struct pol_ldap_client *c, bool connecting, const char *wh
     if (connecting)
         while (c->queued.head)
             op_finish_later(c->queued.head, POL_LDAP_DOWN, why);
+    else if (c->queued.head) /* held back by LDAP_IN_FLIGHT_MAX: they go on a new connection */
+        connect_start(c);
 }
-
-static void connect_start(struct pol_ldap_client *c);
 
 static void op_send(struct ldap_op *op)
 {

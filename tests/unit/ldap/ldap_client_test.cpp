@@ -475,6 +475,48 @@ TEST_CASE("the op table's limit: ops_max outstanding, one more refused", "[ldap_
     CHECK(st.searches == n + 1);
 }
 
+TEST_CASE("searches held back by the in-flight limit survive the connection's loss",
+          "[ldap_client]")
+{
+    // 100 searches: 64 go out (LDAP_IN_FLIGHT_MAX), 36 wait. slapd is stopped, then killed: the
+    // 64 are lost, the 36 try a new connection, which is refused. Nobody waits for the 20 s
+    // deadline.
+    Rig rig(conn_text(plain().port(), " starttls = 0\n timeout = 20\n"), 1);
+    Res warm;
+    rig.search(&warm, "(uid=alice)");
+    REQUIRE(warm.st == POL_LDAP_OK);
+    REQUIRE(plain().pause());
+    const int n = 100;
+    std::vector<std::unique_ptr<Res>> rs;
+    for (int i = 0; i < n; i++)
+        rs.push_back(std::make_unique<Res>());
+    std::string f = "(uid=bob)";
+    rig.on(0, [&](eng_shard *sh) {
+        for (int i = 0; i < n; i++)
+            REQUIRE(pol_ldap_search(pol_ldap_conn_client(g_lc, sh), k_base, f.c_str(), k_attrs,
+                                    on_done, rs[i].get()) == 0);
+    });
+    plain().kill_now();
+    uint64_t t0 = eng_clock_ms();
+    REQUIRE(eventually(
+        [&] {
+            for (auto &r : rs)
+                if (r->st == -1)
+                    return false;
+            return true;
+        },
+        15000));
+    CHECK(eng_clock_ms() - t0 < 5000);
+    int lost = 0, down = 0;
+    for (auto &r : rs) {
+        lost += r->st == POL_LDAP_LOST;
+        down += r->st == POL_LDAP_DOWN;
+    }
+    CHECK(lost == 64);
+    CHECK(down == n - 64);
+    REQUIRE(plain().start());
+}
+
 TEST_CASE("STARTTLS with a generated certificate", "[ldap_tls]")
 {
     static rpdtest::SlapdServer tls(true);
