@@ -87,8 +87,10 @@ struct eng_mc_config {
 void eng_mc_config_defaults(struct eng_mc_config *cfg);
 
 /* Start-up (any thread): parses "host:port, host:port" (libmemcached's syntax; port 11211 when
- * left out) and resolves the hosts. Returns 0 and *out, or -1 with a sentence in err (empty
- * list, bad entry, unknown host, more than ENG_MC_SERVERS_MAX servers, a Unix socket path). */
+ * left out). Numeric addresses are parsed now; host names are not looked up here: each
+ * connection resolves its server's name when it connects (off the shard), so a name that does
+ * not resolve yet is not an error. Returns 0 and *out, or -1 with a sentence in err (empty
+ * list, bad entry, more than ENG_MC_SERVERS_MAX servers, a Unix socket path). */
 int eng_mc_servers_parse(const char *list, struct eng_mc_servers **out, char *err,
                          size_t err_len);
 void eng_mc_servers_free(struct eng_mc_servers *s);
