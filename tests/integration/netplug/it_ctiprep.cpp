@@ -8,6 +8,7 @@
 #include "diffcheck.h"
 #include "fake_ctipd.h"
 #include "itcommon.h"
+#include "netplug_common.h"
 
 using namespace itest;
 
@@ -37,19 +38,6 @@ std::string passive_body(const std::string &url)
            action_plugin("after", "dunno");
 }
 
-std::string first(const Reply &r)
-{
-    return r.ok() && !r.actions.empty() ? r.actions[0] : reply_status_name(r.status);
-}
-
-Reply send(uint16_t port, const std::string &ip, const std::string &instance = "")
-{
-    std::vector<std::pair<std::string, std::string>> o = {{"client_address", ip}};
-    if (!instance.empty())
-        o.push_back({"instance", instance});
-    return ask(Endpoint::tcp(port), postfix_request(o));
-}
-
 std::string body_for(const std::string &ip, const std::string &key = "")
 {
     return "x-ctch-request-type: classifyip\r\nx-ctch-pver: 1.0\r\n" +
@@ -64,14 +52,14 @@ TEST_CASE("verdicts, messages, the request's bytes, keep-alive", "[it_ctiprep]")
     uint16_t port = free_tcp_port();
     auto d = start_ring(simple_config(port, ct_plugin(ct.url()), "shards = 1\nlog_level = 4\n"),
                         Endpoint::tcp(port));
-    CHECK(first(send(port, "192.0.2.1")) == "reject 550 delivery from 192.0.2.1" + kRejectTail +
+    CHECK(first(send_from(port, "192.0.2.1")) == "reject 550 delivery from 192.0.2.1" + kRejectTail +
                                                  "REF-1");
-    CHECK(first(send(port, "192.0.2.2")) == "defer 450 delivery from 192.0.2.2" + kDeferTail +
+    CHECK(first(send_from(port, "192.0.2.2")) == "defer 450 delivery from 192.0.2.2" + kDeferTail +
                                                  "REF-2");
-    CHECK(first(send(port, "192.0.2.9")) == "dunno");
+    CHECK(first(send_from(port, "192.0.2.9")) == "dunno");
     CHECK(ct.accepted() == 1); // one kept connection
-    CHECK(first(send(port, "192.0.2.3")) == "dunno"); // HTTP/1.0, closed by ctipd
-    CHECK(first(send(port, "192.0.2.7")) == "reject 550 delivery from 192.0.2.7" + kRejectTail);
+    CHECK(first(send_from(port, "192.0.2.3")) == "dunno"); // HTTP/1.0, closed by ctipd
+    CHECK(first(send_from(port, "192.0.2.7")) == "reject 550 delivery from 192.0.2.7" + kRejectTail);
     CHECK(ct.accepted() == 2);
     auto seen = ct.seen();
     REQUIRE(seen.size() == 5);
@@ -96,11 +84,11 @@ TEST_CASE("failures: status, no action, unknown verdict, timeout; on_error", "[i
     const std::string closed = reply_status_name(Reply::CLOSED);
     for (std::string ip : {"192.0.2.4", "192.0.2.5", "192.0.2.6", "192.0.2.8"}) {
         INFO(ip);
-        CHECK(first(send(port, ip)) == closed);
-        CHECK(first(send(port2, ip)) == "dunno");
+        CHECK(first(send_from(port, ip)) == closed);
+        CHECK(first(send_from(port2, ip)) == "dunno");
     }
-    CHECK(first(send(port, "")) == "dunno"); // empty client_address is defined: accepted
-    CHECK(first(send(port, "\x7f")) == closed); // none: "no client_address in request!"
+    CHECK(first(send_from(port, "")) == "dunno"); // empty client_address is defined: accepted
+    CHECK(first(send_from(port, "\x7f")) == closed); // none: "no client_address in request!"
     CHECK(d->wait_log("error while accessing Commtouch ctipd: 500 Internal Server Error", 2000));
     CHECK(d->wait_log("could not find action in response", 2000));
     CHECK(d->wait_log("unknown ctiprep action: weird", 2000));
@@ -112,7 +100,7 @@ TEST_CASE("failures: status, no action, unknown verdict, timeout; on_error", "[i
     auto d3 = start_ring(simple_config(port3, ct_plugin("http://127.0.0.1:" +
                                                         std::to_string(nothing) + "/x")),
                          Endpoint::tcp(port3));
-    CHECK(first(send(port3, "192.0.2.1")) == closed);
+    CHECK(first(send_from(port3, "192.0.2.1")) == closed);
     CHECK(d3->wait_log("error while accessing Commtouch ctipd: Connection refused", 2000));
 }
 
@@ -128,13 +116,13 @@ TEST_CASE("key, templates, scores and passive modes, per-mail cache", "[it_ctipr
                                         "    reject_message = \"no %IP% %IP% (%REFID%)\"\n")) +
         vhost_block(std::to_string(port2), "passive", passive_body(ct.url()));
     auto d = start_ring(conf, Endpoint::tcp(port));
-    CHECK(first(send(port, "192.0.2.1", "m1")) == "reject no 192.0.2.1 %IP% (REF-1)");
+    CHECK(first(send_from(port, "192.0.2.1", "m1")) == "reject no 192.0.2.1 %IP% (REF-1)");
     REQUIRE(ct.count() == 1);
     CHECK(ct.seen()[0].body == body_for("192.0.2.1", "K-123"));
-    CHECK(first(send(port, "192.0.2.1", "m1")) == "reject no 192.0.2.1 %IP% (REF-1)");
+    CHECK(first(send_from(port, "192.0.2.1", "m1")) == "reject no 192.0.2.1 %IP% (REF-1)");
     CHECK(ct.count() == 1); // cached for the mail
-    CHECK(first(send(port2, "192.0.2.1", "m2")) == "reject score reached");
-    CHECK(first(send(port2, "192.0.2.2", "m3")) == "dunno"); // tempfail_score 0: no score
+    CHECK(first(send_from(port2, "192.0.2.1", "m2")) == "reject score reached");
+    CHECK(first(send_from(port2, "192.0.2.2", "m3")) == "dunno"); // tempfail_score 0: no score
     CHECK(ct.count() == 3);
 }
 

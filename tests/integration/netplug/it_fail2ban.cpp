@@ -7,6 +7,7 @@
 #include "diffcheck.h"
 #include "f2b_server.h"
 #include "itcommon.h"
+#include "netplug_common.h"
 
 using namespace itest;
 
@@ -18,19 +19,6 @@ std::string f2b_plugin(const std::string &sock, const std::string &extra = "")
     return "  <Plugin ban>\n    module = \"Fail2Ban\"\n    socket = \"" + sock +
            "\"\n    jail = \"postfix\"\n" + extra + "  </Plugin>\n" +
            action_plugin("after", "dunno");
-}
-
-std::string first(const Reply &r)
-{
-    return r.ok() && !r.actions.empty() ? r.actions[0] : reply_status_name(r.status);
-}
-
-Reply send(uint16_t port, const std::string &ip, const std::string &instance = "")
-{
-    std::vector<std::pair<std::string, std::string>> o = {{"client_address", ip}};
-    if (!instance.empty())
-        o.push_back({"instance", instance});
-    return ask(Endpoint::tcp(port), postfix_request(o));
 }
 
 } // namespace
@@ -45,12 +33,12 @@ TEST_CASE("the client address is banned before the answer; enabled = off", "[it_
                        vhost_block(std::to_string(port2), "off",
                                    f2b_plugin(f2b.sock(), "    enabled = off\n"));
     auto d = start_ring(conf, Endpoint::tcp(port));
-    CHECK(first(send(port, "192.0.2.7")) == "dunno");
+    CHECK(first(send_from(port, "192.0.2.7")) == "dunno");
     CHECK(contains(f2b.banned(), "192.0.2.7"));
     CHECK(d->wait_log("adding ip 192.0.2.7 to fail2ban jail postfix", 2000));
-    CHECK(first(send(port, "192.0.2.70")) == "dunno"); // the kept connection
+    CHECK(first(send_from(port, "192.0.2.70")) == "dunno"); // the kept connection
     CHECK(contains(f2b.banned(), "192.0.2.70"));
-    CHECK(first(send(port2, "192.0.2.8")) == "dunno");
+    CHECK(first(send_from(port2, "192.0.2.8")) == "dunno");
     CHECK_FALSE(contains(f2b.banned(), "192.0.2.8"));
 }
 
@@ -61,13 +49,13 @@ TEST_CASE("once per mail with a session", "[it_fail2ban]")
     auto d = start_ring(simple_config(port, f2b_plugin(f2b.sock()),
                                       "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n"),
                         Endpoint::tcp(port));
-    CHECK(first(send(port, "192.0.2.9", "mail-1")) == "dunno");
+    CHECK(first(send_from(port, "192.0.2.9", "mail-1")) == "dunno");
     REQUIRE(contains(f2b.banned(), "192.0.2.9"));
     f2b.unban("192.0.2.9");
     REQUIRE_FALSE(contains(f2b.banned(), "192.0.2.9"));
-    CHECK(first(send(port, "192.0.2.9", "mail-1")) == "dunno"); // same mail: not sent again
+    CHECK(first(send_from(port, "192.0.2.9", "mail-1")) == "dunno"); // same mail: not sent again
     CHECK_FALSE(contains(f2b.banned(), "192.0.2.9"));
-    CHECK(first(send(port, "192.0.2.9", "mail-2")) == "dunno"); // another mail
+    CHECK(first(send_from(port, "192.0.2.9", "mail-2")) == "dunno"); // another mail
     CHECK(contains(f2b.banned(), "192.0.2.9"));
 }
 
@@ -83,8 +71,8 @@ TEST_CASE("no fail2ban socket: plugin failure, or the next plugin with on_error 
                        vhost_block(std::to_string(port2), "lenient",
                                    f2b_plugin(sock, "    on_error = continue\n"));
     auto d = start_ring(conf, Endpoint::tcp(port));
-    CHECK(first(send(port, "192.0.2.10")) == reply_status_name(Reply::CLOSED));
-    CHECK(first(send(port2, "192.0.2.10")) == "dunno");
+    CHECK(first(send_from(port, "192.0.2.10")) == reply_status_name(Reply::CLOSED));
+    CHECK(first(send_from(port2, "192.0.2.10")) == "dunno");
     CHECK(d->wait_log("cant connect fail2ban socket", 2000));
 }
 

@@ -6,6 +6,7 @@
 // slow upstream (timeout_ms); start-up errors.
 #include "diffcheck.h"
 #include "itcommon.h"
+#include "netplug_common.h"
 
 using namespace itest;
 
@@ -24,11 +25,6 @@ std::string proxy_body(const std::string &target_line, const std::string &extra 
 {
     return "  <Plugin proxy>\n    module = \"Proxy\"\n    " + target_line + "\n" + extra +
            "  </Plugin>\n" + action_plugin("after", "reject not proxied");
-}
-
-std::string first(const Reply &r)
-{
-    return r.ok() && !r.actions.empty() ? r.actions[0] : reply_status_name(r.status);
 }
 
 Reply ask_rcpt(uint16_t port, const std::string &rcpt, const std::string &instance = "x1")
