@@ -5,12 +5,11 @@
  * 127.0.0.1:11211; parsed once, ketama over them; host names are resolved by each shard's
  * connection when it connects, engine/mc.c, so a name that does not resolve yet starts),
  * `namespace` (prepended to every key; refused when memcached keys cannot carry it), `debug`
- * (accepted, unused). shard_start
- * creates this connection's client on each shard (engine/mc.c: the text protocol on the ring,
- * pipelined, with timeouts, reconnects and fail-fast) and a pool of completion trampolines of
- * the client's size, so translating a pol_mc_done_fn callback never allocates. Everything a
- * shard uses is its own slot of the per-shard arrays; nothing is shared between shards after
- * start-up.
+ * (accepted, unused). shard_start creates this connection's client on each shard
+ * (engine/mc.c: the text protocol on the ring, pipelined, with timeouts, reconnects and
+ * fail-fast) and a pool of completion trampolines of the client's size, so translating a
+ * pol_mc_done_fn callback never allocates. Everything a shard uses is its own slot of the
+ * per-shard arrays; nothing is shared between shards after start-up.
  *
  * Who may call: pol_mc_lookup in a plugin's create (main thread); the operations on a shard
  * thread, for a connection started on that shard. Failures: open fails start-up with a sentence
