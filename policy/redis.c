@@ -23,19 +23,97 @@
 #include <sys/un.h>
 
 #include "eng/assert.h"
+#include "eng/log.h"
+#include "metrics.h"
 #include "server.h"
 
 #define POL_REDIS_SHARDS_MAX 1024u /* as many as the engine allows (ENG_SHARDS_MAX) */
 #define POL_REDIS_SERVER_DEFAULT "127.0.0.1:6379"
 #define POL_REDIS_HOST_BYTES 256
+/* How often a shard publishes whether its connection is up (for GET /readyz). */
+#define POL_REDIS_READY_PROBE_MS 250u
+
+struct pol_redis;
+
+/* One shard's client. */
+struct redis_shard {
+    struct eng_redis *client;
+    struct pol_redis *rc;
+    struct eng_timer probe; /* POL_REDIS_READY_PROBE_MS: up from the client's state */
+    bool up;                /* written by the shard (relaxed), read by redis_ready anywhere */
+    bool started;           /* written by the shard (relaxed): between shard_start and stop */
+};
 
 struct pol_redis {
     char *name;
     char host[POL_REDIS_HOST_BYTES]; /* numeric */
     char *sock, *password;
     struct eng_redis_config cfg;
-    struct eng_redis *clients[POL_REDIS_SHARDS_MAX];
+    struct redis_shard shards[POL_REDIS_SHARDS_MAX];
 };
+
+/* Per-shard metrics (policy/metrics.h), labelled by connection name. */
+enum {
+    RM_COMMANDS,
+    RM_ERRORS,
+    RM_DOWN,
+    RM_TIMEOUTS,
+    RM_RECONNECTS,
+    RM_CONNECT_FAILURES,
+    RM_QUEUE_DEPTH,
+    RM_QUEUE_DEPTH_MAX,
+    RM_UP,
+    RM_COUNT
+};
+
+static const struct pol_metrics_field redis_fields[RM_COUNT] = {
+    [RM_COMMANDS] = {"ringpolicyd_redis_commands_total", "Redis commands queued.", false, false},
+    [RM_ERRORS] = {"ringpolicyd_redis_errors_total", "Redis commands answered with an error.",
+                   false, false},
+    [RM_DOWN] = {"ringpolicyd_redis_down_total",
+                 "Redis commands failed because the connection was down or broke.", false, false},
+    [RM_TIMEOUTS] = {"ringpolicyd_redis_timeouts_total",
+                     "Redis commands without a reply before their deadline.", false, false},
+    [RM_RECONNECTS] = {"ringpolicyd_redis_reconnects_total",
+                       "Redis connections lost (peer closed, error, timeout, AUTH/SELECT).", false,
+                       false},
+    [RM_CONNECT_FAILURES] = {"ringpolicyd_redis_connect_failures_total",
+                             "Redis connection attempts that failed.", false, false},
+    [RM_QUEUE_DEPTH] = {"ringpolicyd_redis_queue_depth",
+                        "Redis commands queued or in flight now.", true, false},
+    [RM_QUEUE_DEPTH_MAX] = {"ringpolicyd_redis_queue_depth_max",
+                            "Most Redis commands queued or in flight at once on a shard.", true,
+                            true},
+    [RM_UP] = {"ringpolicyd_redis_connections_up",
+               "Redis connections established now (all shards).", true, false},
+};
+static const struct pol_metrics_source_desc redis_metrics = {"connection", redis_fields, RM_COUNT};
+
+static void redis_snap(void *ctx, uint64_t *v)
+{
+    const struct redis_shard *rs = ctx;
+    struct eng_redis_stats st;
+    if (!rs->client)
+        return;
+    eng_redis_get_stats(rs->client, &st);
+    v[RM_COMMANDS] = st.commands;
+    v[RM_ERRORS] = st.status[ENG_REDIS_ERROR];
+    v[RM_DOWN] = st.status[ENG_REDIS_DOWN];
+    v[RM_TIMEOUTS] = st.status[ENG_REDIS_TIMEOUT];
+    v[RM_RECONNECTS] = st.resets;
+    v[RM_CONNECT_FAILURES] = st.connect_failures;
+    v[RM_QUEUE_DEPTH] = st.queue_depth;
+    v[RM_QUEUE_DEPTH_MAX] = st.queue_depth_max;
+    v[RM_UP] = eng_redis_up(rs->client) ? 1 : 0;
+}
+
+static void probe_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    struct redis_shard *rs =
+        (struct redis_shard *)(void *)((char *)t - offsetof(struct redis_shard, probe));
+    __atomic_store_n(&rs->up, rs->client && eng_redis_up(rs->client), __ATOMIC_RELAXED);
+    eng_timer_arm(sh, t, POL_REDIS_READY_PROBE_MS);
+}
 
 static const char *opt_text(const struct pol_cfg_node *b, const char *name, const char *dflt)
 {
@@ -180,26 +258,55 @@ static int redis_shard_start(struct pol_conn_def *def, struct eng_shard *sh, cha
         snprintf(err, err_len, "more than %u shards", POL_REDIS_SHARDS_MAX);
         return -1;
     }
-    ENG_ASSERT(rc->clients[idx] == NULL);
-    int r = eng_redis_create(sh, &rc->cfg, &rc->clients[idx]);
+    struct redis_shard *rs = &rc->shards[idx];
+    ENG_ASSERT(rs->client == NULL);
+    int r = eng_redis_create(sh, &rc->cfg, &rs->client);
     if (r != 0) {
         snprintf(err, err_len, "cannot create the redis client: %s", strerror(-r));
         return -1;
     }
+    rs->rc = rc;
+    eng_timer_init(&rs->probe, probe_fired);
+    eng_timer_arm(sh, &rs->probe, POL_REDIS_READY_PROBE_MS);
+    __atomic_store_n(&rs->started, true, __ATOMIC_RELAXED);
+    if (pol_metrics_source_add(&redis_metrics, rc->name, redis_snap, rs) != 0)
+        eng_log(ENG_LOG_WARNING, "connection %s: no room for its metrics on shard %u", rc->name,
+                idx);
     return 0;
 }
 
 static void redis_shard_stop(struct pol_conn_def *def, struct eng_shard *sh)
 {
     struct pol_redis *rc = def->impl;
-    unsigned idx = eng_shard_index(sh);
-    eng_redis_destroy(rc->clients[idx]);
-    rc->clients[idx] = NULL;
+    struct redis_shard *rs = &rc->shards[eng_shard_index(sh)];
+    pol_metrics_source_remove(rs);
+    __atomic_store_n(&rs->started, false, __ATOMIC_RELAXED);
+    __atomic_store_n(&rs->up, false, __ATOMIC_RELAXED);
+    eng_timer_cancel(sh, &rs->probe);
+    eng_redis_destroy(rs->client);
+    rs->client = NULL;
 }
 
 static void redis_close(struct pol_conn_def *def)
 {
     redis_free(def->impl);
+}
+
+/* GET /readyz: ready when a running shard has its connection up (as its probe timer last saw,
+ * at most POL_REDIS_READY_PROBE_MS ago). Any thread; relaxed loads only. */
+static int redis_ready(const struct pol_conn_def *def, char *why, size_t why_len)
+{
+    const struct pol_redis *rc = def->impl;
+    unsigned running = 0;
+    for (unsigned i = 0; i < POL_REDIS_SHARDS_MAX; i++) {
+        if (!__atomic_load_n(&rc->shards[i].started, __ATOMIC_RELAXED))
+            continue;
+        running++;
+        if (__atomic_load_n(&rc->shards[i].up, __ATOMIC_RELAXED))
+            return 0;
+    }
+    snprintf(why, why_len, running ? "redis not connected" : "not started on any shard");
+    return -1;
 }
 
 const struct pol_conn_ops pol_conn_Redis = {
@@ -208,6 +315,7 @@ const struct pol_conn_ops pol_conn_Redis = {
     .shard_start = redis_shard_start,
     .shard_stop = redis_shard_stop,
     .close = redis_close,
+    .ready = redis_ready,
 };
 
 struct pol_redis *pol_redis_of_server(const struct pol_server *s, const char *name)
@@ -240,7 +348,7 @@ static struct eng_redis *client_of(struct pol_redis *rc, struct eng_shard *sh)
 {
     unsigned idx = eng_shard_index(sh);
     ENG_ASSERT(idx < POL_REDIS_SHARDS_MAX);
-    return rc->clients[idx];
+    return rc->shards[idx].client;
 }
 
 int pol_redis_command(struct eng_shard *sh, struct pol_redis *rc, int argc,

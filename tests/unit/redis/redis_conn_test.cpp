@@ -339,7 +339,14 @@ TEST_CASE("reconnect after redis is killed and restarted", "[redis_conn]")
     Rig rig(block("r", " server = \"" + rserver().addr() + "\"\n"), 1);
     pol_redis *rc = rlookup("r");
     REQUIRE(run(rig, 0, rc, "SET down-k v").st == ENG_REDIS_OK);
+    // GET /readyz's view (the shard's probe publishes every 250 ms).
+    const pol_conn_def *def = pol_server_conn(g_srv, "r");
+    REQUIRE(def != nullptr);
+    char why[128] = "";
+    CHECK(eventually([&] { return def->ops->ready(def, why, sizeof(why)) == 0; }, 5000));
     rserver().kill_now();
+    CHECK(eventually([&] { return def->ops->ready(def, why, sizeof(why)) != 0; }, 5000));
+    CHECK(std::string(why) == "redis not connected");
     REQUIRE(eventually([&] { return run(rig, 0, rc, "GET down-k").st == ENG_REDIS_DOWN; }, 5000));
     auto t0 = std::chrono::steady_clock::now();
     CHECK(run(rig, 0, rc, "GET down-k").st == ENG_REDIS_DOWN); // fails fast
@@ -347,6 +354,7 @@ TEST_CASE("reconnect after redis is killed and restarted", "[redis_conn]")
     REQUIRE(rserver().start());
     REQUIRE(eventually([&] { return run(rig, 0, rc, "SET down-k w").st == ENG_REDIS_OK; }, 15000));
     CHECK(run(rig, 0, rc, "GET down-k").str == "w");
+    CHECK(eventually([&] { return def->ops->ready(def, why, sizeof(why)) == 0; }, 5000));
     eng_redis_stats st = rstats(rig, 0, rc);
     CHECK(st.resets >= 1);
     CHECK(st.connects >= 2);
