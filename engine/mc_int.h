@@ -22,5 +22,9 @@ size_t mc_request_format(char *out, enum eng_mc_cmd cmd, const char *key, size_t
 /* The shard loop: a completion of kind ENG_OP_MC, and the end of a turn (before the submit). */
 void eng_mc_complete(struct eng_shard *sh, const struct eng_cqe *cqe);
 void eng_mc_turn_end(struct eng_shard *sh);
+/* The shard left its loop (after the application's shard_stop): frees the connections of
+ * destroyed clients still closing (their cancellations will never be reaped) and the shard's
+ * state. Connections of live clients are their owner's. */
+void eng_mc_shard_exit(struct eng_shard *sh);
 
 #endif

@@ -409,6 +409,7 @@ void *eng_shard_main(void *arg)
     if (rc == 0) {
         sh->sealed = true;
         shard_loop(sh);
+        eng_mc_shard_exit(sh);
     }
     if (sh->ring)
         sh->ring->ops->thread_exit(sh->ring);
