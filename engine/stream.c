@@ -117,9 +117,17 @@ int eng_stream_target_tcp(const char *hostport, struct eng_stream_target *out, c
         snprintf(err, err_len, "cannot resolve '%s': %s", host, gai_strerror(rc));
         return -ENOENT;
     }
-    ENG_ASSERT(res->ai_addrlen <= sizeof(out->addr));
-    memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
-    out->addr_len = res->ai_addrlen;
+    /* An IPv4 address first when the name has one: 2.05's clients (IO::Socket::INET) spoke
+     * IPv4 only, and "localhost" must not turn into ::1 where the server listens on 127.0.0.1. */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+    ENG_ASSERT(pick->ai_addrlen <= sizeof(out->addr));
+    memcpy(&out->addr, pick->ai_addr, pick->ai_addrlen);
+    out->addr_len = pick->ai_addrlen;
     freeaddrinfo(res);
     eng_addr_format((const struct sockaddr *)&out->addr, out->addr_len, out->name,
                     sizeof(out->name));

@@ -41,8 +41,8 @@ struct eng_stream_target {
 };
 
 /* "HOST:PORT" or "[V6]:PORT". HOST may be a name: it is resolved now with getaddrinfo (which
- * blocks: call it at start-up, never on the data path) and the first address is used for the
- * life of the target. Returns 0, or -EINVAL / -ENOENT with a sentence in err. */
+ * blocks: call it at start-up, never on the data path) and its first IPv4 address (else its
+ * first address) is used for the life of the target. Returns 0, or -EINVAL / -ENOENT with a sentence in err. */
 int eng_stream_target_tcp(const char *hostport, struct eng_stream_target *out, char *err,
                           size_t err_len);
 /* A Unix stream socket path. Returns 0, or -ENAMETOOLONG / -EINVAL with a sentence in err. */

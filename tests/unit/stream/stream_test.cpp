@@ -376,7 +376,8 @@ TEST_CASE("targets: HOST:PORT, [V6]:PORT, names, paths, and bad input", "[stream
     REQUIRE(eng_stream_target_tcp("[::1]:80", &t, err, sizeof(err)) == 0);
     CHECK(std::string(t.name) == "[::1]:80");
     REQUIRE(eng_stream_target_tcp("localhost:12345", &t, err, sizeof(err)) == 0);
-    CHECK(t.addr.ss_family != AF_UNSPEC);
+    CHECK(t.addr.ss_family == AF_INET); // IPv4 preferred, as 2.05's IO::Socket::INET
+    CHECK(std::string(t.name) == "127.0.0.1:12345");
     CHECK(eng_stream_target_tcp("127.0.0.1", &t, err, sizeof(err)) == -EINVAL);
     CHECK(eng_stream_target_tcp("127.0.0.1:", &t, err, sizeof(err)) == -EINVAL);
     CHECK(eng_stream_target_tcp(":80", &t, err, sizeof(err)) == -EINVAL);
