@@ -27,7 +27,7 @@ def failed(w):
 def extra(o):
     keys = ["p99_ratio", "rst_sent", "flood_open", "pipelined_bursts", "pipelined_refused",
             "pipelined_partial", "accept_paused", "accept_errors", "served_again_ms",
-            "reload_log_lines", "daemon_replies", "exit_ms", "answered_last_1.5s",
+            "reload_log_lines", "daemon_replies", "exit_ms", "answered_last_1.5s", "answered_last_2.5s",
             "restart_to_answer_ms", "refused", "counted", "log_lines", "large_replied",
             "large_closed", "closed_nomem", "down_ms", "silent_ms"]
     out = []
@@ -51,6 +51,8 @@ for name in order + sorted(set(rows) - set(order)):
     answered = "%s (%s)" % (during["answered"], failed(during)) if during else "-"
     lost = o.get("lost_counts", "-")
     rec = o.get("recovery_ms", "-")
+    note = extra(o)
+    if o.get("p99_ratio", 0) > 2:
+        note += " **p99 over 2x the no-fault run**"
     print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-        name, answered, lat(o.get("before")), lat(during), lat(o.get("after")), rec, lost,
-        extra(o)))
+        name, answered, lat(o.get("before")), lat(during), lat(o.get("after")), rec, lost, note))

@@ -5,7 +5,7 @@
 //    answered mail was accounted: Accounting on SQLite with an hour's flush_interval, so the
 //    counts in the table were all written at exit, and their sum equals the replies;
 //  - kill -9 during load with flush_interval = 1: what is lost is at most the counts of the
-//    last flush interval (plus one flush's duration), the restarted daemon answers again, and
+//    last flush interval (plus 1.5 s for a flush's duration), the restarted daemon answers, and
 //    how long that took is reported.
 // Figures are printed as one JSON line per test.
 #include "fault_load.h"
@@ -170,8 +170,8 @@ TEST_CASE("daemon: kill -9 during load loses at most a flush interval", "[fault]
         load.stop();
         auto s = load.snapshot();
         replies = answered(s);
-        /* Answered in the last flush interval plus half a second (a flush's own time). */
-        last_interval = Load::window(s, t_kill - 1500, t_kill + 1000).answered;
+        /* Answered in the last flush interval plus 1.5 s (a flush's own time on a busy box). */
+        last_interval = Load::window(s, t_kill - 2500, t_kill + 1000).answered;
         counted = acct_sum(db);
         int64_t t_restart = now_ms();
         auto d2 = start_ring(conf, Endpoint::tcp(port));
@@ -183,7 +183,7 @@ TEST_CASE("daemon: kill -9 during load loses at most a flush interval", "[fault]
     print_json("kill9", "\"client_replies\":" + std::to_string(replies) + ",\"accounted\":" +
                             std::to_string(counted) + ",\"lost_counts\":" +
                             std::to_string(replies - counted) +
-                            ",\"answered_last_1.5s\":" + std::to_string(last_interval) +
+                            ",\"answered_last_2.5s\":" + std::to_string(last_interval) +
                             ",\"flush_interval_s\":1,\"restart_to_answer_ms\":" +
                             std::to_string(restart_ms));
     CHECK(replies > 1000);
