@@ -67,10 +67,12 @@ void job_run(eng_work *w, unsigned worker)
 void job_done(eng_shard *sh, eng_work *w)
 {
     Job *j = reinterpret_cast<Job *>(w);
-    REQUIRE(sh == eng_shard_self());
+    // No Catch2 assertion here: it is not thread-safe (ThreadSanitizer saw its counters raced by
+    // the shards). A done on a thread other than sh's records -3, which the tests' done_shard
+    // checks reject.
     j->status = w->status;
     j->done_seq = g_done_seq++;
-    j->done_shard = int(eng_shard_index(sh));
+    j->done_shard = sh == eng_shard_self() ? int(eng_shard_index(sh)) : -3;
 }
 
 int work_shard_start(eng_shard *sh, void *, void **app)
