@@ -132,6 +132,15 @@ class SlapdServer
         waitpid(pid_, nullptr, 0);
         pid_ = -1;
     }
+    // SIGKILL without SIGCONT first: a stopped slapd dies without answering anything more.
+    void kill_stopped()
+    {
+        if (pid_ <= 0)
+            return;
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
     bool pause()
     {
         kill(pid_, SIGSTOP);
