@@ -57,13 +57,18 @@ for _ in $(seq 100); do
 done
 curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null || { echo "daemon not ready" >&2; cat "$DIR/daemon.log"; exit 1; }
 
-echo "# scrape benchmark: $(nproc) CPUs, ringpolicyd $("$DAEMON" --version 2>/dev/null | head -1), shards=$SHARDS, chain.conf"
+echo "# scrape benchmark: $(nproc) CPUs, $DAEMON, shards=$SHARDS (0: one per CPU), chain.conf + http_port"
 BYTES=$(curl -s "http://127.0.0.1:$HTTP/metrics" | wc -c)
 echo "page: $BYTES bytes"
 
 echo "## 1. scrape rate: wrk -t1 -c1 -d${DURATION}s http://127.0.0.1:PORT/metrics"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PID/stat"; } # utime + stime of the daemon
+C0=$(cpu_ticks)
 wrk -t1 -c1 -d"${DURATION}s" "http://127.0.0.1:$HTTP/metrics" | tee "$DIR/wrk.txt"
+C1=$(cpu_ticks)
 SCRAPE_RATE=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$DIR/wrk.txt")
+SCRAPE_N=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$DIR/wrk.txt")
+CPU_US=$(( (C1 - C0) * 1000000 / $(getconf CLK_TCK) ))
 
 run_load() { # $1: label
     "$LOAD" --server "127.0.0.1:$PORT" --connections "$CONNS" --duration "$DURATION" \
@@ -81,7 +86,7 @@ for i in $(seq "$REPEATS"); do
 done
 SCRAPES=$(curl -s "http://127.0.0.1:$HTTP/metrics" | sed -n 's/^ringpolicyd_http_responses_total{code="2xx"} //p')
 
-python3 - "$DIR/runs.jsonl" "$SCRAPE_RATE" "$BYTES" "$SCRAPES" <<'EOF'
+python3 - "$DIR/runs.jsonl" "$SCRAPE_RATE" "$BYTES" "$SCRAPES" "$CPU_US" "$SCRAPE_N" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 label = lambda r: r.get("label", r.get("setup", {}).get("label"))
@@ -90,6 +95,9 @@ on = [r["rps"] for r in runs if label(r) == "on"]
 mo, mn = statistics.median(off), statistics.median(on)
 print("## result")
 print(f"scrape rate: {float(sys.argv[2]):.0f} scrapes/s of a {sys.argv[3]}-byte page (wrk -t1 -c1)")
+per = float(sys.argv[5]) / max(1, int(sys.argv[6]))
+print(f"daemon CPU per scrape: {per:.0f} us (its user+system time during wrk / scrapes); one scrape "
+      f"a second is {per / 1e4:.3f}% of one CPU")
 print("policy rps without scrapes: " + ", ".join(f"{x:.0f}" for x in off) + f" (median {mo:.0f})")
 print("policy rps with 1 scrape/s: " + ", ".join(f"{x:.0f}" for x in on) + f" (median {mn:.0f})")
 print(f"cost of one scrape per second: {100.0 * (mo - mn) / mo:+.2f}% of throughput (target < 1%)")

@@ -14,6 +14,7 @@
 // mails Postfix accepted (and smtp-sink received). Postfix, smtp-sink and the daemon are stopped
 // on every path (destructors).
 #include "../itcommon.h"
+#include "../acct/acct_rig.h"
 
 #include <sqlite3.h>
 
@@ -23,7 +24,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <ctime>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -146,16 +146,6 @@ long sqlite_long(const std::string &path, const std::string &sql)
     }
     sqlite3_close(db);
     return v;
-}
-
-std::string month()
-{
-    char buf[32];
-    time_t now = time(nullptr);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(buf, sizeof(buf), "%Y-%m", &tm);
-    return buf;
 }
 
 } // namespace
@@ -287,7 +277,7 @@ TEST_CASE("Postfix with the documented snippets: REJECT, PREPEND X-MtScore, quot
         [&] {
             return sqlite_long(db, "SELECT count FROM acct_client_address WHERE key = "
                                    "'127.0.0.1' AND time = '" +
-                                       month() + "'") == accepted;
+                                       acctit::month_bucket() + "'") == accepted;
         },
         5000));
     CHECK(sqlite_long(db, "SELECT count_rcpt FROM acct_client_address WHERE key = '127.0.0.1'") ==
