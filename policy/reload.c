@@ -99,6 +99,15 @@ static int restart_only(const struct pol_server *cur, struct pol_server *n, cons
                  os->kind == POL_SCACHE_MEMCACHED ? "another module" : "Memory or None");
         return -1;
     }
+    /* Redis: the same as Memcached (its own cache on the new generation's connections). */
+    if (os->kind == POL_SCACHE_REDIS && ns->kind == POL_SCACHE_REDIS)
+        return 0;
+    if (os->kind == POL_SCACHE_REDIS || ns->kind == POL_SCACHE_REDIS) {
+        pol_errf(err, err_len, ns->file ? ns->file : path, ns->file ? ns->line : 0,
+                 "the <SessionCache> module changes between Redis and %s only with a restart",
+                 os->kind == POL_SCACHE_REDIS ? "another module" : "Memory or None");
+        return -1;
+    }
     if (os->kind != ns->kind || os->expire_s != ns->expire_s ||
         os->sessions_max != ns->sessions_max || os->session_bytes_max != ns->session_bytes_max ||
         os->memory_bytes != ns->memory_bytes)
