@@ -1042,3 +1042,29 @@ struct pol_ldap_client *pol_ldap_conn_client(struct pol_ldap_conn *lc, struct en
     unsigned idx = eng_shard_index(sh);
     return idx < LDAP_SHARDS_MAX ? lc->shards[idx].client : NULL;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * For the core's connection table (server.c conn_modules): open reads and checks the block's
+ * options at start-up even when no plugin names it; plugins then share the same entry. The
+ * per-shard clients are started by the plugins that use them, so shards without LDAP users
+ * open nothing.
+ */
+
+static int conn_open(struct pol_server *s, struct pol_conn_def *def, char *err, size_t err_len)
+{
+    (void)s;
+    def->impl = pol_ldap_conn_get(def, err, err_len);
+    return def->impl ? 0 : -1;
+}
+
+static void conn_close_def(struct pol_conn_def *def)
+{
+    pol_ldap_conn_put(def->impl);
+    def->impl = NULL;
+}
+
+const struct pol_conn_ops pol_conn_Ldap = {
+    .module = "Ldap",
+    .open = conn_open,
+    .close = conn_close_def,
+};

@@ -134,6 +134,12 @@ void pol_ldap_conn_shard_stop(struct pol_ldap_conn *lc, struct eng_shard *sh);
 /* The shard's client (NULL when not started on sh). */
 struct pol_ldap_client *pol_ldap_conn_client(struct pol_ldap_conn *lc, struct eng_shard *sh);
 
+/* The module for the core's connection table (server.c): open checks the <Connection> block's
+ * options at start-up and holds a reference until close. Not registered yet (see the report of
+ * session 11): until it is, LdapUserConfig reads the block when it is created. */
+struct pol_conn_ops;
+extern const struct pol_conn_ops pol_conn_Ldap;
+
 #ifdef __cplusplus
 }
 #endif
