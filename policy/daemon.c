@@ -24,6 +24,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "allow.h"
 #include "eng/assert.h"
 #include "eng/engine.h"
 #include "eng/http.h"
@@ -145,6 +146,10 @@ static int d_open(void *app, struct eng_conn *c)
         eng_http_conn_open(ds->hs, &dc->http, c);
         return 0;
     }
+    socklen_t peer_len = 0;
+    const struct sockaddr *peer = eng_conn_peer(c, &peer_len);
+    if (pol_allow_refused(&ds->ps.srv->g.allow, peer, peer_len, port_of(dc), eng_now_ms(ds->sh)))
+        return -EACCES; /* allow (allow.h): closed at accept, counted, logged once a second */
     pol_proto_parser_init(&dc->parser, &ds->d->limits);
     eng_timer_init(&dc->keepalive, keepalive_fired);
     keepalive_arm(dc);
@@ -1018,6 +1023,7 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     cfg.app_conn_bytes = sizeof(struct dconn);
     cfg.drain_timeout_ms = g->drain_timeout_s * 1000u;
     cfg.limits.conns_per_shard_max = g->max_connections;
+    cfg.limits.stage_bytes_per_shard_max = g->max_staging_bytes_per_shard; /* 0: 64 MiB */
     /* Input held for a connection: a whole request of the largest size (the parser refuses a
      * bigger one first), or what a client pipelines while its request is answered (the
      * connection is paused then): max_pipelined_bytes. Past it the engine closes the connection
@@ -1055,6 +1061,10 @@ static int engine_create(struct daemon *d, const struct pol_daemon_opts *o, char
     pol_metrics_assign(d->srv);
     if (d->http && pol_metrics_register(http_collect, d) != 0) {
         snprintf(err, err_len, "no room for the HTTP collector");
+        return -ENOSPC;
+    }
+    if (d->http && pol_metrics_register(pol_allow_collect, NULL) != 0) {
+        snprintf(err, err_len, "no room for the allow collector");
         return -ENOSPC;
     }
     return 0;
