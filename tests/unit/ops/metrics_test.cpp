@@ -1,7 +1,8 @@
 /*
  * metrics_test.cpp: policy/metrics.c without an engine: action words, label escaping, name
  * slots (and their limit), per-shard blocks written by two threads and summed by a scrape, the
- * histogram's cumulative buckets, and the collector API.
+ * histogram's cumulative buckets, the collector API and per-shard sources (sums by label,
+ * max fields, counters carried over a replaced source, the entry limit).
  */
 #include <catch2/catch.hpp>
 
@@ -225,5 +226,130 @@ TEST_CASE("a page that does not fit is flagged, not overrun", "[metrics]")
     pol_metrics_write(&b);
     CHECK(b.overflow);
     CHECK(b.len <= sizeof(buf));
+    pol_metrics_fini();
+}
+
+namespace
+{
+const pol_metrics_field k_src_fields[3] = {
+    {"ringpolicyd_test_ops_total", "Operations.", false, false},
+    {"ringpolicyd_test_depth", "Queued now.", true, false},
+    {"ringpolicyd_test_depth_max", "Most queued.", true, true},
+};
+const pol_metrics_source_desc k_src = {"connection", k_src_fields, 3};
+
+struct Client {
+    uint64_t ops = 0, depth = 0, depth_max = 0;
+};
+void snap(void *ctx, uint64_t *v)
+{
+    const Client *c = static_cast<const Client *>(ctx);
+    v[0] = c->ops;
+    v[1] = c->depth;
+    v[2] = c->depth_max;
+}
+
+/* On a new thread as shard idx (once per shard and test: a second start would replace the
+ * block): start its block, run f, snapshot, and stop the block when asked. */
+template <typename F> void on_shard(unsigned idx, bool stop, F f)
+{
+    std::thread t([&] {
+        REQUIRE(pol_metrics_shard_start(nullptr, idx) == 0);
+        f();
+        pol_shard_stats ps{};
+        pol_metrics_shard_snapshot(&ps, nullptr);
+        if (stop)
+            pol_metrics_shard_stop(idx);
+    });
+    t.join();
+}
+} // namespace
+
+TEST_CASE("per-shard sources: summed by label over shards, max as the largest, one head per family",
+          "[metrics]")
+{
+    REQUIRE(pol_metrics_init(2, nullptr) == 0);
+    /* A thread without a block: accepted, nothing published. */
+    Client none;
+    CHECK(pol_metrics_source_add(&k_src, "db", snap, &none) == 0);
+    pol_metrics_source_remove(&none);
+    pol_metrics_source_desc bad = {"connection", k_src_fields, 0};
+    CHECK(pol_metrics_source_add(&bad, "db", snap, &none) == -EINVAL);
+    CHECK(pol_metrics_source_add(&k_src, "db", nullptr, &none) == -EINVAL);
+
+    Client a0{10, 2, 5}, a1{7, 1, 9}, b1{3, 0, 1};
+    on_shard(0, false, [&] { REQUIRE(pol_metrics_source_add(&k_src, "db", snap, &a0) == 0); });
+    on_shard(1, false, [&] {
+        REQUIRE(pol_metrics_source_add(&k_src, "db", snap, &a1) == 0);
+        REQUIRE(pol_metrics_source_add(&k_src, "we\"ird", snap, &b1) == 0);
+    });
+    std::string p = scrape();
+    INFO(p);
+    CHECK(has_line(p, "ringpolicyd_test_ops_total{connection=\"db\"} 17"));
+    CHECK(has_line(p, "ringpolicyd_test_ops_total{connection=\"we\\\"ird\"} 3"));
+    CHECK(has_line(p, "ringpolicyd_test_depth{connection=\"db\"} 3"));
+    CHECK(has_line(p, "ringpolicyd_test_depth_max{connection=\"db\"} 9"));
+    CHECK(has_line(p, "# TYPE ringpolicyd_test_ops_total counter"));
+    CHECK(has_line(p, "# TYPE ringpolicyd_test_depth gauge"));
+    size_t first = p.find("# TYPE ringpolicyd_test_ops_total");
+    CHECK(p.find("# TYPE ringpolicyd_test_ops_total", first + 1) == std::string::npos);
+    size_t dbs = 0;
+    for (size_t at = p.find("ringpolicyd_test_ops_total{connection=\"db\"}"); at != std::string::npos;
+         at = p.find("ringpolicyd_test_ops_total{connection=\"db\"}", at + 1))
+        dbs++;
+    CHECK(dbs == 1);
+
+    pol_metrics_fini();
+}
+
+TEST_CASE("per-shard sources: a replaced source's counters carry over, gauges are gone once "
+          "removed",
+          "[metrics]")
+{
+    REQUIRE(pol_metrics_init(1, nullptr) == 0);
+    Client a0{10, 2, 5}, n0{4, 1, 1};
+    std::string p1, p2;
+    /* One shard is one thread: everything of shard 0 (and the scrapes) on the same thread. */
+    std::thread t([&] {
+        pol_shard_stats ps{};
+        if (pol_metrics_shard_start(nullptr, 0) != 0)
+            return;
+        pol_metrics_source_add(&k_src, "db", snap, &a0);
+        pol_metrics_shard_snapshot(&ps, nullptr);
+        /* A reload: the old client goes (its last values are taken), a new one starts at 0. */
+        a0.ops = 12;
+        pol_metrics_source_remove(&a0);
+        pol_metrics_source_add(&k_src, "db", snap, &n0);
+        pol_metrics_shard_snapshot(&ps, nullptr);
+        p1 = scrape();
+        pol_metrics_source_remove(&n0);
+        p2 = scrape();
+        pol_metrics_shard_stop(0);
+    });
+    t.join();
+    INFO(p1);
+    CHECK(has_line(p1, "ringpolicyd_test_ops_total{connection=\"db\"} 16")); /* 12 + 4 */
+    CHECK(has_line(p1, "ringpolicyd_test_depth{connection=\"db\"} 1"));
+    CHECK(has_line(p2, "ringpolicyd_test_ops_total{connection=\"db\"} 16"));
+    CHECK(has_line(p2, "ringpolicyd_test_depth{connection=\"db\"} 0"));
+    pol_metrics_fini();
+}
+
+TEST_CASE("per-shard sources: at most POL_METRICS_SOURCES_MAX entries per shard", "[metrics]")
+{
+    REQUIRE(pol_metrics_init(1, nullptr) == 0);
+    static Client cs[POL_METRICS_SOURCES_MAX + 1];
+    on_shard(0, true, [&] {
+        for (unsigned i = 0; i < POL_METRICS_SOURCES_MAX; i++)
+            REQUIRE(pol_metrics_source_add(&k_src, ("c" + std::to_string(i)).c_str(), snap,
+                                           &cs[i]) == 0);
+        CHECK(pol_metrics_source_add(&k_src, "one-more", snap, &cs[POL_METRICS_SOURCES_MAX]) ==
+              -ENOSPC);
+        /* A removed entry is reused by the same label, not by another. */
+        pol_metrics_source_remove(&cs[0]);
+        CHECK(pol_metrics_source_add(&k_src, "one-more", snap, &cs[POL_METRICS_SOURCES_MAX]) ==
+              -ENOSPC);
+        CHECK(pol_metrics_source_add(&k_src, "c0", snap, &cs[0]) == 0);
+    });
     pol_metrics_fini();
 }
