@@ -4,8 +4,9 @@
 // of the request value (a '*' does not widen the search), every %s replaced, filter_field, zero
 // or several entries changing nothing, search errors logged and ignored, an unreachable server
 // failing the plugin (on_error = continue goes on; the default closes without a reply, as 2.05),
-// concurrent requests on both shards, start-up errors naming the connection, and STARTTLS with
-// a generated certificate (trusted through LDAPTLS_CACERT; a host name it does not carry fails).
+// concurrent requests on both shards, request_timeout while slapd is stopped, start-up errors
+// naming the connection, and STARTTLS with a generated certificate (trusted through
+// LDAPTLS_CACERT; a host name it does not carry fails).
 #include "common.h"
 
 #include <atomic>
@@ -125,6 +126,31 @@ TEST_CASE("concurrent requests on every shard share one connection per shard", "
         t.join();
     CHECK(good == 200);
     CHECK(bad == 0);
+    d->stop();
+}
+
+TEST_CASE("request_timeout while slapd is stopped: answered with error_action; the search's "
+          "late answer releases the request and the daemon goes on",
+          "[it_ldap]")
+{
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(simple_config(port, chain(uc_opts()),
+                                      "request_timeout = 1\nerror_action = \"defer_if_permit "
+                                      "try later\"\n" +
+                                          conn_block(slapd().port(), "  timeout = 3\n")),
+                        Endpoint::tcp(port));
+    REQUIRE(ask1(port, {{"sasl_username", "bob@example.com"}}) == "reject limit above 15");
+    REQUIRE(slapd().pause());
+    int64_t t0 = now_ms();
+    std::string a = ask1(port, {{"sasl_username", "bob@example.com"}});
+    int64_t took = now_ms() - t0;
+    REQUIRE(slapd().resume());
+    CHECK(a == "defer_if_permit try later");
+    CHECK(took < 2500);
+    sleep_ms(3000); // slapd answers the waiting search now: the timed-out request is released
+    CHECK(d->alive());
+    CHECK(ask1(port, {{"sasl_username", "bob@example.com"}}) == "reject limit above 15");
+    CHECK(ask1(port, {{"sasl_username", "alice@example.com"}}) == "reject description first");
     d->stop();
 }
 
