@@ -151,6 +151,15 @@ TEST_CASE("request_timeout while slapd is stopped: answered with error_action; t
     CHECK(d->alive());
     CHECK(ask1(port, {{"sasl_username", "bob@example.com"}}) == "reject limit above 15");
     CHECK(ask1(port, {{"sasl_username", "alice@example.com"}}) == "reject description first");
+    // Stopped longer than the search's timeout (3 s): the search is abandoned at its deadline,
+    // which releases the request; the answer slapd gives after SIGCONT is dropped.
+    REQUIRE(slapd().pause());
+    a = ask1(port, {{"sasl_username", "bob@example.com"}});
+    sleep_ms(3500);
+    REQUIRE(slapd().resume());
+    CHECK(a == "defer_if_permit try later");
+    CHECK(d->alive());
+    CHECK(ask1(port, {{"sasl_username", "bob@example.com"}}) == "reject limit above 15");
     d->stop();
 }
 
