@@ -19,9 +19,8 @@
  * Server addresses: numeric ones are parsed at start-up; a host name is resolved when its
  * connection connects (each attempt, so a name that appears later, e.g. a Kubernetes Service,
  * or moves is followed), never at start-up and never on the shard: getaddrinfo_a runs the
- * lookup on glibc's helper thread, which hands the result over through an atomic state (its
- * notification function); the shard polls that state on the connection's retry timer every
- * MC_RESOLVE_POLL_MS while the connection stays DOWN (operations fail fast). A failed lookup
+ * lookup on glibc's helper thread (resolve.c); the shard polls it on the connection's retry
+ * timer every MC_RESOLVE_POLL_MS while the connection stays DOWN (operations fail fast). A failed lookup
  * counts as a failed connect (stats.connect_failures), is logged once per failure streak and
  * backs off like one. A client destroyed during a lookup abandons it: whichever side comes
  * last (the shard, or the notification) frees it.
@@ -39,8 +38,6 @@
 
 #include <errno.h>
 #include <netdb.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -54,6 +51,7 @@
 #include <libmemcached-1.0/memcached.h>
 
 #include "eng/log.h"
+#include "resolve.h"
 #include "internal.h"
 #include "mc_int.h"
 
@@ -85,19 +83,6 @@ struct eng_mc_servers {
 
 enum mc_state { MC_DOWN, MC_CONNECTING, MC_UP, MC_CLOSING };
 
-/* A host name lookup on glibc's getaddrinfo_a thread. state: RES_PENDING until the notification
- * (on glibc's thread) sets RES_DONE, or the shard sets RES_ABANDONED (client destroyed, or too
- * slow); the side that finds the other's mark frees it. */
-enum { RES_PENDING, RES_DONE, RES_ABANDONED };
-struct mc_resolve {
-    struct gaicb cb;
-    struct addrinfo hints;
-    char port[8];
-    char host[256]; /* a copy: an abandoned lookup may outlive the server list */
-    _Atomic int state;
-    uint64_t started_ms;
-};
-
 struct mc_op {
     uint32_t next; /* FIFO, deferred list or free list: op index + 1; 0 ends */
     uint8_t cmd;
@@ -120,7 +105,8 @@ struct mc_conn {
     bool recv_armed, send_inflight, poll_armed, cancel_sent;
     bool dirty, down_logged, reconnect_now;
     uint32_t backoff_ms;
-    struct mc_resolve *resolve; /* a lookup in flight (servers given by name) */
+    struct eng_resolve *resolve; /* a lookup in flight (servers given by name) */
+    uint64_t resolve_started_ms;
     struct sockaddr_storage addr;
     socklen_t addr_len;
     char *wbuf;
@@ -530,32 +516,11 @@ static void conn_up(struct mc_conn *c)
     mark_dirty(c);
 }
 
-/* glibc's helper thread: the lookup is done. The shard owns it from RES_DONE on; if the shard
- * abandoned it, nobody else will free it. */
-static void resolve_notify(union sigval sv)
-{
-    struct mc_resolve *r = sv.sival_ptr;
-    int expect = RES_PENDING;
-    if (atomic_compare_exchange_strong(&r->state, &expect, RES_DONE))
-        return;
-    if (r->cb.ar_result)
-        freeaddrinfo(r->cb.ar_result);
-    free(r);
-}
-
-/* The shard lets go of a lookup: frees it when done, else leaves it to the notification. */
+/* The shard lets go of a lookup in flight (resolve.h frees it when it is safe). */
 static void resolve_drop(struct mc_conn *c)
 {
-    struct mc_resolve *r = c->resolve;
-    if (!r)
-        return;
+    eng_resolve_drop(c->resolve);
     c->resolve = NULL;
-    int expect = RES_PENDING;
-    if (atomic_compare_exchange_strong(&r->state, &expect, RES_ABANDONED))
-        return; /* resolve_notify frees it */
-    if (r->cb.ar_result)
-        freeaddrinfo(r->cb.ar_result);
-    free(r);
 }
 
 static void resolve_failed(struct mc_conn *c, const char *why)
@@ -576,39 +541,23 @@ static void resolve_failed(struct mc_conn *c, const char *why)
 static bool resolve_step(struct mc_conn *c)
 {
     const struct mc_server *s = &c->mc->servers->srv[c->server];
-    struct mc_resolve *r = c->resolve;
     uint64_t now = eng_now_ms(c->ms->sh);
-    if (!r) {
-        r = calloc(1, sizeof(*r));
-        if (!r) {
-            resolve_failed(c, "out of memory");
-            return false;
-        }
-        r->hints = (struct addrinfo){.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-        snprintf(r->port, sizeof(r->port), "%u", s->port);
-        memcpy(r->host, s->host, sizeof(r->host));
-        r->cb.ar_name = r->host;
-        r->cb.ar_service = r->port;
-        r->cb.ar_request = &r->hints;
-        atomic_init(&r->state, RES_PENDING);
-        r->started_ms = now;
-        struct sigevent sev = {.sigev_notify = SIGEV_THREAD};
-        sev.sigev_value.sival_ptr = r;
-        sev.sigev_notify_function = resolve_notify;
-        struct gaicb *list[1] = {&r->cb};
-        int rc = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+    if (!c->resolve) {
+        char port[8];
+        snprintf(port, sizeof(port), "%u", s->port);
+        const struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+        int rc = eng_resolve_start(s->host, port, &hints, &c->resolve);
         if (rc != 0) {
-            free(r);
             resolve_failed(c, gai_strerror(rc));
             return false;
         }
-        c->resolve = r;
+        c->resolve_started_ms = now;
         c->state = MC_DOWN;
         eng_timer_arm(c->ms->sh, &c->retry_timer, MC_RESOLVE_POLL_MS);
         return false;
     }
-    if (atomic_load(&r->state) != RES_DONE) {
-        if (now - r->started_ms >= MC_RESOLVE_MAX_MS) {
+    if (!eng_resolve_done(c->resolve)) {
+        if (now - c->resolve_started_ms >= MC_RESOLVE_MAX_MS) {
             resolve_drop(c);
             resolve_failed(c, "the lookup timed out");
             return false;
@@ -616,16 +565,16 @@ static bool resolve_step(struct mc_conn *c)
         eng_timer_arm(c->ms->sh, &c->retry_timer, MC_RESOLVE_POLL_MS);
         return false;
     }
-    int rc = gai_error(&r->cb);
-    const struct addrinfo *ai = r->cb.ar_result;
-    bool ok = rc == 0 && ai && ai->ai_addrlen <= sizeof(c->addr);
+    const struct addrinfo *ai = NULL;
+    int rc = eng_resolve_result(c->resolve, &ai);
+    bool ok = rc == 0 && ai->ai_addrlen <= sizeof(c->addr);
     if (ok) {
         memcpy(&c->addr, ai->ai_addr, ai->ai_addrlen);
         c->addr_len = ai->ai_addrlen;
     }
     resolve_drop(c);
     if (!ok)
-        resolve_failed(c, rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        resolve_failed(c, rc ? gai_strerror(rc) : "address too long");
     return ok;
 }
 
