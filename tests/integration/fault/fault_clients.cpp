@@ -24,34 +24,6 @@ namespace
 constexpr unsigned kLoadConns = 64;
 constexpr unsigned kMaxConnsPerShard = 200; /* 2 shards: 400 in all */
 
-int connect_raw(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
-        ::close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-bool send_all(int fd, const std::string &s)
-{
-    size_t off = 0;
-    while (off < s.size()) {
-        ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        off += static_cast<size_t>(n);
-    }
-    return true;
-}
-
 struct Abuse {
     std::atomic<bool> stop{false};
     std::atomic<size_t> rst_sent{0}, flood_open{0}, garbage_bytes{0};
@@ -66,7 +38,7 @@ void slowloris(uint16_t port, Abuse &ab)
 {
     std::vector<int> fds;
     for (int i = 0; i < 10; i++)
-        fds.push_back(connect_raw(port));
+        fds.push_back(connect_loopback(port));
     std::string req = postfix_req(1, "slow");
     for (size_t i = 0; i < req.size() && !ab.stop; i++) {
         for (int fd : fds)
@@ -85,7 +57,7 @@ void half_open(uint16_t port, Abuse &ab)
     std::vector<int> fds;
     std::string half = postfix_req(2, "half").substr(0, 100);
     for (int i = 0; i < 40; i++) {
-        int fd = connect_raw(port);
+        int fd = connect_loopback(port);
         if (fd >= 0 && i % 2 == 0)
             send_all(fd, half);
         fds.push_back(fd);
@@ -102,7 +74,7 @@ void resets(uint16_t port, Abuse &ab)
     std::string half = postfix_req(3, "rst");
     half.resize(half.size() / 2);
     while (!ab.stop) {
-        int fd = connect_raw(port);
+        int fd = connect_loopback(port);
         if (fd >= 0) {
             send_all(fd, half);
             linger l{1, 0};
@@ -119,7 +91,7 @@ void flood(uint16_t port, Abuse &ab)
     /* More than the daemon may hold (2 x kMaxConnsPerShard) on top of everything else. */
     std::vector<int> fds;
     for (unsigned i = 0; i < 2 * kMaxConnsPerShard + 100 && !ab.stop; i++) {
-        int fd = connect_raw(port); /* the kernel's backlog completes the handshake */
+        int fd = connect_loopback(port); /* the kernel's backlog completes the handshake */
         if (fd >= 0) {
             fds.push_back(fd);
             ab.flood_open++;
@@ -133,7 +105,7 @@ void flood(uint16_t port, Abuse &ab)
 
 void garbage(uint16_t port, Abuse &ab)
 {
-    int fd = connect_raw(port);
+    int fd = connect_loopback(port);
     if (fd < 0)
         return;
     std::string chunk(64 * 1024, 'x');
@@ -161,7 +133,7 @@ void garbage(uint16_t port, Abuse &ab)
 void pipelined(uint16_t port, Abuse &ab)
 {
     while (!ab.stop) {
-        int fd = connect_raw(port);
+        int fd = connect_loopback(port);
         if (fd < 0) {
             sleep_ms(20);
             continue;

@@ -19,32 +19,6 @@ using namespace faultit;
 namespace
 {
 
-int connect_lo(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
-        ::close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-bool send_all(int fd, const std::string &s)
-{
-    size_t off = 0;
-    while (off < s.size()) {
-        ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-        if (n <= 0)
-            return false;
-        off += static_cast<size_t>(n);
-    }
-    return true;
-}
-
 /* Waits for a reply or a close: 1 replied, 0 closed, -1 nothing within timeout_ms. */
 int await(int fd, int timeout_ms)
 {
@@ -100,7 +74,7 @@ TEST_CASE("exhaustion: file descriptors", "[fault][fds]")
     int64_t t1 = now_ms();
     std::vector<int> flood;
     for (int i = 0; i < 300; i++) {
-        int fd = connect_lo(port);
+        int fd = connect_loopback(port);
         if (fd >= 0)
             flood.push_back(fd);
     }
@@ -164,7 +138,7 @@ TEST_CASE("exhaustion: the staging budget", "[fault][staging]")
     std::string head = req.substr(0, req.size() - 1), tail = req.substr(req.size() - 1);
     std::vector<int> big;
     for (int i = 0; i < 48; i++) {
-        int fd = connect_lo(port);
+        int fd = connect_loopback(port);
         if (fd >= 0 && send_all(fd, head))
             big.push_back(fd);
         else if (fd >= 0)

@@ -323,6 +323,36 @@ class Load
     }
 };
 
+/* A blocking TCP connection to 127.0.0.1:port, or -1. */
+inline int connect_loopback(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends every byte on a blocking socket; false on an error (reset, EPIPE). */
+inline bool send_all(int fd, const std::string &s)
+{
+    size_t off = 0;
+    while (off < s.size()) {
+        ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        off += static_cast<size_t>(n);
+    }
+    return true;
+}
+
 /* A Postfix request (itest::postfix_request) with a distinct instance and sender per seq. */
 inline std::string postfix_req(uint64_t seq, const std::string &tag = "f")
 {
