@@ -19,6 +19,17 @@
  * connection is reset (its other queries fail with -ECONNRESET). Every failure reaches done
  * from a timer (0 ms), never inside eng_pg_query.
  *
+ * Host names: a single host name (no hostaddr given) is resolved on each connection attempt,
+ * off the shard (resolve.c: glibc's getaddrinfo_a thread, polled every PG_RESOLVE_POLL_MS from
+ * the connection's timer, bounded by connect_timeout_ms), and the connection is opened with
+ * hostaddr set to the addresses found (at most PG_HOSTADDRS_MAX, tried in order) and host kept
+ * as given (once per address), so libpq itself never resolves on the shard while TLS
+ * verify-full and Kerberos still see the name. An unresolvable name (a Kubernetes Service
+ * created later) is a failed attempt like any other: counted in connect_failures, logged
+ * once per failure streak, retried with the backoff, queries failing fast meanwhile; a name
+ * that appears later, or moves, is followed without a restart. Numeric hosts, socket
+ * directories, lists of hosts and a given hostaddr go to libpq unchanged.
+ *
  * Owns: the PGconns and their sockets, query slots (queries_max, allocated at create), the
  * result FIFOs, the prepared statement caches (texts malloc'd once per statement). libpq
  * itself allocates PGresults and buffers. Thread: the client's shard only.
@@ -27,6 +38,7 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,9 +47,12 @@
 
 #include "eng/assert.h"
 #include "eng/log.h"
+#include "resolve.h"
 
 #define PG_ERR_BYTES 256
 #define PG_NAME_BYTES 64
+#define PG_RESOLVE_POLL_MS 10u /* how often a shard looks at a host name lookup in flight */
+#define PG_HOSTADDRS_MAX 8u   /* addresses of a host name handed to libpq per attempt */
 #define PG_PVALS_PREALLOC 1024u /* parameter pointers kept ready; more are malloc'd per query */
 /* A timer that must not fire in the current pass of the wheel: a 0 ms timer armed from a timer
  * callback can (the wheel walks the milliseconds since its last pass), and the poll on a
@@ -75,7 +90,7 @@ struct pg_stmt {
 
 /* WAIT: an attempt starts when the timer fires (at once after a break, after the backoff
  * after a failed attempt); CONNECTING: PQconnectPoll under way; READY: pipeline open. */
-enum c_state { C_WAIT, C_CONNECTING, C_READY };
+enum c_state { C_WAIT, C_RESOLVING, C_CONNECTING, C_READY };
 
 struct pg_conn {
     struct eng_pg *pg;
@@ -85,7 +100,10 @@ struct pg_conn {
     bool polling;
     uint32_t events;
     struct eng_poll poll;
-    struct eng_timer timer;   /* C_WAIT: start an attempt; C_CONNECTING: give up on it */
+    struct eng_timer timer;   /* C_WAIT: start an attempt; C_RESOLVING: look at the lookup;
+                                 C_CONNECTING: give up on it */
+    struct eng_resolve *resolve; /* C_RESOLVING: the host name's lookup */
+    uint64_t resolve_started_ms;
     struct eng_timer rewatch; /* poll a new socket that took the old one's number */
     uint32_t rewatch_events;
     enum c_state state;
@@ -124,6 +142,12 @@ struct eng_pg {
     struct eng_pg_config cfg;
     char *conninfo;
     char name[PG_NAME_BYTES];
+    /* A host name resolved per attempt: conninfo's other options, then host and hostaddr
+     * (set per attempt), NULL-terminated, for PQconnectStartParams. */
+    PQconninfoOption *opts;
+    const char **keys, **vals;
+    size_t host_at; /* index of host in keys; hostaddr follows */
+    char host[ENG_RESOLVE_HOST_MAX + 1];
     struct pg_conn conns[ENG_PG_CONNS_MAX];
     struct pg_query *queries;
     struct pg_query *free_list;
@@ -330,6 +354,7 @@ static void stmts_forget(struct pg_conn *c)
  */
 
 static void conn_connect(struct pg_conn *c);
+static void resolve_poll(struct pg_conn *c);
 static void on_poll(struct eng_shard *sh, struct eng_poll *p, uint32_t revents);
 
 static struct pg_conn *conn_of_poll(struct eng_poll *p)
@@ -403,6 +428,8 @@ static void conn_close(struct pg_conn *c)
     if (c->conn)
         PQfinish(c->conn);
     c->conn = NULL;
+    eng_resolve_drop(c->resolve);
+    c->resolve = NULL;
     eng_timer_cancel(c->pg->sh, &c->timer);
     eng_timer_cancel(c->pg->sh, &c->rewatch);
     stmts_forget(c);
@@ -500,6 +527,10 @@ static void backoff_fired(struct eng_shard *sh, struct eng_timer *t)
         attempt_failed(c, "timeout while connecting");
         return;
     }
+    if (c->state == C_RESOLVING) {
+        resolve_poll(c);
+        return;
+    }
     ENG_ASSERT(c->state == C_WAIT);
     conn_connect(c);
 }
@@ -514,11 +545,13 @@ static void notice_drop(void *arg, const char *message)
     }
 }
 
-static void conn_connect(struct pg_conn *c)
+/* Opens the connection: with conninfo as given, or (host name) with keys/vals as set by
+ * resolve_poll. */
+static void conn_open(struct pg_conn *c)
 {
     struct eng_pg *pg = c->pg;
     c->state = C_CONNECTING;
-    c->conn = PQconnectStart(pg->conninfo);
+    c->conn = pg->keys ? PQconnectStartParams(pg->keys, pg->vals, 0) : PQconnectStart(pg->conninfo);
     if (!c->conn) {
         attempt_failed(c, "out of memory");
         return;
@@ -535,6 +568,84 @@ static void conn_connect(struct pg_conn *c)
         return;
     }
     eng_timer_arm(pg->sh, &c->timer, pg->cfg.connect_timeout_ms);
+}
+
+/* The addresses of a finished lookup as "a,b" (out) and the name once per address (hosts).
+ * Returns how many, 0 when none fits. */
+static unsigned addrs_list(const struct eng_pg *pg, const struct addrinfo *ai, char *out,
+                           size_t out_len, char *hosts, size_t hosts_len)
+{
+    unsigned n = 0;
+    out[0] = hosts[0] = '\0';
+    size_t hl = strlen(pg->host);
+    for (; ai && n < PG_HOSTADDRS_MAX; ai = ai->ai_next) {
+        char ip[NI_MAXHOST];
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof(ip), NULL, 0, NI_NUMERICHOST))
+            continue;
+        size_t l = strlen(ip), have = strlen(out), hhave = strlen(hosts);
+        bool seen = false;
+        for (const char *p = out; (p = strstr(p, ip)) != NULL; p += l)
+            seen = seen || ((p == out || p[-1] == ',') && (p[l] == ',' || p[l] == '\0'));
+        if (seen || have + l + 2 > out_len || hhave + hl + 2 > hosts_len)
+            continue;
+        snprintf(out + have, out_len - have, "%s%s", have ? "," : "", ip);
+        snprintf(hosts + hhave, hosts_len - hhave, "%s%s", hhave ? "," : "", pg->host);
+        n++;
+    }
+    return n;
+}
+
+/* C_RESOLVING, from the timer: the lookup finished (connect to its addresses, or the attempt
+ * failed), took longer than connect_timeout_ms (failed), or is still running (look again). */
+static void resolve_poll(struct pg_conn *c)
+{
+    struct eng_pg *pg = c->pg;
+    char why[PG_ERR_BYTES];
+    if (!eng_resolve_done(c->resolve)) {
+        if (eng_now_ms(pg->sh) - c->resolve_started_ms < pg->cfg.connect_timeout_ms) {
+            eng_timer_arm(pg->sh, &c->timer, PG_RESOLVE_POLL_MS);
+            return;
+        }
+        snprintf(why, sizeof(why), "cannot resolve host %.160s: the lookup timed out", pg->host);
+        attempt_failed(c, why);
+        return;
+    }
+    const struct addrinfo *ai = NULL;
+    int rc = eng_resolve_result(c->resolve, &ai);
+    static _Thread_local char addrs[PG_HOSTADDRS_MAX * NI_MAXHOST];
+    static _Thread_local char hosts[PG_HOSTADDRS_MAX * (ENG_RESOLVE_HOST_MAX + 2)];
+    if (rc != 0 || addrs_list(pg, ai, addrs, sizeof(addrs), hosts, sizeof(hosts)) == 0) {
+        snprintf(why, sizeof(why), "cannot resolve host %.160s: %s", pg->host,
+                 rc ? gai_strerror(rc) : "no usable address");
+        attempt_failed(c, why);
+        return;
+    }
+    eng_resolve_drop(c->resolve);
+    c->resolve = NULL;
+    pg->vals[pg->host_at] = hosts;
+    pg->vals[pg->host_at + 1] = addrs;
+    conn_open(c); /* libpq copies the values in PQconnectStartParams */
+}
+
+/* Starts an attempt: at once, or after looking the host name up. */
+static void conn_connect(struct pg_conn *c)
+{
+    struct eng_pg *pg = c->pg;
+    if (!pg->keys) {
+        conn_open(c);
+        return;
+    }
+    const struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+    int rc = eng_resolve_start(pg->host, NULL, &hints, &c->resolve);
+    if (rc != 0) {
+        char why[PG_ERR_BYTES];
+        snprintf(why, sizeof(why), "cannot resolve host %.160s: %s", pg->host, gai_strerror(rc));
+        attempt_failed(c, why);
+        return;
+    }
+    c->state = C_RESOLVING;
+    c->resolve_started_ms = eng_now_ms(pg->sh);
+    eng_timer_arm(pg->sh, &c->timer, PG_RESOLVE_POLL_MS);
 }
 
 static void send_query(struct pg_conn *c, struct pg_query *q, const char *sql,
@@ -913,6 +1024,52 @@ static int config_check(const struct eng_pg_config *cfg, char *err, size_t err_l
     return -EINVAL;
 }
 
+/* conninfo names one host by name (no hostaddr, not a socket directory, not a list): keep
+ * its other options in keys/vals for the attempts to add host and hostaddr. 0, or -ENOMEM. */
+static int host_by_name(struct eng_pg *pg)
+{
+    pg->opts = PQconninfoParse(pg->conninfo, NULL);
+    if (!pg->opts)
+        return -ENOMEM;
+    const char *host = NULL;
+    bool hostaddr = false;
+    size_t n = 0;
+    for (const PQconninfoOption *o = pg->opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = hostaddr || o->val[0];
+        else
+            n++;
+    }
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *ai = NULL;
+    if (!host || !host[0] || host[0] == '/' || host[0] == '@' || strchr(host, ',') || hostaddr ||
+        strlen(host) > ENG_RESOLVE_HOST_MAX || getaddrinfo(host, NULL, &hints, &ai) == 0) {
+        if (ai)
+            freeaddrinfo(ai);
+        return 0; /* libpq needs no lookup, or does it itself (off the shard it cannot) */
+    }
+    snprintf(pg->host, sizeof(pg->host), "%s", host);
+    pg->keys = calloc(n + 3, sizeof(*pg->keys));
+    pg->vals = calloc(n + 3, sizeof(*pg->vals));
+    if (!pg->keys || !pg->vals)
+        return -ENOMEM;
+    size_t i = 0;
+    for (const PQconninfoOption *o = pg->opts; o->keyword; o++) {
+        if (o->val && strcmp(o->keyword, "host") != 0 && strcmp(o->keyword, "hostaddr") != 0) {
+            pg->keys[i] = o->keyword;
+            pg->vals[i++] = o->val;
+        }
+    }
+    pg->host_at = i;
+    pg->keys[i] = "host";
+    pg->keys[i + 1] = "hostaddr";
+    return 0;
+}
+
 static int client_alloc(struct eng_pg *pg, const struct eng_pg_config *cfg)
 {
     pg->cfg = *cfg;
@@ -921,7 +1078,7 @@ static int client_alloc(struct eng_pg *pg, const struct eng_pg_config *cfg)
     pg->queries = calloc(cfg->queries_max, sizeof(*pg->queries));
     pg->pbuf = malloc((size_t)cfg->params_bytes_max + ENG_PG_PARAMS_MAX);
     pg->pvals = calloc(PG_PVALS_PREALLOC, sizeof(*pg->pvals));
-    if (!pg->conninfo || !pg->queries || !pg->pbuf || !pg->pvals)
+    if (!pg->conninfo || !pg->queries || !pg->pbuf || !pg->pvals || host_by_name(pg) != 0)
         return -ENOMEM;
     for (uint32_t i = cfg->queries_max; i-- > 0;) {
         struct pg_query *q = &pg->queries[i];
@@ -1148,8 +1305,12 @@ int eng_pg_drain(struct eng_pg *pg, uint32_t timeout_ms)
         struct pollfd fds[ENG_PG_CONNS_MAX];
         struct pg_conn *cs[ENG_PG_CONNS_MAX];
         nfds_t n = 0;
+        bool resolving = false;
         for (unsigned i = 0; i < pg->cfg.conn_count; i++) {
             struct pg_conn *c = &pg->conns[i];
+            if (c->state == C_RESOLVING)
+                resolve_poll(c); /* the ring's timers do not run here */
+            resolving = resolving || c->state == C_RESOLVING;
             if (c->polling && (c->state == C_READY || c->state == C_CONNECTING)) {
                 fds[n] = (struct pollfd){.fd = c->fd, .events = (short)c->events};
                 cs[n++] = c;
@@ -1157,6 +1318,8 @@ int eng_pg_drain(struct eng_pg *pg, uint32_t timeout_ms)
         }
         if (n == 0) {
             pending_fail(pg, "no connection while shutting down");
+            if (resolving)
+                (void)poll(NULL, 0, PG_RESOLVE_POLL_MS);
             continue;
         }
         uint64_t wait = end - now < 50 ? end - now : 50;
@@ -1200,6 +1363,10 @@ void eng_pg_destroy(struct eng_pg *pg)
     free(pg->pbuf);
     free(pg->pvals);
     free(pg->conninfo);
+    free(pg->keys);
+    free(pg->vals);
+    if (pg->opts)
+        PQconninfoFree(pg->opts);
     free(pg);
 }
 

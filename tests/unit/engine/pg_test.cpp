@@ -3,8 +3,9 @@
 // statement reuse, 100 queries pipelined on one connection in one round trip, a failing
 // statement between good ones (autocommit: neither rolls back nor skips the others), deadline
 // expiry and the reset it causes, queries_max at N and N+1, the server stopped and started
-// again during a run (fail fast, then recovery without a restart), several connections, drain
-// and destroy at shutdown, and the blocking helpers.
+// again during a run (fail fast, then recovery without a restart), host names resolved per
+// attempt (localhost; an unresolvable name fails fast, is counted and retried), several
+// connections, drain and destroy at shutdown, and the blocking helpers.
 #include "harness.h"
 
 #include "../sql/pg_server.h"
@@ -422,6 +423,58 @@ TEST_CASE("a server that is not there: fail fast, then connect when it appears",
     REQUIRE(eventually([&] { return ready(eng.e); }, 5000));
     CHECK(run(eng.e, "SELECT 1").status == 0);
     client_destroy(eng.e);
+}
+
+TEST_CASE("a host name is resolved off the shard and connected to by its address", "[pg]")
+{
+    rpdtest::PgServer &pg = rpdtest::pg_server();
+    // localhost gives ::1 and 127.0.0.1; the server listens on 127.0.0.1 only: libpq gets
+    // both addresses (hostaddr) and the name (host) and goes on to the second.
+    eng_pg_config c = client_config("host=localhost port=" + std::to_string(pg.port()) +
+                                    " dbname=policyd user=policyd password=policyd");
+    for (eng_backend b : {ENG_BACKEND_URING, ENG_BACKEND_EPOLL}) {
+        INFO("backend " << b);
+        Engine eng(echo_config(b, 1));
+        client_create(eng.e, c);
+        REQUIRE(eventually([&] { return ready(eng.e); }, 5000));
+        Res r = run(eng.e, "SELECT host(inet_server_addr())");
+        REQUIRE(r.status == 0);
+        CHECK(r.rows.at(0).at(0) == "127.0.0.1");
+        CHECK(stats().connects == 1);
+        // A new attempt (after the server went away) looks the name up again and connects.
+        pg.stop("fast");
+        REQUIRE(eventually([] { return stats().connect_failures >= 1; }, 5000));
+        REQUIRE(pg.start());
+        REQUIRE(eventually([&] { return ready(eng.e); }, 5000));
+        CHECK(run(eng.e, "SELECT 1").status == 0);
+        client_destroy(eng.e);
+    }
+}
+
+TEST_CASE("an unresolvable host name: start, fail fast, counted, retried with backoff", "[pg]")
+{
+    for (eng_backend b : {ENG_BACKEND_URING, ENG_BACKEND_EPOLL}) {
+        INFO("backend " << b);
+        Engine eng(echo_config(b, 1));
+        eng_pg_config c =
+            client_config("host=pg-not-yet.invalid port=5432 dbname=x user=x sslmode=disable");
+        auto t0 = std::chrono::steady_clock::now();
+        client_create(eng.e, c); // creating never waits for the lookup
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+        REQUIRE(eventually([] { return stats().connect_failures >= 1; }, 5000));
+        Res r = run(eng.e, "SELECT 1");
+        CHECK(r.status == -ENOTCONN);
+        CHECK(r.error.find("cannot resolve host pg-not-yet.invalid") != std::string::npos);
+        CHECK(stats().fail_fast >= 1);
+        // Retried with the backoff (50 ms doubling to 200 ms): more failures come.
+        REQUIRE(eventually([] { return stats().connect_failures >= 4; }, 5000));
+        CHECK(stats().connects == 0);
+        CHECK_FALSE(ready(eng.e));
+        client_destroy(eng.e);
+        // Destroyed while a lookup may be in flight: the lookup is abandoned, nothing waits.
+        client_create(eng.e, c);
+        client_destroy(eng.e);
+    }
 }
 
 TEST_CASE("several connections share the load", "[pg]")
