@@ -2,11 +2,11 @@
  * sql.c: the Sql connection (pol/sql.h, sql_conn.h): built from a <Connection NAME> block at
  * start-up, a client per shard, and the request path of pol_sql_query.
  *
- * open (main thread) parses the DSN (sql_dsn.c) and, for PostgreSQL, resolves the host name
- * once into hostaddr, so that libpq never resolves names on a shard (it would block), and
- * checks the conninfo; for SQLite it opens the database once (a bad path is a start-up error)
- * and creates the worker pool (its threads start with the first shard, after the daemon
- * forked). shard_start gives each shard its pool of query slots and, for PostgreSQL, its own
+ * open (main thread) parses the DSN (sql_dsn.c) and, for PostgreSQL, checks the conninfo (a
+ * host name is resolved by eng_pg off the shard on each connection attempt, never here); for
+ * SQLite it opens the database once (a bad path is a start-up error) and creates the worker
+ * pool (its threads start with the first shard, after the daemon forked). shard_start gives
+ * each shard its pool of query slots and, for PostgreSQL, its own
  * eng_pg client (its own connections) or, for SQLite, its completion path from the workers.
  * shard_stop (after the plugins' shard_stop) completes what is still out, so that done runs
  * for every accepted query: PostgreSQL waits up to the query timeout for answers, SQLite for
@@ -21,11 +21,9 @@
 #include "pol/sql.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "eng/assert.h"
 #include "eng/log.h"
@@ -87,86 +85,17 @@ static int options_read(const struct pol_server *s, const struct pol_conn_def *d
  * Opening (main thread)
  */
 
-static bool host_is_numeric(const char *host)
-{
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, NULL, &hints, &res);
-    if (res)
-        freeaddrinfo(res);
-    return rc == 0;
-}
-
-#define SQL_HOSTADDRS_MAX 8
-
-/* The numeric addresses of host (at most SQL_HOSTADDRS_MAX, in getaddrinfo's order, without
- * repeats) as "a,b,c" in out. 0, or -1 with the reason in err. */
-static int host_resolve(const char *host, char *out, size_t out_len, unsigned *count, char *err,
-                        size_t err_len)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, NULL, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, err_len, "cannot resolve PostgreSQL host %s: %s", host, gai_strerror(rc));
-        return -1;
-    }
-    out[0] = '\0';
-    *count = 0;
-    for (struct addrinfo *a = res; a && *count < SQL_HOSTADDRS_MAX; a = a->ai_next) {
-        char ip[NI_MAXHOST];
-        if (getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof(ip), NULL, 0, NI_NUMERICHOST))
-            continue;
-        size_t l = strlen(ip), have = strlen(out);
-        bool seen = false;
-        for (const char *p = out; (p = strstr(p, ip)) != NULL; p += l)
-            seen = seen || ((p == out || p[-1] == ',') && (p[l] == ',' || p[l] == '\0'));
-        if (seen || have + l + 2 > out_len)
-            continue;
-        snprintf(out + have, out_len - have, "%s%s", have ? "," : "", ip);
-        (*count)++;
-    }
-    freeaddrinfo(res);
-    return 0;
-}
-
-/* PostgreSQL: the DSN's conninfo, plus, for a host name, its addresses resolved now: libpq
- * would resolve the name in PQconnectStart, blocking the shard. Every address is kept (as
- * host=NAME,NAME hostaddr=A,B, tried in order, e.g. ::1 then 127.0.0.1 for localhost). A
- * list of hosts or a socket directory is left to libpq. Addresses are not resolved again
- * while the daemon runs. */
+/* PostgreSQL: the DSN's conninfo. A host name is not resolved here: eng_pg resolves it off
+ * the shard on each connection attempt (so a name that does not resolve yet, e.g. a
+ * Kubernetes Service created later, does not refuse start) and hands libpq the addresses. */
 static int pg_conninfo(struct pol_sql *db, char *err, size_t err_len)
 {
-    const struct pol_sql_dsn *d = db->dsn;
     db->conninfo = malloc(POL_SQL_CONNINFO_BYTES);
-    char addrs[SQL_HOSTADDRS_MAX * NI_MAXHOST], hosts[POL_SQL_DSN_BYTES_MAX];
     if (!db->conninfo) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    snprintf(db->conninfo, POL_SQL_CONNINFO_BYTES, "%s", d->conninfo);
-    const char *h = d->host;
-    if (h[0] && h[0] != '/' && !strchr(h, ',') && !host_is_numeric(h)) {
-        unsigned n = 0;
-        if (host_resolve(h, addrs, sizeof(addrs), &n, err, err_len) != 0)
-            return -1;
-        hosts[0] = '\0';
-        for (unsigned i = 0; i < n; i++) {
-            size_t have = strlen(hosts);
-            if (have + strlen(h) + 2 > sizeof(hosts)) {
-                snprintf(err, err_len, "dsn too long");
-                return -1;
-            }
-            snprintf(hosts + have, sizeof(hosts) - have, "%s%s", i ? "," : "", h);
-        }
-        if (pol_sql_conninfo_add(db->conninfo, POL_SQL_CONNINFO_BYTES, "host", hosts,
-                                 strlen(hosts)) != 0 ||
-            pol_sql_conninfo_add(db->conninfo, POL_SQL_CONNINFO_BYTES, "hostaddr", addrs,
-                                 strlen(addrs)) != 0) {
-            snprintf(err, err_len, "dsn too long");
-            return -1;
-        }
-    }
+    snprintf(db->conninfo, POL_SQL_CONNINFO_BYTES, "%s", db->dsn->conninfo);
     return eng_pg_conninfo_check(db->conninfo, err, err_len);
 }
 

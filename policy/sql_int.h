@@ -101,7 +101,7 @@ struct pol_sql {
     uint32_t queue_max;
     unsigned pg_conns;
     uint32_t stmt_cache;
-    char *conninfo; /* PostgreSQL, with hostaddr when the host was resolved at start-up */
+    char *conninfo; /* PostgreSQL: the DSN's; eng_pg resolves a host name per attempt */
     struct pol_sql_maria *maria; /* MySQL: the client configuration */
     /* SQLite */
     struct eng_work_pool *pool;

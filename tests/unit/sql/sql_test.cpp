@@ -1,6 +1,6 @@
 // sql_test.cpp: the Sql connection (policy/sql.c, sql_sqlite.c) as plugins use it, built from
 // configuration text like the daemon does: start-up errors naming file and line (drivers,
-// options, unreachable paths and hosts), lookup, and pol_sql_query / pol_sql_exec_sync on
+// options, unreachable paths; host names that do not resolve yet load), lookup, and pol_sql_query / pol_sql_exec_sync on
 // SQLite (a file, and :memory: as one database for the whole process) and on a real
 // PostgreSQL started by the test, with values of every kind, `?` placeholders, errors,
 // deadlines, queue_max at N and N+1, completion on the right shard with 2 shards, the server
@@ -25,10 +25,11 @@ TEST_CASE("start-up errors name the file and line", "[sql]")
     CHECK(load(conn_block("db", "dbi:SQLite:dbname=/nonexistent/dir/x.db"), &s) ==
           "test.conf:1: could not open connection db: cannot open SQLite database "
           "/nonexistent/dir/x.db: unable to open database file");
-    CHECK(load(conn_block("db", "dbi:Pg:dbname=x;host=nonexistent.invalid"), &s)
-              .rfind("test.conf:1: could not open connection db: cannot resolve PostgreSQL host "
-                     "nonexistent.invalid: ",
-                     0) == 0);
+    // A host name is resolved when connecting (engine/pg), not at start-up: a name that does
+    // not resolve yet (a Kubernetes Service created later) does not refuse start.
+    CHECK(load(conn_block("db", "dbi:Pg:dbname=x;host=nonexistent.invalid"), &s) == "");
+    pol_server_free(s);
+    s = nullptr;
     CHECK(load(conn_block("db", "dbi:Pg:dbname=x;sslmode=sometimes"), &s) == "");
     pol_server_free(s); // libpq checks sslmode's value only when connecting
     s = nullptr;
