@@ -58,7 +58,7 @@ static const struct pol_opt_def accounting_opts[] = {
     [OPT_TABLE_PREFIX] = {"table_prefix", POL_OPT_STRING, "acct_", 0},
     [OPT_ENABLED] = {"enabled", POL_OPT_STRING, "on", POL_OPT_UC},
     [OPT_DB] = {"db", POL_OPT_STRING, "db", 0},
-    [OPT_MYSQL_ENGINE] = {"mysql_engine", POL_OPT_STRING, "MyISAM", 0}, /* accepted, unused */
+    [OPT_MYSQL_ENGINE] = {"mysql_engine", POL_OPT_STRING, "MyISAM", 0}, /* MySQL: CREATE TABLE's ENGINE */
     [OPT_FLUSH_INTERVAL] = {"flush_interval", POL_OPT_NUMBER, "1", 0},
     [OPT_BUFFER_ROWS] = {"buffer_rows", POL_OPT_INT, "4096", 0},
     [OPT_SPILL_DIR] = {"spill_dir", POL_OPT_STRING, NULL, 0},
@@ -68,7 +68,7 @@ _Static_assert(sizeof accounting_opts / sizeof accounting_opts[0] == OPT_COUNT,
 
 struct acct_plugin {
     struct pol_acct_store *store;
-    bool utf8_keys; /* PostgreSQL: keys must be valid UTF-8 */
+    bool utf8_keys; /* PostgreSQL, MySQL: keys must be valid UTF-8 */
     char *flag;     /* NAME-acct */
     size_t field_count;
     int tables[ACCT_FIELDS_MAX];
@@ -178,11 +178,15 @@ static int acct_create(struct pol_plugin *p, char *err, size_t err_len)
     memcpy(a->flag + nl, "-acct", sizeof("-acct"));
     pol_plugin_set_data(p, a);
     a->store = pol_acct_store_acquire(db, db_name, err, err_len);
+    if (a->store)
+        pol_acct_store_mysql_engine(a->store, pol_opt(p, OPT_MYSQL_ENGINE)->text);
     if (!a->store || tables_add(p, a, &o, err, err_len) != 0) {
         acct_destroy(p);
         return -1;
     }
-    a->utf8_keys = pol_sql_driver_of(db) == POL_SQL_PG;
+    /* PostgreSQL refuses invalid UTF-8, and so does MySQL on its utf8mb4 connection: refuse such
+     * a key in its own request instead of failing the whole flush batch it would join. */
+    a->utf8_keys = pol_sql_driver_of(db) == POL_SQL_PG || pol_sql_driver_of(db) == POL_SQL_MYSQL;
     return 0;
 }
 

@@ -159,3 +159,21 @@ TEST_CASE("MariaDB restarted during a run: the table's sum equals the mails acco
     CHECK(d->stop() == 0);
     CHECK(count_sum() == answered); /* nothing twice at exit */
 }
+
+TEST_CASE("Accounting's mysql_engine names the engine of the tables it creates", "[maria_howto]")
+{
+    need_ringpolicyd();
+    my_fresh_db("policyd");
+    uint16_t port = free_tcp_port();
+    auto d = start_ring("port = \"127.0.0.1:" + std::to_string(port) + "\"\nshards = 2\n" +
+                            my_connection() +
+                            vhost_block(std::to_string(port), "acct",
+                                        "  <Plugin acct>\n    module = \"Accounting\"\n"
+                                        "    fields = \"sender\"\n"
+                                        "    mysql_engine = \"InnoDB\"\n  </Plugin>\n"),
+                        Endpoint::tcp(port));
+    std::string ddl = my_rows("SHOW CREATE TABLE acct_sender")[0];
+    INFO(ddl);
+    CHECK(contains(ddl, "ENGINE=InnoDB"));
+    CHECK(contains(ddl, "UNIQUE KEY `time_key` (`key`,`time`)"));
+}
