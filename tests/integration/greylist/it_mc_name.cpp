@@ -9,11 +9,9 @@
 // namespace of its own (unshare -m) with a file of the test bind-mounted over /etc/hosts, which
 // the test rewrites in place (glibc reads /etc/hosts at every lookup). Needs root and
 // unshare(1); without them SKIP, or FAIL in CI.
-#include "itcommon.h"
+#include "private_hosts.h"
 
 #include "../../unit/mc/mc_server.h"
-
-#include <fstream>
 
 using namespace itest;
 
@@ -31,21 +29,12 @@ std::string first(const Reply &r)
     return r.ok() && !r.actions.empty() ? r.actions[0] : reply_status_name(r.status);
 }
 
-void write_text(const std::string &path, const std::string &text)
-{
-    std::ofstream f(path, std::ios::trunc); // same inode: the bind mount sees it
-    f << text;
-}
-
 } // namespace
 
 TEST_CASE("a memcached server name that resolves only later: start, degraded service, "
           "recovery without restart",
           "[it_mc_name]")
 {
-    need_ringpolicyd();
-    if (geteuid() != 0 || system("unshare -m true >/dev/null 2>&1") != 0)
-        skip_or_fail("needs root and unshare -m (a private /etc/hosts for the daemon)");
     std::string port = mc().addr().substr(mc().addr().rfind(':') + 1);
     uint16_t p = free_tcp_port();
     const std::string ns = "mcn" + std::to_string(getpid()) + "-";
@@ -60,19 +49,7 @@ TEST_CASE("a memcached server name that resolves only later: start, degraded ser
                     "  </Plugin>\n" +
                         action_plugin("pass", "dunno"));
     Daemon d(Impl::Ring, config);
-    std::string hosts = d.write_file("hosts", "127.0.0.1 localhost\n");
-    std::string wrap = d.write_file(
-        "wrap.sh", "#!/bin/sh\nexec unshare -m sh -c 'mount --bind \"$0\" /etc/hosts && exec "
-                   "\"$@\"' " +
-                       hosts + " " + ringpolicyd_bin() + " \"$@\"\n");
-    REQUIRE(chmod(wrap.c_str(), 0755) == 0);
-    std::string real = ringpolicyd_bin();
-    setenv("RINGPOLICYD", wrap.c_str(), 1);
-    d.set_ready(Endpoint::tcp(p));
-    bool ok = d.start();
-    setenv("RINGPOLICYD", real.c_str(), 1);
-    INFO(d.error() << "\n" << d.log());
-    REQUIRE(ok);
+    std::string hosts = start_with_private_hosts(d, Endpoint::tcp(p), "127.0.0.1 localhost\n");
 
     auto ask_gl = [&](const std::string &rcpt) {
         return first(ask(Endpoint::tcp(p),
@@ -95,7 +72,7 @@ TEST_CASE("a memcached server name that resolves only later: start, degraded ser
 
     // The name appears: within the reconnect backoff (at most 5 s) the connection is up and
     // greylisting works, without a restart.
-    write_text(hosts, "127.0.0.1 localhost\n127.0.0.1 memcached-later.test\n");
+    write_hosts(hosts, "127.0.0.1 localhost\n127.0.0.1 memcached-later.test\n");
     CHECK(d.wait_log("connected to memcached-later.test:" + port + " again", 15000));
     std::string a;
     for (int i = 0; i < 100; i++) {

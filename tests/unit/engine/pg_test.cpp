@@ -123,8 +123,7 @@ int query(eng *e, Res *out, const char *sql, std::vector<const char *> params = 
 {
     int rc = 99;
     on_shard0(e, [&](eng_shard *) {
-        rc = eng_pg_query(g_pg, sql, params.data(), lens, params.size(), timeout_ms, on_done,
-                          out);
+        rc = eng_pg_query(g_pg, sql, params.data(), lens, params.size(), timeout_ms, on_done, out);
     });
     return rc;
 }
@@ -147,8 +146,7 @@ Res run(eng *e, const char *sql, std::vector<const char *> params = {}, uint32_t
 struct Fixture {
     rpdtest::PgServer &pg = rpdtest::pg_server();
     Engine eng;
-    explicit Fixture(eng_backend b, const eng_pg_config *cfg = nullptr)
-        : eng(echo_config(b, 2))
+    explicit Fixture(eng_backend b, const eng_pg_config *cfg = nullptr) : eng(echo_config(b, 2))
     {
         eng_pg_config c = cfg ? *cfg : client_config(pg.conninfo());
         client_create(eng.e, c);
@@ -169,7 +167,8 @@ TEST_CASE("parameters of every kind round-trip", "[pg]")
     SECTION(backend_label(backend))
     {
         Fixture f(backend);
-        const char *odd = "it's a \"quote\" and a \\backslash\\ \x01\x02\x7f caf\xc3\xa9 \xe2\x82\xac";
+        const char *odd =
+            "it's a \"quote\" and a \\backslash\\ \x01\x02\x7f caf\xc3\xa9 \xe2\x82\xac";
         Res r = run(f.eng.e, "SELECT $1::text IS NULL, $2::text, length($2), $3::text, $4::int + 1",
                     {nullptr, "", odd, "41"});
         INFO(r.error);
@@ -355,8 +354,8 @@ TEST_CASE("queries_max pending queries; one more is refused", "[pg]")
     on_shard0(f.eng.e, [&](eng_shard *) {
         for (int i = 0; i < 5; i++) {
             r[i] = Res();
-            rcs[i] = eng_pg_query(g_pg, "SELECT pg_sleep(0.05)", nullptr, nullptr, 0, 0, on_done,
-                                  &r[i]);
+            rcs[i] =
+                eng_pg_query(g_pg, "SELECT pg_sleep(0.05)", nullptr, nullptr, 0, 0, on_done, &r[i]);
         }
     });
     for (int i = 0; i < 4; i++)
@@ -556,8 +555,8 @@ TEST_CASE("blocking helpers: conninfo check and exec_sync", "[pg]")
                              "DELETE FROM pg_sync",
                              nullptr, 0, 5000, nullptr, nullptr, err, sizeof(err)) == 0);
     const char *p[] = {"a", "1"};
-    REQUIRE(eng_pg_exec_sync(ci.c_str(), "INSERT INTO pg_sync VALUES ($1, $2)", p, 2, 5000,
-                             nullptr, nullptr, err, sizeof(err)) == 0);
+    REQUIRE(eng_pg_exec_sync(ci.c_str(), "INSERT INTO pg_sync VALUES ($1, $2)", p, 2, 5000, nullptr,
+                             nullptr, err, sizeof(err)) == 0);
     Res r;
     REQUIRE(eng_pg_exec_sync(ci.c_str(), "SELECT k, v FROM pg_sync", nullptr, 0, 5000, on_done, &r,
                              err, sizeof(err)) == 0);
