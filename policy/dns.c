@@ -26,6 +26,7 @@
 
 #include "eng/assert.h"
 #include "eng/log.h"
+#include "metrics.h"
 #include "server.h"
 
 /* Distinct resolver configurations alive on one shard at once (a reload would add one). */
@@ -51,6 +52,58 @@ struct client_slot {
 };
 
 static _Thread_local struct client_slot tl_slots[CLIENTS_PER_SHARD_MAX];
+
+/* /metrics: one source per client, labelled by its dns_servers value ("system": the system
+ * resolver). */
+enum {
+    DM_QUERIES,
+    DM_SENT,
+    DM_CACHE_HITS,
+    DM_DEDUP,
+    DM_TIMEOUTS,
+    DM_ERRORS,
+    DM_QUEUE_FULL,
+    DM_CACHE_ENTRIES,
+    DM_INFLIGHT,
+    DM_COUNT
+};
+static const struct pol_metrics_field dns_fields[DM_COUNT] = {
+    [DM_QUERIES] = {"ringpolicyd_dns_queries_total", "DNS queries asked by plugins.", false, false},
+    [DM_SENT] = {"ringpolicyd_dns_sent_total",
+                 "DNS queries sent to the servers (cache and in-flight joins missed).", false,
+                 false},
+    [DM_CACHE_HITS] = {"ringpolicyd_dns_cache_hits_total", "DNS queries answered from the cache.",
+                       false, false},
+    [DM_DEDUP] = {"ringpolicyd_dns_dedup_joins_total",
+                  "DNS queries that joined the same query already in flight.", false, false},
+    [DM_TIMEOUTS] = {"ringpolicyd_dns_timeouts_total", "DNS queries that timed out.", false, false},
+    [DM_ERRORS] = {"ringpolicyd_dns_errors_total",
+                   "DNS queries failed (SERVFAIL, REFUSED, bad name, other errors).", false, false},
+    [DM_QUEUE_FULL] = {"ringpolicyd_dns_queue_full_total",
+                       "DNS queries refused because the client's queue was full.", false, false},
+    [DM_CACHE_ENTRIES] = {"ringpolicyd_dns_cache_entries", "DNS answers cached now.", true, false},
+    [DM_INFLIGHT] = {"ringpolicyd_dns_inflight", "DNS queries in flight now.", true, false},
+};
+static const struct pol_metrics_source_desc dns_metrics = {"servers", dns_fields, DM_COUNT};
+
+static void dns_snap(void *ctx, uint64_t *v)
+{
+    const struct client_slot *s = ctx;
+    struct eng_dns_stats st;
+    if (!s->dns)
+        return;
+    eng_dns_stats_get(s->dns, &st);
+    v[DM_QUERIES] = st.queries;
+    v[DM_SENT] = st.sent;
+    v[DM_CACHE_HITS] = st.cache_hits;
+    v[DM_DEDUP] = st.dedup_hits;
+    v[DM_TIMEOUTS] = st.answers[ENG_DNS_TIMEOUT];
+    v[DM_ERRORS] = st.answers[ENG_DNS_SERVFAIL] + st.answers[ENG_DNS_REFUSED] +
+                   st.answers[ENG_DNS_ERROR] + st.answers[ENG_DNS_BADNAME];
+    v[DM_QUEUE_FULL] = st.queue_full;
+    v[DM_CACHE_ENTRIES] = st.cache_entries;
+    v[DM_INFLIGHT] = st.inflight;
+}
 
 static const char *servers_of(const struct pol_plugin *p)
 {
@@ -89,6 +142,9 @@ int pol_dns_attach(struct pol_plugin *p, struct eng_shard *sh, struct eng_dns **
     free_slot->sh = sh;
     free_slot->users = 1;
     snprintf(free_slot->servers, sizeof(free_slot->servers), "%s", servers);
+    if (pol_metrics_source_add(&dns_metrics, servers[0] ? servers : "system", dns_snap,
+                               free_slot) != 0)
+        eng_log(ENG_LOG_WARNING, "dns: no room for its metrics on shard %u", eng_shard_index(sh));
     *out = free_slot->dns;
     return 0;
 }
@@ -120,6 +176,7 @@ void pol_dns_detach(struct pol_plugin *p, struct eng_shard *sh, struct eng_dns *
         if (s->users == 0 || s->sh != sh || s->dns != dns)
             continue;
         if (--s->users == 0) {
+            pol_metrics_source_remove(s);
             client_log_stats(s);
             eng_dns_destroy(s->dns);
             memset(s, 0, sizeof(*s));

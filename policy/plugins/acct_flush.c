@@ -462,6 +462,7 @@ static void flush_done(void *ctx, const struct pol_sql_result *res)
     bool ok = res->status >= 0;
     pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, ok);
     pt->busy = false;
+    as->stats.flush_ms += now_ms(as) - pt->flush_sent_ms;
     if (ok) {
         as->stats.flushes++;
         as->stats.flush_rows += pt->batch_count;
@@ -491,6 +492,7 @@ static void flush_start(struct acct_part *pt)
     pt->busy = true;
     pt->fetching = false;
     pt->batch_count = n;
+    pt->flush_sent_ms = now_ms(as);
     int rc = pol_sql_query(as->sh, as->st->db, pt->stmt.text, pt->stmt.params, pt->stmt.lens,
                            pt->stmt.count, 0, flush_done, pt);
     if (rc < 0) {

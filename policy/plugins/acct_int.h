@@ -62,6 +62,7 @@ struct acct_part {
     uint32_t batch_count;
     uint32_t *batch;   /* rows of the statement out */
     uint32_t rows_max; /* POL_ACCT_FLUSH_ROWS_MAX, or the buffer when smaller */
+    uint64_t flush_sent_ms; /* when the flush out was sent */
     struct acct_stmt stmt;
     /* database health, for logging */
     bool down;

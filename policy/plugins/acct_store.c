@@ -23,9 +23,68 @@
 #include <eng/assert.h>
 #include <eng/log.h>
 
+#include "metrics.h"
 #include "plugins/acct_int.h"
 #include "plugins/acct_spill.h"
 #include "plugins/acct_sql.h"
+
+/* /metrics: one source per store and shard, labelled by the Sql connection's name. */
+enum {
+    AM_ACCOUNTED,
+    AM_FLUSHES,
+    AM_FLUSH_ROWS,
+    AM_FLUSH_FAILED,
+    AM_FLUSH_MS,
+    AM_SPILLED,
+    AM_REPLAYED,
+    AM_DROPPED,
+    AM_BUFFER_ROWS,
+    AM_DIRTY_ROWS,
+    AM_COUNT
+};
+static const struct pol_metrics_field acct_fields[AM_COUNT] = {
+    [AM_ACCOUNTED] = {"ringpolicyd_accounting_deltas_total",
+                      "Accounting deltas added to the in-memory tables.", false, false},
+    [AM_FLUSHES] = {"ringpolicyd_accounting_flushes_total",
+                    "Accounting flushes written to the database.", false, false},
+    [AM_FLUSH_ROWS] = {"ringpolicyd_accounting_flush_rows_total",
+                       "Accounting rows written by flushes.", false, false},
+    [AM_FLUSH_FAILED] = {"ringpolicyd_accounting_flush_failures_total",
+                         "Accounting flushes the database failed.", false, false},
+    [AM_FLUSH_MS] = {"ringpolicyd_accounting_flush_milliseconds_total",
+                     "Time accounting flushes (done and failed) were out, in milliseconds "
+                     "(divide by flushes plus failures for the mean).",
+                     false, false},
+    [AM_SPILLED] = {"ringpolicyd_accounting_spilled_rows_total",
+                    "Accounting deltas written to the spill file.", false, false},
+    [AM_REPLAYED] = {"ringpolicyd_accounting_replayed_rows_total",
+                     "Accounting deltas replayed from spill files.", false, false},
+    [AM_DROPPED] = {"ringpolicyd_accounting_dropped_total",
+                    "Accounting deltas lost (buffer full and no spill).", false, false},
+    [AM_BUFFER_ROWS] = {"ringpolicyd_accounting_buffer_rows", "Accounting rows held in memory now.",
+                        true, false},
+    [AM_DIRTY_ROWS] = {"ringpolicyd_accounting_dirty_rows",
+                       "Accounting rows waiting for a flush now.", true, false},
+};
+static const struct pol_metrics_source_desc acct_metrics = {"connection", acct_fields, AM_COUNT};
+
+static void acct_snap(void *ctx, uint64_t *v)
+{
+    const struct acct_shard *as = ctx;
+    const struct pol_acct_store_stats *s = &as->stats;
+    v[AM_ACCOUNTED] = s->accounted;
+    v[AM_FLUSHES] = s->flushes;
+    v[AM_FLUSH_ROWS] = s->flush_rows;
+    v[AM_FLUSH_FAILED] = s->flush_failed;
+    v[AM_FLUSH_MS] = s->flush_ms;
+    v[AM_SPILLED] = s->spilled;
+    v[AM_REPLAYED] = s->replayed;
+    v[AM_DROPPED] = s->dropped;
+    for (unsigned i = 0; i < as->st->table_count; i++) {
+        v[AM_BUFFER_ROWS] += as->parts[i].agg.used;
+        v[AM_DIRTY_ROWS] += as->parts[i].agg.dirty_count;
+    }
+}
 
 static pthread_mutex_t stores_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pol_acct_store *stores;
@@ -288,6 +347,9 @@ int pol_acct_store_shard_start(struct pol_acct_store *st, struct eng_shard *sh, 
     if (shard_alloc(st, sh, idx, count, err, err_len) != 0)
         return -1;
     st->shards[idx]->users = 1;
+    if (sh && pol_metrics_source_add(&acct_metrics, st->conn_name, acct_snap, st->shards[idx]) != 0)
+        eng_log(ENG_LOG_WARNING, "accounting %s: no room for its metrics on shard %u",
+                st->conn_name, idx);
     return 0;
 }
 
@@ -299,6 +361,8 @@ void pol_acct_store_shard_stop(struct pol_acct_store *st, struct eng_shard *sh)
     ENG_ASSERT(as->users > 0);
     if (--as->users > 0)
         return;
+    if (sh)
+        pol_metrics_source_remove(as);
     pol_acct_shard_stop(as); /* the final asynchronous flush; freed by the last release */
 }
 

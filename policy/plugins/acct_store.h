@@ -151,6 +151,7 @@ struct pol_acct_store_stats {
     uint64_t fetches, fetch_keys, fetch_failed;
     uint64_t quota_hits, quota_misses;
     uint64_t spilled, replayed, dropped, spill_errors;
+    uint64_t flush_ms; /* time flushes (done and failed) were out, milliseconds */
 };
 
 /* Sums the shards' counters (exact when they are idle). */

@@ -11,6 +11,57 @@
 #include <string.h>
 
 #include <eng/assert.h>
+#include <eng/log.h>
+
+#include "metrics.h"
+
+/* /metrics: one source per plugin and shard (its stream client), labelled by plugin name. */
+enum {
+    SM_REQUESTS,
+    SM_REPLIES,
+    SM_CONNECTS,
+    SM_CONNECT_FAILURES,
+    SM_TIMEOUTS,
+    SM_ERRORS,
+    SM_FAST_FAILURES,
+    SM_CONNS_OPEN,
+    SM_COUNT
+};
+static const struct pol_metrics_field stream_fields[SM_COUNT] = {
+    [SM_REQUESTS] = {"ringpolicyd_stream_requests_total",
+                     "Requests a network plugin sent to its server.", false, false},
+    [SM_REPLIES] = {"ringpolicyd_stream_replies_total",
+                    "Replies a network plugin got from its server.", false, false},
+    [SM_CONNECTS] = {"ringpolicyd_stream_connects_total",
+                     "Connections a network plugin opened to its server.", false, false},
+    [SM_CONNECT_FAILURES] = {"ringpolicyd_stream_connect_failures_total",
+                             "Connections a network plugin failed to open.", false, false},
+    [SM_TIMEOUTS] = {"ringpolicyd_stream_timeouts_total",
+                     "Network plugin requests that hit their deadline.", false, false},
+    [SM_ERRORS] = {"ringpolicyd_stream_errors_total",
+                   "Network plugin requests failed by the peer (reset, oversize, bad framing).",
+                   false, false},
+    [SM_FAST_FAILURES] = {"ringpolicyd_stream_fast_failures_total",
+                          "Network plugin requests failed at once (backing off, queue full).",
+                          false, false},
+    [SM_CONNS_OPEN] = {"ringpolicyd_stream_connections_open",
+                       "Network plugins' connections open now.", true, false},
+};
+static const struct pol_metrics_source_desc stream_metrics = {"plugin", stream_fields, SM_COUNT};
+
+static void stream_snap(void *ctx, uint64_t *v)
+{
+    struct eng_stream_stats st;
+    eng_stream_get_stats(ctx, &st);
+    v[SM_REQUESTS] = st.requests;
+    v[SM_REPLIES] = st.replies;
+    v[SM_CONNECTS] = st.connects;
+    v[SM_CONNECT_FAILURES] = st.connect_failures;
+    v[SM_TIMEOUTS] = st.timeouts;
+    v[SM_ERRORS] = st.errors;
+    v[SM_FAST_FAILURES] = st.fast_failures;
+    v[SM_CONNS_OPEN] = st.conns_open;
+}
 
 int pol_netcall_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **shard_data,
                             char *err, size_t err_len)
@@ -25,6 +76,9 @@ int pol_netcall_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **s
         return -1;
     }
     *shard_data = s;
+    if (pol_metrics_source_add(&stream_metrics, pol_plugin_name(p), stream_snap, s) != 0)
+        eng_log(ENG_LOG_WARNING, "plugin %s: no room for its metrics on shard %u",
+                pol_plugin_name(p), eng_shard_index(sh));
     return 0;
 }
 
@@ -32,6 +86,7 @@ void pol_netcall_shard_stop(struct pol_plugin *p, struct eng_shard *sh, void *sh
 {
     (void)p;
     (void)sh;
+    pol_metrics_source_remove(shard_data);
     eng_stream_destroy(shard_data);
 }
 

@@ -50,24 +50,6 @@ std::string config(uint16_t port, uint16_t http)
     return simple_config(port, acctit::howto_plugins("", "    flush_interval = 0.2\n"), globals);
 }
 
-/* Polls f every 100 ms until it returns true or timeout_ms passed. */
-bool eventually(const std::function<bool()> &f, int timeout_ms)
-{
-    for (int waited = 0;; waited += 100) {
-        if (f())
-            return true;
-        if (waited >= timeout_ms)
-            return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-}
-
-double scrape(uint16_t http, const std::string &series)
-{
-    HttpResponse r = http_get(http, "/metrics");
-    return r.status == 200 ? metric(r.body, series) : -2;
-}
-
 } // namespace
 
 TEST_CASE("/readyz follows PostgreSQL and memcached without a restart", "[ops][backends]")

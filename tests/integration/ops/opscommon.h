@@ -7,9 +7,12 @@
 
 #include "itcommon.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
+#include <thread>
 
 namespace itest
 {
@@ -63,6 +66,25 @@ inline double metric(const std::string &page, const std::string &series)
             l[series.size()] == ' ')
             return std::atof(l.c_str() + series.size() + 1);
     return -1;
+}
+
+/* Polls f every 100 ms until it returns true or timeout_ms passed. */
+inline bool eventually(const std::function<bool()> &f, int timeout_ms)
+{
+    for (int waited = 0;; waited += 100) {
+        if (f())
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+/* One sample of a fresh GET /metrics (-1: no such series, -2: no 200 response). */
+inline double scrape(uint16_t http, const std::string &series)
+{
+    HttpResponse r = http_get(http, "/metrics");
+    return r.status == 200 ? metric(r.body, series) : -2;
 }
 
 } // namespace itest
