@@ -1,7 +1,7 @@
 /*
  * main.c: the ringpolicyd command line (spec 2): mtpolicyd 2.05's options, long forms and
- * abbreviations as getopt_long allows, plus --check and --shards. Unknown options print a
- * warning and are ignored, as 2.05 does. Everything else is daemon.c.
+ * abbreviations as getopt_long allows, plus --check, --shards and --version. Unknown options
+ * print a warning and are ignored, as 2.05 does. Everything else is daemon.c.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 enum {
     OPT_CHECK = 256,
     OPT_SHARDS,
+    OPT_VERSION,
 };
 
 static const struct option long_opts[] = {
@@ -26,6 +27,7 @@ static const struct option long_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {"check", no_argument, NULL, OPT_CHECK},
     {"shards", required_argument, NULL, OPT_SHARDS},
+    {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
 };
 
@@ -49,6 +51,7 @@ static void usage(FILE *out)
           "                        (status 0 when the configuration is usable)\n"
           "      --shards=N        engine threads, one io_uring each (default: one per CPU,\n"
           "                        or the configuration's `shards`)\n"
+          "      --version         print the version and exit\n"
           "\n"
           "Unknown options print a warning and are ignored, as in mtpolicyd. Signals: TERM\n"
           "and INT stop after in-flight requests are answered; USR1 logs counters; HUP\n"
@@ -100,6 +103,9 @@ int main(int argc, char **argv)
         case OPT_CHECK:
             o.check = true;
             break;
+        case OPT_VERSION:
+            printf("ringpolicyd %s\n", RINGPOLICYD_VERSION);
+            return 0;
         case OPT_SHARDS:
             if ((v = number(optarg, 1, 1024)) < 0) {
                 fprintf(stderr, "ringpolicyd: --shards needs a number from 1 to 1024\n");

@@ -226,6 +226,18 @@ TEST_CASE("-h prints usage; unknown options warn and continue", "[cli]")
     CHECK(contains(r.out + r.err, "frobnicate"));
 }
 
+TEST_CASE("--version prints the version and exits without loading a configuration", "[cli]")
+{
+    need_ringpolicyd();
+    /* No -c: were the option not handled, the daemon would load the system configuration and
+     * detach. */
+    RunResult r = run_command({ringpolicyd_bin(), "--version"}, 10000);
+    INFO(r.out << r.err);
+    CHECK(r.status == 0);
+    CHECK(r.out.rfind("ringpolicyd ", 0) == 0);
+    CHECK(r.err.empty());
+}
+
 TEST_CASE("-l overrides log_level", "[cli]")
 {
     uint16_t port = free_tcp_port();
