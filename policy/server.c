@@ -21,6 +21,7 @@
 #include "eng/assert.h"
 #include "eng/dns.h"
 #include "eng/log.h"
+#include "ldap_conn.h"
 #include "proto.h"
 #include "mc_conn.h"
 #include "redis_conn.h"
@@ -331,6 +332,7 @@ static const struct pol_conn_ops *const conn_modules[] = {
     &pol_sql_conn_ops, /* Sql (owner: sql), sql.c */
     &pol_conn_Memcached, /* Memcached (owner: memcached), mc.c */
     &pol_conn_Redis, /* Redis (owner: redis), redis.c */
+    &pol_conn_Ldap, /* Ldap (owner: ldap), ldap.c: options checked at start-up */
     NULL,
 };
 
@@ -369,8 +371,8 @@ static int conn_add(struct pol_server *s, const struct pol_cfg_node *b, char *er
 }
 
 /* After every <Connection> block was read (s->conns no longer moves): opens those whose module
- * has an implementation. A module without one (Redis, Ldap, or Sql until it lands) is kept as
- * a definition only: plugins that need it fail to start in their own way. */
+ * has an implementation (every module has one now; a NULL ops would be kept as a definition
+ * only, and plugins that need it fail to start in their own way). */
 static int conns_open(struct pol_server *s, char *err, size_t err_len)
 {
     for (uint32_t i = 0; i < s->conn_count; i++) {
