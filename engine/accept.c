@@ -354,9 +354,10 @@ void eng_accept_update(struct eng_shard *sh)
     uint32_t used = sh->conns.used;
     uint32_t free_slots = used >= sh->conns_max ? 0 : sh->conns_max - used;
     bool stop = sh->draining || free_slots == 0;
-    if (free_slots == 0 && !sh->accept_paused && !sh->draining)
-        ENG_STAT_INC(sh, accept_paused);
-    sh->accept_paused = free_slots == 0;
+    /* Paused: a listener that would accept has no slot left, either none is free or the free
+     * ones are held by single-shot accepts armed on other listeners (the HTTP port's accept can
+     * hold a shard's last slot while the policy port waits). Counted once per pause. */
+    bool starved = free_slots == 0 && !sh->draining;
     for (uint32_t i = 0; i < sh->listener_count; i++) {
         struct eng_listener *li = &sh->listeners[i];
         bool want_multi = free_slots >= ENG_ACCEPT_MULTISHOT_MARGIN;
@@ -370,18 +371,23 @@ void eng_accept_update(struct eng_shard *sh)
             listener_retire(sh, li);
         if (stop || li->off || li->retry_later)
             continue;
-        if (!want_multi && sh->accepts_single >= free_slots)
+        if (!want_multi && sh->accepts_single >= free_slots) {
+            starved = true;
             continue;
+        }
         if (sh->ring->ops->prep_accept(sh->ring, li->fd, want_multi, eng_ud(ENG_OP_ACCEPT, i, 0)) <
             0) {
             ENG_STAT_INC(sh, sq_full);
-            return;
+            break;
         }
         li->armed = true;
         li->multishot = want_multi;
         if (!want_multi)
             sh->accepts_single++;
     }
+    if (starved && !sh->accept_paused)
+        ENG_STAT_INC(sh, accept_paused);
+    sh->accept_paused = starved;
 }
 
 /* ---------------------------------------------------------------------------------------------

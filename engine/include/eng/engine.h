@@ -351,7 +351,7 @@ struct eng_stats {
     uint64_t accepted;
     uint64_t closed[ENG_CLOSE_REASON_COUNT];
     uint64_t conns_open;
-    uint64_t accept_paused; /* times accept was stopped at conns_per_shard_max */
+    uint64_t accept_paused; /* times a listener was left without a slot (conns_per_shard_max) */
     uint64_t recv_enobufs;  /* provided-buffer ring ran dry */
     uint64_t stage_full;    /* no staging buffer available */
     uint64_t bytes_in, bytes_out;
