@@ -40,6 +40,7 @@
 #include "eng/assert.h"
 #include "eng/log.h"
 #include "eng/work.h"
+#include "metrics.h"
 #include "server.h"
 #include "values.h"
 
@@ -243,7 +244,17 @@ struct pol_ldap_client {
     struct op_list queued, out, finished;
     uint32_t out_count; /* ops in out: at most LDAP_IN_FLIGHT_MAX */
     struct pol_ldap_stats stats;
+    uint8_t *health; /* the registry slot's LDAP_HEALTH_*, for /readyz (relaxed stores) */
 };
+
+/* A shard's connection as /readyz sees it. */
+enum { LDAP_HEALTH_UNTRIED, LDAP_HEALTH_UP, LDAP_HEALTH_FAILING };
+
+static void health_set(struct pol_ldap_client *c, uint8_t h)
+{
+    if (c->health)
+        __atomic_store_n(c->health, h, __ATOMIC_RELAXED);
+}
 
 struct pol_ldap_result {
     enum pol_ldap_status st;
@@ -439,6 +450,7 @@ static void conn_fail(struct pol_ldap_client *c, bool connecting, const char *wh
     snprintf(c->last_error, sizeof(c->last_error), "%s", why);
     if (connecting) {
         c->stats.connect_failures++;
+        health_set(c, LDAP_HEALTH_FAILING);
         c->state = C_BACKOFF;
         eng_timer_arm(c->sh, &c->conn_timer, c->backoff_ms);
         c->backoff_ms = c->backoff_ms * 2 > LDAP_BACKOFF_MS_MAX ? LDAP_BACKOFF_MS_MAX
@@ -534,6 +546,7 @@ static void bind_result(struct pol_ldap_client *c, LDAPMessage *msg)
         c->state = C_READY;
         c->backoff_ms = LDAP_BACKOFF_MS_MIN;
         c->stats.connects++;
+        health_set(c, LDAP_HEALTH_UP);
         c->last_error[0] = '\0';
         queue_flush(c);
         return;
@@ -934,7 +947,69 @@ bool pol_ldap_client_connected(const struct pol_ldap_client *c)
 struct ldap_shard_slot {
     struct pol_ldap_client *client;
     unsigned refs;
+    uint8_t started; /* a client exists (relaxed; read by /readyz on any thread) */
+    uint8_t health;  /* LDAP_HEALTH_* of that client (relaxed) */
 };
+
+/* /metrics: one source per shard's client, label connection="NAME". */
+enum {
+    LM_SEARCHES,
+    LM_ERRORS,
+    LM_TIMEOUTS,
+    LM_DOWN,
+    LM_BUSY,
+    LM_CONNECTS,
+    LM_CONNECT_FAILURES,
+    LM_OUTSTANDING,
+    LM_OUTSTANDING_MAX,
+    LM_UP,
+    LM_COUNT
+};
+
+static const struct pol_metrics_field ldap_fields[LM_COUNT] = {
+    [LM_SEARCHES] = {"ringpolicyd_ldap_searches_total", "LDAP searches asked for.", false, false},
+    [LM_ERRORS] = {"ringpolicyd_ldap_errors_total",
+                   "LDAP searches answered with an error, or lost with their connection.", false,
+                   false},
+    [LM_TIMEOUTS] = {"ringpolicyd_ldap_timeouts_total",
+                     "LDAP searches without an answer within the connection's timeout.", false,
+                     false},
+    [LM_DOWN] = {"ringpolicyd_ldap_down_total",
+                 "LDAP searches failed at once: no connection (backing off after a failure).",
+                 false, false},
+    [LM_BUSY] = {"ringpolicyd_ldap_busy_total",
+                 "LDAP searches refused: too many outstanding on the shard.", false, false},
+    [LM_CONNECTS] = {"ringpolicyd_ldap_connects_total",
+                     "LDAP connections established (connect, STARTTLS and bind done).", false,
+                     false},
+    [LM_CONNECT_FAILURES] = {"ringpolicyd_ldap_connect_failures_total",
+                             "LDAP connect, STARTTLS or bind attempts that failed.", false, false},
+    [LM_OUTSTANDING] = {"ringpolicyd_ldap_outstanding", "LDAP searches queued or out now.", true,
+                        false},
+    [LM_OUTSTANDING_MAX] = {"ringpolicyd_ldap_outstanding_max",
+                            "Most LDAP searches queued or out at once on a shard.", true, true},
+    [LM_UP] = {"ringpolicyd_ldap_connections_up", "LDAP connections established now.", true,
+               false},
+};
+static const struct pol_metrics_source_desc ldap_metrics = {"connection", ldap_fields, LM_COUNT};
+
+static void ldap_snap(void *ctx, uint64_t *v)
+{
+    const struct ldap_shard_slot *s = ctx;
+    if (!s->client)
+        return;
+    const struct pol_ldap_stats *st = &s->client->stats;
+    v[LM_SEARCHES] = st->searches;
+    v[LM_ERRORS] = st->errors + st->lost;
+    v[LM_TIMEOUTS] = st->timeouts;
+    v[LM_DOWN] = st->down;
+    v[LM_BUSY] = st->busy;
+    v[LM_CONNECTS] = st->connects;
+    v[LM_CONNECT_FAILURES] = st->connect_failures;
+    v[LM_OUTSTANDING] = st->outstanding;
+    v[LM_OUTSTANDING_MAX] = st->outstanding_max;
+    v[LM_UP] = s->client->state == C_READY;
+}
 
 struct pol_ldap_conn {
     struct pol_ldap_conn *next;
@@ -1021,8 +1096,16 @@ int pol_ldap_conn_shard_start(struct pol_ldap_conn *lc, struct eng_shard *sh, ch
         return -1;
     }
     struct ldap_shard_slot *s = &lc->shards[idx];
-    if (s->refs == 0 && pol_ldap_client_create(sh, &lc->cfg, &s->client, err, err_len) < 0)
-        return -1;
+    if (s->refs == 0) {
+        if (pol_ldap_client_create(sh, &lc->cfg, &s->client, err, err_len) < 0)
+            return -1;
+        __atomic_store_n(&s->health, LDAP_HEALTH_UNTRIED, __ATOMIC_RELAXED);
+        s->client->health = &s->health;
+        __atomic_store_n(&s->started, 1, __ATOMIC_RELAXED);
+        if (pol_metrics_source_add(&ldap_metrics, lc->def->name, ldap_snap, s) != 0)
+            eng_log(ENG_LOG_WARNING, "connection %s: no room for its metrics on shard %u",
+                    lc->def->name, idx);
+    }
     s->refs++;
     return 0;
 }
@@ -1032,6 +1115,8 @@ void pol_ldap_conn_shard_stop(struct pol_ldap_conn *lc, struct eng_shard *sh)
     struct ldap_shard_slot *s = &lc->shards[eng_shard_index(sh)];
     ENG_ASSERT(s->refs > 0);
     if (--s->refs == 0) {
+        pol_metrics_source_remove(s);
+        __atomic_store_n(&s->started, 0, __ATOMIC_RELAXED);
         pol_ldap_client_destroy(s->client);
         s->client = NULL;
     }
@@ -1063,8 +1148,30 @@ static void conn_close_def(struct pol_conn_def *def)
     def->impl = NULL;
 }
 
+/* GET /readyz (any thread, relaxed loads): shards open their connection at their first search,
+ * so a connection nobody searched yet counts as ready; not ready while every shard that tried
+ * is failing to connect (connect, STARTTLS or bind) and none is connected. */
+static int conn_ready(const struct pol_conn_def *def, char *why, size_t why_len)
+{
+    const struct pol_ldap_conn *lc = def->impl;
+    bool failing = false;
+    for (unsigned i = 0; i < LDAP_SHARDS_MAX; i++) {
+        if (!__atomic_load_n(&lc->shards[i].started, __ATOMIC_RELAXED))
+            continue;
+        uint8_t h = __atomic_load_n(&lc->shards[i].health, __ATOMIC_RELAXED);
+        if (h == LDAP_HEALTH_UP)
+            return 0;
+        failing |= h == LDAP_HEALTH_FAILING;
+    }
+    if (!failing)
+        return 0;
+    snprintf(why, why_len, "LDAP server %s:%u: connect failing", lc->cfg.host, lc->cfg.port);
+    return -1;
+}
+
 const struct pol_conn_ops pol_conn_Ldap = {
     .module = "Ldap",
     .open = conn_open,
     .close = conn_close_def,
+    .ready = conn_ready,
 };

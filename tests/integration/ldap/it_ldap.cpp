@@ -6,8 +6,10 @@
 // failing the plugin (on_error = continue goes on; the default closes without a reply, as 2.05),
 // concurrent requests on both shards, request_timeout while slapd is stopped, start-up errors
 // naming the connection, and STARTTLS with a generated certificate (trusted through
-// LDAPTLS_CACERT; a host name it does not carry fails).
+// LDAPTLS_CACERT; a host name it does not carry fails), and the connection's /metrics family and
+// /readyz verdict.
 #include "common.h"
+#include "ops/opscommon.h"
 
 #include <atomic>
 #include <thread>
@@ -221,4 +223,45 @@ TEST_CASE("STARTTLS (the default) with the server's certificate trusted through 
     CHECK(ask1(p2, {{"sasl_username", "bob@example.com"}}) == "dunno");
     CHECK(log_lines_with(d, "starttls on ldap connection failed") >= 1);
     d.stop();
+}
+
+TEST_CASE("/metrics counts the searches; /readyz follows the LDAP server", "[it_ldap]")
+{
+    uint16_t port = free_tcp_port(), p2 = port + 1, http = free_tcp_port();
+    int dead = rpdtest::mc_free_port();
+    // Two connections: "ldap" on slapd, "gone" on a port nobody listens on (its own vhost).
+    std::string gone = conn_block(dead);
+    gone.replace(gone.find("<Connection ldap>"), 17, "<Connection gone>");
+    std::string cfg = "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" +
+                      std::to_string(p2) + "\"\nhttp_port = \"127.0.0.1:" +
+                      std::to_string(http) + "\"\nshards = 2\n" + conn_block(slapd().port()) +
+                      gone + vhost_block(std::to_string(port), "good", chain(uc_opts())) +
+                      vhost_block(std::to_string(p2), "bad",
+                                  chain(uc_opts("(mail=%s)", "    ldap = \"gone\"\n"
+                                                             "    on_error = \"continue\"\n")));
+    auto d = start_ring(cfg, Endpoint::tcp(port));
+    // Nothing searched yet: both count as ready (each shard connects at its first search).
+    CHECK(http_get(http, "/readyz").status == 200);
+    for (int i = 0; i < 6; i++)
+        CHECK(ask1(port, {{"sasl_username", "alice@example.com"}}) == "reject description first");
+    CHECK(eventually(
+        [&] { return scrape(http, "ringpolicyd_ldap_searches_total{connection=\"ldap\"}") == 6; },
+        5000));
+    CHECK(scrape(http, "ringpolicyd_ldap_connects_total{connection=\"ldap\"}") >= 1);
+    CHECK(scrape(http, "ringpolicyd_ldap_connections_up{connection=\"ldap\"}") >= 1);
+    CHECK(scrape(http, "ringpolicyd_ldap_errors_total{connection=\"ldap\"}") == 0);
+    CHECK(http_get(http, "/readyz").status == 200);
+    // The unreachable server: the plugin fails (on_error continue), the connection is not ready.
+    CHECK(ask1(p2, {{"sasl_username", "bob@example.com"}}) == "dunno");
+    CHECK(eventually(
+        [&] {
+            return scrape(http, "ringpolicyd_ldap_connect_failures_total{connection=\"gone\"}") >=
+                   1;
+        },
+        5000));
+    HttpResponse r = http_get(http, "/readyz");
+    CHECK(r.status == 503);
+    CHECK(r.body.find("connection gone: LDAP server 127.0.0.1:" + std::to_string(dead) +
+                      ": connect failing") != std::string::npos);
+    CHECK(d->stop() == 0);
 }
