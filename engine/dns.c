@@ -16,8 +16,9 @@
  * after that only c-ares allocates (for each query it sends, which a cache hit avoids).
  *
  * Threads: one shard (asserted). Callbacks from c-ares (socket state, query done) run inside
- * ares_query, ares_process_fd and ares_destroy, all called from this file on the shard; the
- * callers' dones run from those or from the flush, never from eng_dns_query.
+ * ares_query (ares_send for TLSA/OPENPGPKEY), ares_process_fd and ares_destroy, all called from
+ * this file on the shard; the callers' dones run from those or from the flush, never from
+ * eng_dns_query.
  *
  * Failure: every query ends in exactly one done. Errors are never cached; c-ares' own timeouts
  * bound every query. Known limits: the cache is per shard (a name asked on two shards is sent
@@ -536,6 +537,7 @@ static void deliver_cached(struct eng_dns *d, struct eng_dns_op *op, uint32_t i)
     struct eng_dns_answer ans;
     int rc = eng_dns_parse(d->msg_buf, e->msg_len, op->qtype, d->cfg.neg_ttl_s, &d->pbuf, &ans);
     ENG_ASSERT(rc == 0); /* it parsed before it was stored */
+    ans.ad = (d->msg_buf[3] & 0x20u) != 0;
     ans.ttl_s = left_s;
     for (uint32_t k = 0; k < ans.count; k++)
         if (d->pbuf.rrs[k].ttl_s > left_s)
@@ -689,6 +691,8 @@ static void on_ares_done(void *arg, int status, int timeouts, unsigned char *abu
     bool parsed =
         abuf != NULL && alen > 0 && status != ARES_EDESTRUCTION && status != ARES_ECANCELLED &&
         eng_dns_parse(abuf, (size_t)alen, q->qtype, d->cfg.neg_ttl_s, &d->pbuf, &ans) == 0;
+    if (parsed)
+        ans.ad = (abuf[3] & 0x20u) != 0; /* header flags: RA Z AD CD RCODE */
     if (!parsed) {
         memset(&ans, 0, sizeof(ans));
         ans.status = status_of_ares(status);
@@ -713,6 +717,28 @@ static void on_ares_done(void *arg, int status, int timeouts, unsigned char *abu
     flush_soon(d); /* a slot is free for a queued op */
 }
 
+/* DNSSEC-dependent types (TLSA, OPENPGPKEY): their users trust a record only when the resolver
+ * validated it, which it reports with the AD bit; RFC 6840 section 5.7 makes a resolver set AD
+ * in its response only when the query had AD (or DO) set. ares_query cannot set header bits, so
+ * these are built with ares_create_query, AD set, and sent with ares_send (same retries, server
+ * rotation and callback). Returns false (the caller uses ares_query) for other types, or when
+ * building fails (memory), so a query is always started. */
+static bool query_with_ad(struct eng_dns *d, struct dq *q)
+{
+    if (q->qtype != ENG_DNS_T_TLSA && q->qtype != ENG_DNS_T_OPENPGPKEY)
+        return false;
+    unsigned char *buf = NULL;
+    int len = 0;
+    if (ares_create_query(q->name, 1 /* IN */, q->qtype, 0 /* ares_send sets the id */, 1 /* RD */,
+                          &buf, &len, 0 /* no EDNS */) != ARES_SUCCESS)
+        return false;
+    ENG_ASSERT(len > 12);
+    buf[3] |= 0x20u; /* AD */
+    ares_send(d->ch, buf, len, on_ares_done, q); /* copies buf; may call back now */
+    ares_free_string(buf);
+    return true;
+}
+
 /* Starts a c-ares query for op in a free slot; op becomes its first waiter. */
 static void dq_start(struct eng_dns *d, struct eng_dns_op *op)
 {
@@ -733,7 +759,8 @@ static void dq_start(struct eng_dns *d, struct eng_dns_op *op)
     d->st.sent++;
     if (++d->st.inflight > d->st.inflight_max_seen)
         d->st.inflight_max_seen = d->st.inflight;
-    ares_query(d->ch, q->name, 1 /* IN */, q->qtype, on_ares_done, q); /* may call back now */
+    if (!query_with_ad(d, q))
+        ares_query(d->ch, q->name, 1 /* IN */, q->qtype, on_ares_done, q); /* may call back now */
 }
 
 /* Takes one queued op as far as it goes. Returns false when it must wait for a free slot (it

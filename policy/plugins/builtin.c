@@ -15,6 +15,9 @@ extern const struct pol_plugin_type pol_type_RBLAction;
 /* SPF (owner: spf), in spf.c. */
 extern const struct pol_plugin_type pol_type_SPF;
 
+/* SMTP call-outs (owner: smtpverify), in smtpverify.c. */
+extern const struct pol_plugin_type pol_type_SMTPVerify;
+
 /* LDAP (owner: ldap), in ldapuserconfig.c. */
 extern const struct pol_plugin_type pol_type_LdapUserConfig;
 
@@ -51,5 +54,7 @@ const struct pol_plugin_type *const pol_builtin_types[] = {
     &pol_type_CtIpRep,
     /* LDAP (owner: ldap) */
     &pol_type_LdapUserConfig,
+    /* SMTP call-outs (owner: smtpverify) */
+    &pol_type_SMTPVerify,
     NULL,
 };

@@ -60,6 +60,9 @@ enum {
     ENG_DNS_T_TXT = 16,
     ENG_DNS_T_AAAA = 28,
     ENG_DNS_T_SPF = 99,
+    /* Delivered as raw rdata; queried with the AD bit set (see eng_dns_answer.ad). */
+    ENG_DNS_T_TLSA = 52,
+    ENG_DNS_T_OPENPGPKEY = 61,
 };
 
 /* What became of a query. The first three are answers from a server (SPF: a "void lookup" is
@@ -109,6 +112,10 @@ struct eng_dns_answer {
     const struct eng_dns_rr *rrs;
     bool truncated; /* the answer held more than ENG_DNS_RRS_MAX records of the type */
     bool from_cache;
+    bool ad; /* the response had the AD bit (the resolver validated it with DNSSEC). Queries
+                for TLSA and OPENPGPKEY are sent with AD set, which asks a validating
+                resolver to report it (RFC 6840 section 5.7); other types are sent as before
+                (no AD, no EDNS), so for them a resolver may leave it clear. False on failures */
 };
 
 typedef void eng_dns_done_fn(void *ctx, const struct eng_dns_answer *ans);
