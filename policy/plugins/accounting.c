@@ -10,8 +10,10 @@
  * the owner's acknowledgement (a cross-shard message), never for the database. Options beyond
  * 2.05's: flush_interval (seconds, default 1), buffer_rows (rows per table and shard held
  * unflushed, default 4096), spill_dir (where counts go while the database refuses them,
- * default none). Tables are created at start-up when missing (appendix B; PostgreSQL's are
- * ours) with a unique (key, time) index.
+ * default none). Tables are created when missing (appendix B; PostgreSQL's are ours) with a
+ * unique (key, time) index: SQLite's at start-up, PostgreSQL's and MySQL's by each shard
+ * before its first flush, retried while the database is down (acct_ddl.h), so neither start
+ * nor --check needs the server; counts wait in memory until the table is there.
  *
  * Keys longer than 255 bytes, with a NUL byte, or (PostgreSQL) not valid UTF-8 cannot be
  * stored in the key column: they are skipped and logged (2.05 would have failed the request
@@ -58,7 +60,8 @@ static const struct pol_opt_def accounting_opts[] = {
     [OPT_TABLE_PREFIX] = {"table_prefix", POL_OPT_STRING, "acct_", 0},
     [OPT_ENABLED] = {"enabled", POL_OPT_STRING, "on", POL_OPT_UC},
     [OPT_DB] = {"db", POL_OPT_STRING, "db", 0},
-    [OPT_MYSQL_ENGINE] = {"mysql_engine", POL_OPT_STRING, "MyISAM", 0}, /* MySQL: CREATE TABLE's ENGINE */
+    [OPT_MYSQL_ENGINE] = {"mysql_engine", POL_OPT_STRING, "MyISAM",
+                          0}, /* MySQL: CREATE TABLE's ENGINE */
     [OPT_FLUSH_INTERVAL] = {"flush_interval", POL_OPT_NUMBER, "1", 0},
     [OPT_BUFFER_ROWS] = {"buffer_rows", POL_OPT_INT, "4096", 0},
     [OPT_SPILL_DIR] = {"spill_dir", POL_OPT_STRING, NULL, 0},

@@ -3,6 +3,7 @@
  * every shard thread has ended, whatever the shards could not hand to the database is written
  * with pol_sql_exec_sync: rows still dirty, statements whose result never came (written again:
  * at least once, as acct_flush.c), deltas sent to an owner shard that had already stopped.
+ * A PostgreSQL or MySQL table no shard could check is created first (pol_acct_table_ensure_sync).
  * When the database refuses, the counts go to the spill files (replayed by the next start),
  * or, without a spill_dir, are logged as lost with their totals. Spill files are then replayed
  * while the database answers. May block (it is the exit path; the engine is gone).
@@ -141,13 +142,23 @@ static void log_loss(const struct acct_part *pt, const char *why)
             (unsigned long long)sum[3]);
 }
 
+/* A table no shard could check (the database was down all along, or came back just now): its
+ * DDL before the first write. 0, or -1 with the reason in err. */
+static int final_ensure(struct pol_acct_store *st, struct acct_table *t, char *err, size_t err_len)
+{
+    if (!t->writer || pol_ddl_announced(&t->created))
+        return 0;
+    return pol_acct_table_ensure_sync(st, t, err, err_len);
+}
+
 static void flush_shard(struct pol_acct_store *st, struct acct_shard *as, struct sync_buf *b)
 {
     for (unsigned t = 0; t < st->table_count; t++) {
         struct acct_part *pt = &as->parts[t];
         char why[512];
         if (pt->agg.dirty_count == 0 ||
-            sync_flush_rows(st, st->tables[t].quoted, &pt->agg, b, why, sizeof(why)) == 0)
+            (final_ensure(st, &st->tables[t], why, sizeof(why)) == 0 &&
+             sync_flush_rows(st, st->tables[t].quoted, &pt->agg, b, why, sizeof(why)) == 0))
             continue;
         if (st->spill_dir[0]) {
             eng_log(ENG_LOG_ERR, "accounting: writing table %s at exit failed (%s): spilled to %s",
@@ -179,7 +190,10 @@ static void replay_file(struct pol_acct_store *st, struct pol_acct_spill *s, str
                 ENG_ASSERT(row != NULL); /* room for FINAL_REPLAY_BATCH rows */
                 pol_acct_agg_add(&agg, row, recs[i].m);
             }
-            if (pol_sql_quote_ident(st->db, recs[0].table, table_q, sizeof(table_q)) > 0)
+            int t = pol_acct_store_find_table(st, recs[0].table, recs[0].table_len);
+            if (t >= 0 && final_ensure(st, &st->tables[t], why, sizeof(why)) != 0)
+                rc = -1;
+            else if (pol_sql_quote_ident(st->db, recs[0].table, table_q, sizeof(table_q)) > 0)
                 rc = sync_flush_rows(st, table_q, &agg, b, why, sizeof(why));
             pol_acct_agg_fini(&agg);
         }

@@ -10,6 +10,10 @@
  * the statement's done runs. Nothing here runs inside a plugin's step: steps only queue work
  * and arm the shard's work timer.
  *
+ * Tables (PostgreSQL, MySQL): each part has a DDL gate (acct_ddl.h) started with the shard's
+ * timers; flushes wait until it is ready, fetches while its check is out. The final flush
+ * creates a table no shard could check before it writes (acct_final.c).
+ *
  * Failure: a refused flush gives the counts back to the rows (and, with a spill_dir, writes
  * them to the spill file); the next interval retries. A refused fetch fails its quota checks
  * (a plugin failure, as 2.05 fails on any SQL error). The first failure is logged, then at
@@ -65,13 +69,22 @@ static bool spill_enabled(const struct acct_shard *as)
  * Tables of a shard
  */
 
+static void part_ddl_done(void *ctx, bool ok);
+
 int pol_acct_part_init(struct acct_part *pt, struct acct_shard *as, int table, char *err,
                        size_t err_len)
 {
-    const struct pol_acct_store *st = as->st;
+    struct pol_acct_store *st = as->st;
+    struct acct_table *t = &st->tables[table];
     memset(pt, 0, sizeof(*pt));
     pt->as = as;
     pt->table = table;
+    /* A table another shard already checked needs no check here. */
+    bool ready = !t->writer || t->ddl_count == 0 || pol_ddl_announced(&t->created);
+    pol_ddl_gate_init(&pt->ddl, st->db, t->ddl_what,
+                      spill_enabled(as) ? "counts are kept in memory and the spill file"
+                                        : "counts are kept in memory",
+                      &t->created, t->ddl, t->ddl_count, ready, part_ddl_done, pt);
     if (pol_acct_agg_init(&pt->agg, st->opts.buffer_rows) != 0) {
         snprintf(err, err_len, "out of memory for %u accounting rows", st->opts.buffer_rows);
         return -1;
@@ -90,6 +103,7 @@ int pol_acct_part_init(struct acct_part *pt, struct acct_shard *as, int table, c
 
 void pol_acct_part_fini(struct acct_part *pt)
 {
+    pol_ddl_gate_fini(&pt->ddl);
     pol_acct_agg_fini(&pt->agg);
     pol_acct_stmt_fini(pt);
     free(pt->batch);
@@ -481,9 +495,24 @@ static void flush_done(void *ctx, const struct pol_sql_result *res)
     part_kick(pt);
 }
 
+/* The table is not checked yet on this shard: its counts wait in memory as they do while the
+ * database is down (with a spill_dir they go to the file at each interval, once the first
+ * check failed); the gate's end kicks the part, and a ready gate flushes at once. */
+static void flush_wait_table(struct acct_part *pt)
+{
+    if (spill_enabled(pt->as) && !pol_ddl_gate_pending(&pt->ddl)) {
+        pol_acct_part_spill_dirty(pt);
+        pt->flush_due = false;
+    }
+}
+
 static void flush_start(struct acct_part *pt)
 {
     struct acct_shard *as = pt->as;
+    if (!pol_ddl_gate_ready(&pt->ddl)) {
+        flush_wait_table(pt);
+        return;
+    }
     uint32_t n = pol_acct_stmt_flush(pt);
     if (pt->agg.dirty_count == 0)
         pt->flush_due = false;
@@ -503,7 +532,9 @@ static void flush_start(struct acct_part *pt)
 
 static void part_kick(struct acct_part *pt)
 {
-    if (pt->busy || !pt->as->sh)
+    /* While the table's check is out, fetches wait for it too (they follow it on the same
+     * connection); after a failed one they go on and fail or succeed on their own. */
+    if (pt->busy || !pt->as->sh || pol_ddl_gate_pending(&pt->ddl))
         return;
     if (pt->fetch_head != 0 && !pt->as->stopped)
         fetch_start(pt);
@@ -590,12 +621,23 @@ static void flush_fired(struct eng_shard *sh, struct eng_timer *t)
     eng_timer_arm(sh, &as->flush_timer, as->st->opts.flush_interval_ms);
 }
 
+/* The end of a check of the table on this shard: waiting fetches go on. */
+static void part_ddl_done(void *ctx, bool ok)
+{
+    (void)ok; /* what waited is flushed at the next interval, as any count */
+    struct acct_part *pt = ctx;
+    pol_acct_shard_work(pt->as);
+}
+
 void pol_acct_shard_timers_start(struct acct_shard *as)
 {
     eng_timer_init(&as->work_timer, work_fired);
     eng_timer_init(&as->flush_timer, flush_fired);
-    if (as->sh)
-        eng_timer_arm(as->sh, &as->flush_timer, as->st->opts.flush_interval_ms);
+    if (!as->sh)
+        return;
+    eng_timer_arm(as->sh, &as->flush_timer, as->st->opts.flush_interval_ms);
+    for (unsigned i = 0; i < as->st->table_count; i++)
+        pol_ddl_gate_start(&as->parts[i].ddl, as->sh);
 }
 
 void pol_acct_shard_stop(struct acct_shard *as)
@@ -605,6 +647,8 @@ void pol_acct_shard_stop(struct acct_shard *as)
         eng_timer_cancel(as->sh, &as->work_timer);
         eng_timer_cancel(as->sh, &as->flush_timer);
     }
+    for (unsigned i = 0; i < as->st->table_count; i++)
+        pol_ddl_gate_stop(&as->parts[i].ddl);
     /* Last asynchronous flush: the Sql connection stops after the plugins and completes what
      * is out; whatever is left is written by the final flush on the main thread. */
     for (unsigned i = 0; i < as->st->table_count; i++) {

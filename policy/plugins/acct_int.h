@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "plugins/acct_agg.h"
+#include "plugins/acct_ddl.h"
 #include "plugins/acct_spill.h"
 #include "plugins/acct_sql.h"
 #include "plugins/acct_store.h"
@@ -21,11 +22,24 @@ extern "C" {
 /* Decimal text of a uint64_t, NUL included. */
 #define ACCT_NUM_BYTES 21u
 
+/* Bytes of one DDL statement of a table (CREATE TABLE with its columns, the unique index). */
+#define ACCT_DDL_BYTES 2048u
+/* PostgreSQL, MySQL: 2.05's probe, CREATE TABLE, the unique (key, time) index. */
+#define ACCT_DDL_STMTS 3u
+
 struct acct_table {
     char name[POL_ACCT_TABLE_BYTES_MAX + 1];
     size_t name_len;
     char quoted[POL_ACCT_IDENT_BYTES_MAX];
-    bool writer; /* an Accounting plugin writes it: it exists (created at start-up) */
+    bool writer; /* an Accounting plugin writes it: it is created when missing */
+    /* 1 once the table is known to exist: SQLite at create; PostgreSQL and MySQL when a
+     * shard's DDL gate (acct_ddl.h) first succeeded, or the exit path created it. Atomic. */
+    int created;
+    /* PostgreSQL, MySQL: the statements each shard's gate runs (built and checked at create) */
+    struct pol_ddl_stmt ddl[ACCT_DDL_STMTS];
+    unsigned ddl_count;
+    char ddl_text[ACCT_DDL_STMTS][ACCT_DDL_BYTES];
+    char ddl_what[POL_ACCT_TABLE_BYTES_MAX + 32]; /* "accounting table NAME" */
 };
 
 struct acct_shard;
@@ -60,10 +74,12 @@ struct acct_part {
     bool flush_due; /* the interval passed (or the table fills up): flush the dirty rows */
     uint32_t fetch_head, fetch_tail; /* rows waiting for a fetch (index + 1, via fetch_next) */
     uint32_t batch_count;
-    uint32_t *batch;   /* rows of the statement out */
-    uint32_t rows_max; /* POL_ACCT_FLUSH_ROWS_MAX, or the buffer when smaller */
+    uint32_t *batch;        /* rows of the statement out */
+    uint32_t rows_max;      /* POL_ACCT_FLUSH_ROWS_MAX, or the buffer when smaller */
     uint64_t flush_sent_ms; /* when the flush out was sent */
     struct acct_stmt stmt;
+    /* PostgreSQL, MySQL: the table's check or creation on this shard; flushes wait for it */
+    struct pol_ddl_gate ddl;
     /* database health, for logging */
     bool down;
     uint64_t down_since_ms, down_logged_ms, down_failures;
@@ -112,7 +128,7 @@ struct pol_acct_store {
     struct pol_sql *db;
     char conn_name[128];
     char mysql_engine[64]; /* MySQL: ENGINE of created tables ("" until set: MyISAM) */
-    uint64_t ident; /* names spill files */
+    uint64_t ident;        /* names spill files */
     enum pol_sql_driver driver;
     unsigned refs;
     struct acct_table *tables;
@@ -120,7 +136,8 @@ struct pol_acct_store {
     struct pol_acct_store_opts opts; /* merged over the writers */
     char spill_dir[POL_ACCT_SPILL_PATH_MAX - 128];
     bool has_writer;
-    bool sealed; /* a shard started: no more tables */
+    bool sealed;       /* a shard started: no more tables */
+    bool ddl_deferred; /* a synchronous check failed at create: the shards check the rest */
     struct acct_shard *shards[POL_ACCT_SHARDS_MAX];
 };
 
@@ -155,6 +172,12 @@ void pol_acct_spill_start(struct acct_shard *as);
 /* acct_final.c: at the last release, with every shard thread ended: writes what is unflushed
  * (or spills it) and replays the spill files while the database answers. */
 void pol_acct_final_flush(struct pol_acct_store *st);
+
+/* acct_store.c: 2.05's check, the CREATE TABLE when it fails and the unique index, with
+ * pol_sql_exec_sync (main thread: SQLite at create, every driver at exit for a table no shard
+ * could check). Sets t->created. 0, or -1 with a sentence in err. */
+int pol_acct_table_ensure_sync(struct pol_acct_store *st, struct acct_table *t, char *err,
+                               size_t err_len);
 
 /* acct_store.c: answers a quota check (on the owner) and sends it home. */
 void pol_acct_query_finish(struct acct_shard *as, struct pol_acct_query *q, bool failed,

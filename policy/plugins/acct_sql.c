@@ -10,15 +10,23 @@
  * driver sends every parameter as text. MySQL gets 2.05's MySQL text (with its unique
  * `time_key`, ENGINE from mysql_engine, latin1), backquoted columns and ON DUPLICATE KEY UPDATE
  * (values are quoted literals there, which MySQL converts to the column's type itself).
+ *
+ * The second half runs such DDL (acct_ddl.h): the per-shard gate that checks or creates a
+ * table through pol_sql_query with backoff, for Accounting's store and Greylist's autowl. It
+ * lives here, next to the texts it runs, for want of its own file in policy/plugins/meson.build.
  */
 #include "plugins/acct_sql.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <eng/assert.h>
+#include <eng/log.h>
+
+#include "plugins/acct_ddl.h"
 
 #include "plugins/acct_agg.h"
 
@@ -147,6 +155,25 @@ size_t pol_acct_sql_create(enum pol_acct_dialect d, const char *table_q, char *o
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     sb_printf(&b, d == POL_ACCT_PG ? pg_create : sqlite_create, table_q);
 #pragma GCC diagnostic pop
+    return sb_done(&b);
+}
+
+size_t pol_acct_sql_ddl_shared(bool pg, const char *stmt, char *out, size_t out_len)
+{
+    static const char create[] = "CREATE TABLE ";
+    struct sqlbuf b;
+    sb_init(&b, out, out_len);
+    if (strstr(stmt, "$rpd$")) /* would end the dollar quote */
+        b.overflow = true;
+    if (pg)
+        sb_printf(&b, "DO $rpd$ BEGIN PERFORM pg_advisory_xact_lock(%d); ", POL_ACCT_DDL_LOCK_KEY);
+    if (strncmp(stmt, create, sizeof(create) - 1) == 0 &&
+        strncmp(stmt + sizeof(create) - 1, "IF NOT EXISTS ", 14) != 0)
+        sb_printf(&b, "CREATE TABLE IF NOT EXISTS %s", stmt + sizeof(create) - 1);
+    else
+        sb_printf(&b, "%s", stmt);
+    if (pg)
+        sb_printf(&b, "; END $rpd$");
     return sb_done(&b);
 }
 
@@ -301,4 +328,198 @@ uint64_t pol_acct_sql_count_of(const char *s, size_t len)
         v = v > (UINT64_MAX - digit) / 10 ? UINT64_MAX : v * 10 + digit;
     }
     return v;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The DDL gate (acct_ddl.h)
+ */
+
+static void ddl_fired(struct eng_shard *sh, struct eng_timer *t);
+
+void pol_ddl_gate_init(struct pol_ddl_gate *g, struct pol_sql *db, const char *what,
+                       const char *meanwhile, int *announced, const struct pol_ddl_stmt *stmts,
+                       unsigned stmt_count, bool ready, pol_ddl_done_fn *done, void *done_ctx)
+{
+    ENG_ASSERT(stmt_count <= POL_DDL_STMTS_MAX);
+    ENG_ASSERT(ready || (stmt_count > 0 && db != NULL && announced != NULL));
+    memset(g, 0, sizeof(*g));
+    eng_timer_init(&g->timer, ddl_fired);
+    g->db = db;
+    g->what = what;
+    g->meanwhile = meanwhile;
+    g->announced = announced;
+    for (unsigned i = 0; i < stmt_count; i++)
+        g->stmts[i] = stmts[i];
+    g->stmt_count = stmt_count;
+    g->state = ready ? POL_DDL_READY : POL_DDL_IDLE;
+    g->backoff_ms = POL_DDL_BACKOFF_MIN_MS;
+    g->done = done;
+    g->done_ctx = done_ctx;
+}
+
+void pol_ddl_gate_start(struct pol_ddl_gate *g, struct eng_shard *sh)
+{
+    if (g->state != POL_DDL_IDLE || !sh)
+        return;
+    g->sh = sh;
+    g->state = POL_DDL_STARTING;
+    eng_timer_arm(sh, &g->timer, 0); /* from the loop: the connection may start after us */
+}
+
+void pol_ddl_gate_stop(struct pol_ddl_gate *g)
+{
+    if (g->sh)
+        eng_timer_cancel(g->sh, &g->timer);
+    if (g->state != POL_DDL_READY)
+        g->state = POL_DDL_STOPPED;
+}
+
+void pol_ddl_gate_fini(struct pol_ddl_gate *g)
+{
+    /* The timer may still be linked into a shard that ended without its stop: that shard's
+     * wheel is gone, nothing will fire it. */
+    memset(g, 0, sizeof(*g));
+}
+
+const char *pol_ddl_gate_error(const struct pol_ddl_gate *g)
+{
+    if (g->error[0] && g->state != POL_DDL_READY)
+        return g->error;
+    switch (g->state) {
+    case POL_DDL_IDLE:
+        return "not checked (no shard)";
+    case POL_DDL_STARTING:
+    case POL_DDL_RUNNING:
+        return "being checked";
+    case POL_DDL_BACKOFF:
+        return "not checked yet";
+    case POL_DDL_STOPPED:
+        return "the shard is stopping";
+    case POL_DDL_READY:
+        break;
+    }
+    return "ready";
+}
+
+void pol_ddl_gate_wait(struct pol_ddl_gate *g, struct pol_ddl_waiter *w)
+{
+    ENG_ASSERT(pol_ddl_gate_pending(g));
+    ENG_ASSERT(w->fn != NULL);
+    w->next = NULL;
+    if (g->waiters_tail)
+        g->waiters_tail->next = w;
+    else
+        g->waiters = w;
+    g->waiters_tail = w;
+}
+
+static void ddl_wake(struct pol_ddl_gate *g, bool ok)
+{
+    struct pol_ddl_waiter *w = g->waiters;
+    g->waiters = g->waiters_tail = NULL;
+    const char *why = ok ? NULL : pol_ddl_gate_error(g);
+    while (w) {
+        struct pol_ddl_waiter *next = w->next; /* w may be gone once woken */
+        w->fn(w, ok, why);
+        w = next;
+    }
+}
+
+static void ddl_log_failure(struct pol_ddl_gate *g)
+{
+    if (g->failures++ > 0)
+        return; /* once per streak */
+    g->streak_since_ms = eng_now_ms(g->sh);
+    eng_log(ENG_LOG_ERR,
+            "%s: cannot check or create it on shard %u: %s; %s; retrying with "
+            "backoff (up to %u ms)",
+            g->what, eng_shard_index(g->sh), g->error, g->meanwhile, POL_DDL_BACKOFF_MAX_MS);
+}
+
+static void ddl_log_success(struct pol_ddl_gate *g)
+{
+    bool first = __atomic_exchange_n(g->announced, 1, __ATOMIC_ACQ_REL) == 0;
+    if (g->failures > 0)
+        eng_log(ENG_LOG_NOTICE, "%s: ready on shard %u after %llu failed attempts (%llu s)",
+                g->what, eng_shard_index(g->sh), (unsigned long long)g->failures,
+                (unsigned long long)((eng_now_ms(g->sh) - g->streak_since_ms) / 1000));
+    else if (first)
+        eng_log(ENG_LOG_NOTICE, "%s: checked (created when missing)", g->what);
+}
+
+/* The end of an attempt: ready, or the next one after the backoff. */
+static void ddl_attempt_end(struct pol_ddl_gate *g, bool ok, const char *error)
+{
+    g->attempts++;
+    if (g->state == POL_DDL_STOPPED) {
+        snprintf(g->error, sizeof(g->error), "the shard is stopping");
+        ddl_wake(g, false);
+        return;
+    }
+    if (ok) {
+        ddl_log_success(g);
+        g->state = POL_DDL_READY;
+        g->failures = 0;
+        g->backoff_ms = POL_DDL_BACKOFF_MIN_MS;
+        g->error[0] = '\0';
+    } else {
+        snprintf(g->error, sizeof(g->error), "%s", error);
+        ddl_log_failure(g);
+        g->state = POL_DDL_BACKOFF;
+        eng_timer_arm(g->sh, &g->timer, g->backoff_ms);
+        g->backoff_ms =
+            g->backoff_ms * 2 > POL_DDL_BACKOFF_MAX_MS ? POL_DDL_BACKOFF_MAX_MS : g->backoff_ms * 2;
+    }
+    ddl_wake(g, ok);
+    if (g->done)
+        g->done(g->done_ctx, ok);
+}
+
+static void ddl_send(struct pol_ddl_gate *g);
+
+static void ddl_done(void *ctx, const struct pol_sql_result *res)
+{
+    struct pol_ddl_gate *g = ctx;
+    ENG_ASSERT(g->at < g->stmt_count);
+    bool ok = res->status >= 0;
+    if (g->state == POL_DDL_STOPPED) {
+        ddl_attempt_end(g, false, NULL);
+        return;
+    }
+    ENG_ASSERT(g->state == POL_DDL_RUNNING);
+    if (g->stmts[g->at].probe)
+        g->at += ok ? 2 : 1;
+    else if (ok)
+        g->at++;
+    else {
+        ddl_attempt_end(g, false, res->error ? res->error : "unknown error");
+        return;
+    }
+    if (g->at >= g->stmt_count)
+        ddl_attempt_end(g, true, NULL);
+    else
+        ddl_send(g); /* bounded: at most POL_DDL_STMTS_MAX statements per attempt */
+}
+
+static void ddl_send(struct pol_ddl_gate *g)
+{
+    int rc = pol_sql_query(g->sh, g->db, g->stmts[g->at].sql, NULL, NULL, 0, 0, ddl_done, g);
+    if (rc < 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "cannot queue the statement: %s", strerror(-rc));
+        struct pol_sql_result res = {.status = rc, .error = why};
+        ddl_done(g, &res);
+    }
+}
+
+static void ddl_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    (void)sh;
+    struct pol_ddl_gate *g =
+        (struct pol_ddl_gate *)(void *)((char *)t - offsetof(struct pol_ddl_gate, timer));
+    if (g->state != POL_DDL_STARTING && g->state != POL_DDL_BACKOFF)
+        return;
+    g->state = POL_DDL_RUNNING;
+    g->at = 0;
+    ddl_send(g);
 }

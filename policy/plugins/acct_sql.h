@@ -48,6 +48,16 @@ size_t pol_acct_sql_create(enum pol_acct_dialect d, const char *table_q, char *o
 size_t pol_acct_sql_create_mysql(const char *table_q, const char *engine_q, char *out,
                                  size_t out_len);
 
+/* The DDL shards run (acct_ddl.h): stmt made safe to run concurrently from several shards and
+ * hosts. PostgreSQL: DO $rpd$ BEGIN PERFORM pg_advisory_xact_lock(POL_ACCT_DDL_LOCK_KEY); stmt;
+ * END $rpd$ (CREATE TABLE IF NOT EXISTS alone races in the catalog: "duplicate key value
+ * violates unique constraint pg_type_typname_nsp_index"), with "CREATE TABLE " turned into
+ * "CREATE TABLE IF NOT EXISTS " (a table created by another shard in the meantime); MySQL: only
+ * the IF NOT EXISTS (its metadata locks serialize DDL). Returns 0 when out is too small or stmt
+ * contains the dollar quote. */
+#define POL_ACCT_DDL_LOCK_KEY 1919968356 /* "rpdd" */
+size_t pol_acct_sql_ddl_shared(bool pg, const char *stmt, char *out, size_t out_len);
+
 /* CREATE UNIQUE INDEX IF NOT EXISTS "<table>_time_key" ON T ("key", "time"). table is the
  * unquoted name (the index name is derived from it and quoted here). MySQL: index names are
  * per table, so the index is 2.05's `time_key` (present in tables 2.05 created). */

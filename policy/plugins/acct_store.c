@@ -3,6 +3,10 @@
  * of stores, tables and their start-up DDL, per-shard state, the cross-shard messages of
  * Accounting and Quota. Flushes, fetches and spill files are in acct_flush.c.
  *
+ * Tables: SQLite's are checked and created at create, synchronously; PostgreSQL's and
+ * MySQL's DDL is only built there and runs on each shard's gate (acct_ddl.h, started with the
+ * shard's timers in acct_flush.c), so a database that is down at start no longer refuses it.
+ *
  * Owns: the stores (a process-wide list, main thread only, guarded by a mutex because tests
  * may build servers from several threads), each shard's state (allocated by the first plugin's
  * shard_start on that shard, freed by the last release on the main thread after every shard
@@ -157,7 +161,7 @@ static size_t table_create_sql(const struct pol_acct_store *st, const struct acc
     return pol_acct_sql_create(d, t->quoted, sql, sql_len);
 }
 
-/* Runs one statement of the start-up DDL. 0, or -1 with "...: DRIVER MESSAGE" in err. */
+/* Runs one statement of the synchronous DDL. 0, or -1 with "...: DRIVER MESSAGE" in err. */
 static int ddl_exec(struct pol_acct_store *st, const char *sql, const char *what, char *err,
                     size_t err_len)
 {
@@ -169,8 +173,8 @@ static int ddl_exec(struct pol_acct_store *st, const char *sql, const char *what
 }
 
 /* 2.05's check_sql_tables, plus the unique (key, time) index every dialect needs now. */
-static int table_ensure(struct pol_acct_store *st, const struct acct_table *t, char *err,
-                        size_t err_len)
+int pol_acct_table_ensure_sync(struct pol_acct_store *st, struct acct_table *t, char *err,
+                               size_t err_len)
 {
     char sql[2048], why[512];
     pol_acct_sql_exists(t->quoted, sql, sizeof(sql));
@@ -194,7 +198,52 @@ static int table_ensure(struct pol_acct_store *st, const struct acct_table *t, c
              "cannot create the unique (key, time) index of table %s (duplicate rows left by "
              "2.05? merge them first)",
              t->name);
-    return ddl_exec(st, sql, what, err, err_len);
+    if (ddl_exec(st, sql, what, err, err_len) != 0)
+        return -1;
+    pol_ddl_announce(&t->created);
+    return 0;
+}
+
+/* PostgreSQL, MySQL: the same three statements for the shards' gates (acct_ddl.h), built now
+ * so that a name or text that cannot work is still a start-up error; nothing connects. */
+static int table_ddl_build(struct pol_acct_store *st, struct acct_table *t, char *err,
+                           size_t err_len)
+{
+    char create[ACCT_DDL_BYTES], index[ACCT_DDL_BYTES];
+    bool pg = st->driver == POL_SQL_PG;
+    if (pol_acct_sql_exists(t->quoted, t->ddl_text[0], ACCT_DDL_BYTES) == 0 ||
+        table_create_sql(st, t, create, sizeof(create)) == 0 ||
+        pol_acct_sql_unique_index(t->name, t->quoted, index, sizeof(index)) == 0 ||
+        pol_acct_sql_ddl_shared(pg, create, t->ddl_text[1], ACCT_DDL_BYTES) == 0 ||
+        pol_acct_sql_ddl_shared(pg, index, t->ddl_text[2], ACCT_DDL_BYTES) == 0) {
+        snprintf(err, err_len, "table name %s is too long or contains $rpd$", t->name);
+        return -1;
+    }
+    t->ddl[0] = (struct pol_ddl_stmt){t->ddl_text[0], true};
+    t->ddl[1] = (struct pol_ddl_stmt){t->ddl_text[1], false};
+    t->ddl[2] = (struct pol_ddl_stmt){t->ddl_text[2], false};
+    t->ddl_count = ACCT_DDL_STMTS;
+    snprintf(t->ddl_what, sizeof(t->ddl_what), "accounting table %s", t->name);
+    return 0;
+}
+
+/* PostgreSQL, MySQL: one synchronous check now while the server answers, so that a daemon
+ * started next to a working database has its tables when it accepts (as 2.05 and the earlier
+ * releases did). Any failure is no start-up error: the shards' gates check the table before
+ * their first flush and retry; after one failure the connection's other tables are left to
+ * the gates too (start-up waits for at most one failed connection attempt). */
+static void table_first_check(struct pol_acct_store *st, struct acct_table *t)
+{
+    char why[512];
+    if (st->ddl_deferred)
+        return;
+    if (pol_acct_table_ensure_sync(st, t, why, sizeof(why)) == 0)
+        return;
+    st->ddl_deferred = true;
+    eng_log(ENG_LOG_WARNING,
+            "accounting: table %s not checked at start-up (%s); each shard checks it before "
+            "its first flush, retrying while it fails, counts are kept meanwhile",
+            t->name, why);
 }
 
 static int opts_merge(struct pol_acct_store *st, const struct pol_acct_store_opts *o, char *err,
@@ -258,9 +307,14 @@ int pol_acct_store_add_table(struct pol_acct_store *st, const char *table, bool 
     }
     struct acct_table *t = &st->tables[idx];
     if (writer && !t->writer) {
-        if (table_ensure(st, t, err, err_len) != 0)
+        /* SQLite is a local file: created now (an unwritable path fails start-up). */
+        int rc = st->driver == POL_SQL_SQLITE ? pol_acct_table_ensure_sync(st, t, err, err_len)
+                                              : table_ddl_build(st, t, err, err_len);
+        if (rc != 0)
             return -1;
         t->writer = true;
+        if (st->driver != POL_SQL_SQLITE)
+            table_first_check(st, t);
     }
     return idx;
 }

@@ -75,8 +75,9 @@ void pol_acct_store_release(struct pol_acct_store *st);
 void pol_acct_store_mysql_engine(struct pol_acct_store *st, const char *engine);
 
 /* Registers a table (main thread, before any shard starts). A writer (Accounting) makes sure
- * the table and its unique (key, time) index exist (creating them, 2.05's check first) and
- * replays spill files of earlier runs; its options size the store (the largest buffer, the
+ * the table and its unique (key, time) index exist (creating them, 2.05's check first: SQLite
+ * now, PostgreSQL and MySQL on each shard before its first flush, retried while the database
+ * is down) and replays spill files of earlier runs; its options size the store (the largest buffer, the
  * shortest interval win). A reader (Quota) only registers the name. Returns the table's index,
  * or -1 with a sentence in err. */
 int pol_acct_store_add_table(struct pol_acct_store *st, const char *table, bool writer,

@@ -38,7 +38,13 @@
  * increment INCR KEY then EXPIRE KEY autowl_expire_days*86400 (pipelined). Redis expires the
  * entries itself (the cron task has nothing to do for them).
  *
- * Start-up: the autowl table is created when missing (appendix B; SQLite or PostgreSQL DDL).
+ * Start-up: the autowl table is created when missing (appendix B; SQLite, PostgreSQL or MySQL
+ * DDL): SQLite's at create (a local file: an unwritable path fails start-up); PostgreSQL's and
+ * MySQL's text is built at create and runs on each shard before its first autowl query, through
+ * the normal Sql path, retried with backoff while it fails (acct_ddl.h), so neither start nor
+ * --check needs the server. Requests that need the table while its check is out wait for it;
+ * while it fails they fail like a database outage (on_error decides). --cron runs the DDL
+ * synchronously before it expires rows.
  * Cron `hourly` deletes autowl rows unused for autowl_expire_days (16 #3).
  * SQL or memcached failures fail the request (on_error decides), as a 2.05 DBI or memcached
  * error would; the reason is in the log.
@@ -58,7 +64,12 @@
 
 #include "redis_conn.h"
 
+#include "plugins/acct_ddl.h"
+#include "plugins/acct_sql.h"
 #include "plugins/common.h"
+
+/* Shards whose autowl gates one plugin keeps (engine shards are far fewer). */
+#define GL_SHARDS_MAX 1024u
 
 enum {
     OPT_ENABLED,
@@ -133,6 +144,14 @@ struct greylist {
     int64_t expire_s; /* autowl_expire_days in seconds */
     long long threshold;
     char *q_get, *q_incr, *q_create, *q_restart, *q_expire; /* with the table name quoted */
+    char *q_ddl;                                            /* CREATE TABLE IF NOT EXISTS */
+    bool ddl_async;  /* PostgreSQL, MySQL: q_ddl runs on each shard's gate */
+    int ddl_created; /* the gates' shared flag (acct_ddl.h) */
+    struct pol_ddl_stmt ddl_stmt;
+    char ddl_what[640]; /* "Greylist NAME: auto-whitelist table T" */
+    /* per shard, each written by its own shard at start; freed by destroy (main thread, after
+     * the shards and their Sql connections stopped) */
+    struct pol_ddl_gate *gates[GL_SHARDS_MAX];
 };
 
 enum gl_phase {
@@ -143,6 +162,7 @@ enum gl_phase {
     GL_TICKET_GOT,
     GL_AWL_WRITE,    /* INSERT/UPDATE out: then pass (autowl) or delete the ticket */
     GL_TICKET_WRITE, /* set/delete out: then defer or pass */
+    GL_AWL_GATE,     /* waiting for the autowl table's check: then the SQL operation again */
 };
 
 struct gl_req {
@@ -156,13 +176,17 @@ struct gl_req {
     const char *domain, *ip, *tkey;
     size_t domain_len, ip_len, tkey_len;
     bool have_count;
-    bool row_read;  /* SQL: the entry was looked up by this request */
-    bool row_found; /* ... and a row exists (maybe expired: then "create" restarts it) */
+    bool row_read;     /* SQL: the entry was looked up by this request */
+    bool row_found;    /* ... and a row exists (maybe expired: then "create" restarts it) */
     long long count;   /* the autowl count, or -1 for none */
     int64_t last_seen; /* of the autowl entry read */
     int64_t ticket;    /* -1 for none */
     bool defer_after;
     bool pass_after;
+    /* the SQL operation that waits for the table's check (GL_AWL_GATE) */
+    struct pol_ddl_waiter gate_wait;
+    bool gate_write, gate_create;
+    enum gl_phase gate_after;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -179,11 +203,18 @@ static void greylist_destroy(struct pol_plugin *p)
     free(g->q_create);
     free(g->q_restart);
     free(g->q_expire);
+    free(g->q_ddl);
+    for (unsigned i = 0; i < GL_SHARDS_MAX; i++)
+        if (g->gates[i]) {
+            pol_ddl_gate_fini(g->gates[i]);
+            free(g->gates[i]);
+        }
     free(g);
     pol_plugin_set_data(p, NULL);
 }
 
-static int ddl(struct greylist *g, const char *qt, char *err, size_t err_len)
+/* Builds the autowl table's DDL; SQLite runs it now, PostgreSQL and MySQL on the shards. */
+static int ddl(struct pol_plugin *p, struct greylist *g, const char *qt, char *err, size_t err_len)
 {
     char *sql = NULL;
     int rc;
@@ -213,10 +244,41 @@ static int ddl(struct greylist *g, const char *qt, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return -1;
     }
+    if (pol_sql_driver_of(g->db) != POL_SQL_SQLITE) {
+        /* Shards and hosts run it at once: serialized (acct_sql.h) */
+        size_t cap = strlen(sql) + 128;
+        char *shared = malloc(cap);
+        bool pg = pol_sql_driver_of(g->db) == POL_SQL_PG;
+        if (!shared || pol_acct_sql_ddl_shared(pg, sql, shared, cap) == 0) {
+            if (shared)
+                snprintf(err, err_len, "autowl_table %s: must not contain $rpd$", qt);
+            else
+                snprintf(err, err_len, "out of memory");
+            free(shared);
+            free(sql);
+            return -1;
+        }
+        free(sql);
+        sql = shared;
+    }
+    g->q_ddl = sql;
     char why[256] = "";
-    rc = pol_sql_exec_sync(g->db, sql, NULL, 0, NULL, NULL, why, sizeof(why));
-    free(sql);
-    if (rc != 0) {
+    if (pol_sql_driver_of(g->db) != POL_SQL_SQLITE) {
+        /* One synchronous attempt while the server answers (a started daemon has its table,
+         * as before); a failure is no start-up error: the shards' gates retry. */
+        if (pol_sql_exec_sync(g->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) == 0)
+            return 0;
+        g->ddl_async = true;
+        g->ddl_stmt = (struct pol_ddl_stmt){g->q_ddl, false};
+        snprintf(g->ddl_what, sizeof(g->ddl_what), "Greylist %s: auto-whitelist table %s",
+                 pol_plugin_name(p), qt);
+        eng_log(ENG_LOG_WARNING,
+                "%s not checked at start-up (%s); each shard checks it before its first "
+                "auto-whitelist query, retrying while it fails",
+                g->ddl_what, why);
+        return 0;
+    }
+    if (pol_sql_exec_sync(g->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) != 0) {
         snprintf(err, err_len, "cannot create the auto-whitelist table %s: %s", qt, why);
         return -1;
     }
@@ -312,7 +374,7 @@ static int create_checked(struct pol_plugin *p, char *err, size_t err_len)
             snprintf(err, err_len, "out of memory");
             return -1;
         }
-        if (ddl(g, qt, err, err_len) != 0)
+        if (ddl(p, g, qt, err, err_len) != 0)
             return -1;
     }
     eng_log(ENG_LOG_NOTICE,
@@ -320,9 +382,8 @@ static int create_checked(struct pol_plugin *p, char *err, size_t err_len)
             "autowl_expire_days %lld, autowl_table %s, autowl_threshold %lld, use_autowl %d, "
             "ipv4_aggregate %d, ipv6_aggregate %d",
             pol_plugin_name(p), ticket_mod, awl_mod, g->min_wait, g->max_wait, days, table,
-            g->threshold,
-            (int)pol_opt(p, OPT_USE_AUTOWL)->b, (int)pol_opt(p, OPT_IPV4_AGGREGATE)->b,
-            (int)pol_opt(p, OPT_IPV6_AGGREGATE)->b);
+            g->threshold, (int)pol_opt(p, OPT_USE_AUTOWL)->b,
+            (int)pol_opt(p, OPT_IPV4_AGGREGATE)->b, (int)pol_opt(p, OPT_IPV6_AGGREGATE)->b);
     return 0;
 }
 
@@ -334,6 +395,41 @@ static int greylist_create(struct pol_plugin *p, char *err, size_t err_len)
     if (rc != 0)
         greylist_destroy(p);
     return rc;
+}
+
+/* PostgreSQL, MySQL: this shard's check of the autowl table (the request path waits for it). */
+static int greylist_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **shard_data,
+                                char *err, size_t err_len)
+{
+    struct greylist *g = pol_plugin_data(p);
+    *shard_data = NULL;
+    if (!g->ddl_async)
+        return 0;
+    unsigned idx = sh ? eng_shard_index(sh) : 0;
+    if (idx >= GL_SHARDS_MAX) {
+        snprintf(err, err_len, "Greylist serves at most %u shards", GL_SHARDS_MAX);
+        return -1;
+    }
+    ENG_ASSERT(g->gates[idx] == NULL);
+    struct pol_ddl_gate *gate = calloc(1, sizeof(*gate));
+    if (!gate) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    pol_ddl_gate_init(gate, g->db, g->ddl_what, "auto-whitelist lookups and updates fail",
+                      &g->ddl_created, &g->ddl_stmt, 1, false, NULL, NULL);
+    g->gates[idx] = gate;
+    pol_ddl_gate_start(gate, sh);
+    *shard_data = gate;
+    return 0;
+}
+
+static void greylist_shard_stop(struct pol_plugin *p, struct eng_shard *sh, void *shard_data)
+{
+    (void)p;
+    (void)sh;
+    if (shard_data) /* freed by destroy: a statement out still completes into it */
+        pol_ddl_gate_stop(shard_data);
 }
 
 static int greylist_cron(struct pol_plugin *p, const char *const *tasks, size_t task_count,
@@ -350,6 +446,9 @@ static int greylist_cron(struct pol_plugin *p, const char *const *tasks, size_t 
     const char *params[] = {cutoff};
     eng_log(ENG_LOG_INFO, "Greylist %s: expiring auto-whitelist entries unused for %" PRId64 " s",
             pol_plugin_name(p), g->expire_s);
+    /* The daemon may never have reached the server: the table first (idempotent). */
+    if (g->ddl_async && pol_sql_exec_sync(g->db, g->q_ddl, NULL, 0, NULL, NULL, err, err_len) != 0)
+        return -1;
     return pol_sql_exec_sync(g->db, g->q_expire, params, 1, NULL, NULL, err, err_len);
 }
 
@@ -536,8 +635,39 @@ static enum pol_step ticket_set(struct pol_req *r, struct greylist *g, struct gl
     return queued(r, redis_cmd(r, g, s, g->max_wait ? 5 : 3, argv, lens), "ticket creation");
 }
 
+static void gate_woken(struct pol_ddl_waiter *w, bool ok, const char *error)
+{
+    struct gl_req *s = (struct gl_req *)(void *)((char *)w - offsetof(struct gl_req, gate_wait));
+    s->status = ok ? 0 : -EIO;
+    if (!ok)
+        snprintf(s->err, sizeof(s->err), "sql: the auto-whitelist table is not ready: %s", error);
+    pol_req_resume(s->r);
+}
+
+/* The SQL autowl table on this shard, before an operation on it: POL_NEXT to go on, POL_WAIT
+ * while its check is out (the step goes on in GL_AWL_GATE), or a failure like an outage. */
+static enum pol_step awl_gate(struct pol_plugin *p, struct pol_req *r, struct gl_req *s, bool write,
+                              bool create, enum gl_phase after)
+{
+    struct pol_ddl_gate *gate = pol_plugin_shard_data(p, r);
+    if (!gate || pol_ddl_gate_ready(gate))
+        return POL_NEXT;
+    if (!pol_ddl_gate_pending(gate))
+        return pol_req_fail(r, "sql: the auto-whitelist table is not ready: %s",
+                            pol_ddl_gate_error(gate));
+    s->gate_write = write;
+    s->gate_create = create;
+    s->gate_after = after;
+    s->gate_wait.fn = gate_woken;
+    s->status = 0;
+    s->phase = GL_AWL_GATE;
+    pol_ddl_gate_wait(gate, &s->gate_wait);
+    return POL_WAIT;
+}
+
 /* The autowl lookup: SQL or Redis; ends in GL_AWL_GOT. */
-static enum pol_step awl_get(struct pol_req *r, struct greylist *g, struct gl_req *s)
+static enum pol_step awl_get(struct pol_plugin *p, struct pol_req *r, struct greylist *g,
+                             struct gl_req *s)
 {
     s->status = 0;
     s->phase = GL_AWL_GET;
@@ -546,6 +676,10 @@ static enum pol_step awl_get(struct pol_req *r, struct greylist *g, struct gl_re
         size_t lens[] = {3, s->awl_key_len};
         return queued(r, redis_cmd(r, g, s, 2, argv, lens), "auto-whitelist lookup");
     }
+    enum pol_step gs = awl_gate(p, r, s, false, false, s->after);
+    if (gs != POL_NEXT)
+        return gs;
+    s->phase = GL_AWL_GET;
     const char *params[] = {s->domain, s->ip};
     size_t lens[] = {s->domain_len, s->ip_len};
     return queued(r,
@@ -619,6 +753,9 @@ static enum pol_step awl_write(struct pol_plugin *p, struct pol_req *r, struct g
         s->after = after;
         return awl_write_redis(r, g, s, create);
     }
+    enum pol_step gs = awl_gate(p, r, s, true, create, after);
+    if (gs != POL_NEXT)
+        return gs;
     const char *now = num_text(r, (long long)time(NULL));
     if (!now)
         return pol_req_fail(r, "no memory left in the request arena");
@@ -639,8 +776,7 @@ static enum pol_step awl_write(struct pol_plugin *p, struct pol_req *r, struct g
     }
     s->phase = GL_AWL_WRITE;
     s->after = after;
-    return queued(r,
-                  pol_sql_query(pol_req_shard(r), g->db, q, params, lens, 3, 0, sql_done, s),
+    return queued(r, pol_sql_query(pol_req_shard(r), g->db, q, params, lens, 3, 0, sql_done, s),
                   "auto-whitelist update");
 }
 
@@ -672,7 +808,7 @@ static enum pol_step after_ticket(struct pol_plugin *p, struct pol_req *r, struc
                  * restart (SQL; Redis expires entries itself). */
                 if (!c || (cl == 0 && !g->awl_redis && !s->row_read)) {
                     s->after = GL_TICKET_GOT;
-                    return awl_get(r, g, s);
+                    return awl_get(p, r, g, s);
                 }
                 return awl_write(p, r, s, cl == 0, GL_TICKET_WRITE);
             }
@@ -708,7 +844,7 @@ static enum pol_step awl_lookup(struct pol_plugin *p, struct pol_req *r, struct 
         return POL_NEXT;
     }
     s->after = after;
-    return awl_get(r, g, s);
+    return awl_get(p, r, g, s);
 }
 
 static enum pol_step greylist_step(struct pol_plugin *p, struct pol_req *r, void *req_state)
@@ -810,6 +946,13 @@ static enum pol_step greylist_step(struct pol_plugin *p, struct pol_req *r, void
                 return defer(p, r, -1);
             ENG_ASSERT(s->pass_after);
             return pass(p, r);
+        case GL_AWL_GATE: /* the table's check ended */
+            if (s->status != 0)
+                return pol_req_fail(r, "%s", s->err);
+            if (s->gate_write)
+                return awl_write(p, r, s, s->gate_create, s->gate_after);
+            s->after = s->gate_after;
+            return awl_get(p, r, g, s);
         case GL_AWL_GET:
         case GL_TICKET_GET:
             ENG_ASSERT(!"Greylist step while an operation is out");
@@ -826,6 +969,8 @@ const struct pol_plugin_type pol_type_Greylist = {
     .flags = POL_TYPE_SCORING,
     .req_state_bytes = sizeof(struct gl_req),
     .create = greylist_create,
+    .shard_start = greylist_shard_start,
+    .shard_stop = greylist_shard_stop,
     .step = greylist_step,
     .cron = greylist_cron,
     .destroy = greylist_destroy,
