@@ -17,12 +17,19 @@
  * reconnection is never started in the turn that closed the old socket (the epoll backend
  * registers an fd number once per turn; a new socket may get the same number).
  *
+ * With sentinels configured, an attempt first connects to one sentinel (in turn) and asks
+ * `SENTINEL get-master-addr-by-name SERVICE` on that context ("asking": commands fail fast
+ * meanwhile, none is ever queued on a sentinel's connection); the answer ends that context and
+ * the master's connect starts on the next turn. Any lost or failed master connection forgets
+ * the master, so the next attempt asks again and follows a failover.
+ *
  * Owns: the hiredis context (and so the socket), the slot array. Thread: the client's shard.
  * Failures are counted and logged once per outage (connect failures) or per event (handshake
  * errors, timeouts).
  */
 #include "eng/redis.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -66,6 +73,18 @@ struct eng_redis {
     struct redis_slot *slots;
     uint32_t free_slot;
     struct eng_redis_stats stats;
+    /* Sentinel (sentinel_count 0: none) */
+    struct {
+        char host[ENG_REDIS_HOST_BYTES];
+        uint16_t port;
+    } sentinels[ENG_REDIS_SENTINELS_MAX];
+    uint32_t sentinel_count, sentinel_next;
+    char *service;
+    bool asking;      /* ac is a sentinel's connection, asked for the master */
+    bool have_master; /* master_host/master_port hold the last answer */
+    char master_host[ENG_REDIS_HOST_BYTES];
+    uint16_t master_port;
+    char peer[ENG_REDIS_HOST_BYTES + 8]; /* what the current or last master attempt targets */
 };
 
 const char *eng_redis_status_text(enum eng_redis_status st)
@@ -245,10 +264,68 @@ static void on_connect(const redisAsyncContext *cac, int status)
         conn_reset(r, why, true);
         return;
     }
+    if (r->asking)
+        return; /* the sentinel's answer ends this connection */
     r->state = C_UP;
     r->stats.connects++;
     if (r->handshake_pending == 0)
         conn_ready(r);
+}
+
+/* A sentinel's answer to SENTINEL get-master-addr-by-name: an array of the master's address and
+ * port, or nil for an unknown service. */
+static void sentinel_done(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct eng_redis *r = priv;
+    redisReply *rep = reply;
+    if (r->ac != ac || !r->asking || !rep)
+        return; /* the connection is going away; that path counts it */
+    char why[360];
+    unsigned char bin[sizeof(struct in6_addr)];
+    const uint32_t si = (r->sentinel_next + r->sentinel_count - 1) % r->sentinel_count;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_STRING) {
+        snprintf(why, sizeof(why), "sentinel %s:%u does not name a master for '%.64s'%s%.64s",
+                 r->sentinels[si].host, r->sentinels[si].port, r->service,
+                 rep->type == REDIS_REPLY_ERROR ? ": " : "",
+                 rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "");
+        conn_reset(r, why, true);
+        return;
+    }
+    const redisReply *h = rep->element[0], *p = rep->element[1];
+    char host[ENG_REDIS_HOST_BYTES] = "";
+    char *end = NULL;
+    long port = 0;
+    if (h->len < sizeof(host)) {
+        memcpy(host, h->str, h->len);
+        host[h->len] = '\0';
+    }
+    if (p->len > 0 && p->len < 6)
+        port = strtol(p->str, &end, 10);
+    if (!host[0] || (inet_pton(AF_INET, host, bin) != 1 && inet_pton(AF_INET6, host, bin) != 1) ||
+        !end || *end || port <= 0 || port > 65535) {
+        snprintf(why, sizeof(why),
+                 "sentinel %s:%u names master '%.64s' at an address that is not numeric "
+                 "(host %.64s, port %.8s)",
+                 r->sentinels[si].host, r->sentinels[si].port, r->service, h->str, p->str);
+        conn_reset(r, why, true);
+        return;
+    }
+    if (!r->have_master || strcmp(host, r->master_host) != 0 || r->master_port != port)
+        eng_log(ENG_LOG_NOTICE, "redis %s: sentinel %s:%u: master '%s' is %s:%ld", r->name,
+                r->sentinels[si].host, r->sentinels[si].port, r->service, host, port);
+    memcpy(r->master_host, host, sizeof(host));
+    r->master_port = (uint16_t)port;
+    r->have_master = true;
+    /* End the sentinel's connection (hiredis frees it after this callback); the master's
+     * connect starts on a later turn (the epoll backend registers an fd number once per turn). */
+    r->asking = false;
+    r->ac = NULL;
+    r->state = C_WAIT;
+    eng_timer_cancel(r->sh, &r->connect_timer);
+    redisAsyncFree(ac);
+    eng_timer_arm(r->sh, &r->backoff_timer, REDIS_NEXT_TURN_MS);
 }
 
 static void on_disconnect(const redisAsyncContext *cac, int status)
@@ -314,8 +391,21 @@ static void backoff_fired(struct eng_shard *sh, struct eng_timer *t);
 static void connect_start(struct eng_redis *r)
 {
     ENG_ASSERT(r->ac == NULL);
-    redisAsyncContext *ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
-                                         : redisAsyncConnect(r->host, r->cfg.port);
+    bool ask = r->sentinel_count > 0 && !r->have_master;
+    redisAsyncContext *ac;
+    if (ask) {
+        uint32_t i = r->sentinel_next;
+        r->sentinel_next = (i + 1) % r->sentinel_count;
+        r->stats.sentinel_queries++;
+        ac = redisAsyncConnect(r->sentinels[i].host, r->sentinels[i].port);
+    } else if (r->sentinel_count > 0) {
+        snprintf(r->peer, sizeof(r->peer), "%s:%u", r->master_host, r->master_port);
+        ac = redisAsyncConnect(r->master_host, r->master_port);
+    } else {
+        ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
+                          : redisAsyncConnect(r->host, r->cfg.port);
+    }
+    r->asking = ask;
     if (!ac) {
         r->state = C_WAIT;
         conn_reset(r, "cannot create a hiredis context: out of memory", true);
@@ -342,6 +432,16 @@ static void connect_start(struct eng_redis *r)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     eng_timer_arm(r->sh, &r->connect_timer, r->cfg.connect_timeout_ms);
+    if (ask) {
+        const char *argv[] = {"SENTINEL", "get-master-addr-by-name", r->service};
+        size_t len[] = {8, 23, strlen(r->service)};
+        if (redisAsyncCommandArgv(ac, sentinel_done, r, 3, argv, len) != REDIS_OK) {
+            conn_reset(r, "cannot format the SENTINEL command: out of memory", true);
+            return;
+        }
+        ev_set(r, POLLOUT, 0);
+        return;
+    }
     if (r->password) {
         const char *argv[] = {"AUTH", r->password};
         size_t len[] = {4, strlen(r->password)};
@@ -384,6 +484,20 @@ static void conn_reset(struct eng_redis *r, const char *why, bool failure)
 {
     redisAsyncContext *ac = r->ac;
     bool was_up = r->state == C_UP;
+    char named[400];
+    if (r->asking) {
+        r->stats.sentinel_failures++;
+        failure = true; /* the next attempt asks the next sentinel */
+        if (strncmp(why, "sentinel ", 9) != 0) {
+            uint32_t si = (r->sentinel_next + r->sentinel_count - 1) % r->sentinel_count;
+            snprintf(named, sizeof(named), "sentinel %s:%u: %s", r->sentinels[si].host,
+                     r->sentinels[si].port, why);
+            why = named;
+        }
+    } else {
+        r->have_master = false; /* ask the sentinels again: the master may have moved */
+    }
+    r->asking = false;
     r->ac = NULL;
     r->state = C_WAIT;
     r->handshake_pending = 0;
@@ -430,8 +544,19 @@ int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
                      struct eng_redis **out)
 {
     ENG_ASSERT(sh == eng_shard_self());
-    if ((!cfg->host || !*cfg->host) && (!cfg->unix_path || !*cfg->unix_path))
+    if ((!cfg->host || !*cfg->host) && (!cfg->unix_path || !*cfg->unix_path) &&
+        cfg->sentinel_count == 0)
         return -EINVAL;
+    if (cfg->sentinel_count > ENG_REDIS_SENTINELS_MAX ||
+        (cfg->sentinel_count > 0 && (!cfg->service || !*cfg->service || !cfg->sentinels)))
+        return -EINVAL;
+    for (uint32_t i = 0; i < cfg->sentinel_count; i++) {
+        unsigned char bin[sizeof(struct in6_addr)];
+        const char *h = cfg->sentinels[i].host;
+        if (!h || strlen(h) >= ENG_REDIS_HOST_BYTES || cfg->sentinels[i].port == 0 ||
+            (inet_pton(AF_INET, h, bin) != 1 && inet_pton(AF_INET6, h, bin) != 1))
+            return -EINVAL;
+    }
     if (cfg->ops_max == 0 || cfg->timeout_ms == 0 || cfg->connect_timeout_ms == 0)
         return -EINVAL;
     struct eng_redis *r = calloc(1, sizeof(*r));
@@ -444,11 +569,13 @@ int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
     r->host = dup_or_null(cfg->host, &oom);
     r->unix_path = dup_or_null(cfg->unix_path, &oom);
     r->password = dup_or_null(cfg->password, &oom);
+    r->service = dup_or_null(cfg->sentinel_count ? cfg->service : NULL, &oom);
     r->slots = calloc(cfg->ops_max, sizeof(*r->slots));
     if (oom || !r->slots) {
         free(r->host);
         free(r->unix_path);
         free(r->password);
+        free(r->service);
         free(r->slots);
         free(r);
         return -ENOMEM;
@@ -457,6 +584,18 @@ int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
     r->cfg.host = r->host;
     r->cfg.unix_path = r->unix_path;
     r->cfg.password = r->password;
+    r->sentinel_count = cfg->sentinel_count;
+    for (uint32_t i = 0; i < cfg->sentinel_count; i++) {
+        snprintf(r->sentinels[i].host, sizeof(r->sentinels[i].host), "%s",
+                 cfg->sentinels[i].host);
+        r->sentinels[i].port = cfg->sentinels[i].port;
+    }
+    r->cfg.sentinels = NULL; /* copied above */
+    r->cfg.service = r->service;
+    if (r->sentinel_count == 0 && r->unix_path)
+        snprintf(r->peer, sizeof(r->peer), "%s", r->unix_path);
+    else if (r->sentinel_count == 0)
+        snprintf(r->peer, sizeof(r->peer), "%s:%u", r->host, r->cfg.port);
     for (uint32_t i = cfg->ops_max; i > 0; i--) {
         struct redis_slot *s = &r->slots[i - 1];
         eng_timer_init(&s->timer, slot_timer_fired);
@@ -494,6 +633,7 @@ void eng_redis_destroy(struct eng_redis *r)
     free(r->host);
     free(r->unix_path);
     free(r->password);
+    free(r->service);
     free(r->slots);
     free(r);
 }
@@ -541,8 +681,9 @@ int eng_redis_command(struct eng_redis *r, int argc, const char *const *argv,
     s->done = done;
     s->ctx = ctx;
     r->stats.commands++;
-    if (r->ac && redisAsyncCommandArgv(r->ac, command_done, s, argc, (const char **)argv,
-                                       argv_len) == REDIS_OK) {
+    if (r->ac && !r->asking &&
+        redisAsyncCommandArgv(r->ac, command_done, s, argc, (const char **)argv, argv_len) ==
+            REDIS_OK) {
         s->state = S_SENT;
         eng_timer_arm(r->sh, &s->timer, timeout_ms ? timeout_ms : r->cfg.timeout_ms);
         return 0;
@@ -557,6 +698,11 @@ int eng_redis_command(struct eng_redis *r, int argc, const char *const *argv,
 bool eng_redis_up(const struct eng_redis *r)
 {
     return r->state == C_UP && r->handshake_pending == 0;
+}
+
+const char *eng_redis_peer(const struct eng_redis *r)
+{
+    return r->peer;
 }
 
 void eng_redis_get_stats(const struct eng_redis *r, struct eng_redis_stats *out)

@@ -3,7 +3,9 @@
  *
  * open (main thread, start-up) reads the <Connection NAME> block: server (resolved here once to
  * a numeric address, since hiredis would resolve a name with a blocking getaddrinfo on the
- * shard), sock, password, db, debug; sentinels + service are refused (no Sentinel client).
+ * shard), sock, password, db, debug, and sentinels + service (Redis Sentinel: each sentinel
+ * address resolved here likewise; the engine's client asks them for the master at every
+ * connection attempt).
  * shard_start creates this connection's client on each shard (engine/redis.c); shard_stop
  * destroys it (what is still out completes with ENG_REDIS_DOWN). Everything a shard uses is its
  * own slot of the per-shard array; nothing is shared between shards after start-up.
@@ -47,7 +49,9 @@ struct redis_shard {
 struct pol_redis {
     char *name;
     char host[POL_REDIS_HOST_BYTES]; /* numeric */
-    char *sock, *password;
+    char *sock, *password, *service;
+    char sentinel_host[ENG_REDIS_SENTINELS_MAX][ENG_REDIS_HOST_BYTES]; /* numeric */
+    struct eng_redis_addr sentinels[ENG_REDIS_SENTINELS_MAX];
     struct eng_redis_config cfg;
     struct redis_shard shards[POL_REDIS_SHARDS_MAX];
 };
@@ -121,9 +125,9 @@ static const char *opt_text(const struct pol_cfg_node *b, const char *name, cons
     return o && o->value ? o->value : dflt;
 }
 
-/* "host:port", "[v6]:port" or "host" (port 6379) → a numeric host and a port. 0 or -1. */
-static int server_parse(const char *text, char *host, size_t host_len, uint16_t *port, char *err,
-                        size_t err_len)
+/* "host:port", "[v6]:port" or "host" (port dflt_port) → a numeric host and a port. 0 or -1. */
+static int server_parse(const char *text, char *host, size_t host_len, uint16_t *port,
+                        long dflt_port, char *err, size_t err_len)
 {
     char h[POL_REDIS_HOST_BYTES];
     const char *p = NULL;
@@ -148,7 +152,7 @@ static int server_parse(const char *text, char *host, size_t host_len, uint16_t 
         h[n] = '\0';
         p = colon && !v6 ? colon + 1 : NULL;
     }
-    long pn = 6379;
+    long pn = dflt_port;
     if (p) {
         char *end = NULL;
         errno = 0;
@@ -186,7 +190,52 @@ static void redis_free(struct pol_redis *rc)
     free(rc->name);
     free(rc->sock);
     free(rc->password);
+    free(rc->service);
     free(rc);
+}
+
+/* sentinels = "host:port, host:port ..." (2.05 splits only where a space precedes the comma, a
+ * defect, spec 9.3; here commas and blanks separate). Each is resolved now to a numeric
+ * address (default port 26379). 0 or -1 with a sentence. */
+static int sentinels_parse(struct pol_redis *rc, const char *text, const char *service,
+                           char *err, size_t err_len)
+{
+    char item[POL_REDIS_HOST_BYTES];
+    uint32_t n = 0;
+    for (const char *p = text; *p;) {
+        p += strspn(p, ", \t");
+        size_t len = strcspn(p, ", \t");
+        if (len == 0)
+            break;
+        if (n == ENG_REDIS_SENTINELS_MAX) {
+            snprintf(err, err_len, "more than %u sentinels", ENG_REDIS_SENTINELS_MAX);
+            return -1;
+        }
+        if (len >= sizeof(item)) {
+            snprintf(err, err_len, "bad sentinel '%.*s' (host:port)", (int)len, p);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (server_parse(item, rc->sentinel_host[n], sizeof(rc->sentinel_host[n]),
+                         &rc->sentinels[n].port, 26379, err, err_len) != 0)
+            return -1;
+        rc->sentinels[n].host = rc->sentinel_host[n];
+        n++;
+        p += len;
+    }
+    if (n == 0) {
+        snprintf(err, err_len, "sentinels names no address");
+        return -1;
+    }
+    if (!(rc->service = strdup(service))) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    rc->cfg.sentinels = rc->sentinels;
+    rc->cfg.sentinel_count = n;
+    rc->cfg.service = rc->service;
+    return 0;
 }
 
 static int db_parse(const char *text, uint32_t *out, char *err, size_t err_len)
@@ -206,12 +255,6 @@ static int redis_open(struct pol_server *s, struct pol_conn_def *def, char *err,
 {
     (void)s;
     const struct pol_cfg_node *b = def->block;
-    if (pol_cfg_option(b, "sentinels") && opt_text(b, "service", "")[0]) {
-        snprintf(err, err_len,
-                 "Redis Sentinel (sentinels, service) is not supported by ringpolicyd: name the "
-                 "master with server (host:port) or sock");
-        return -1;
-    }
     struct pol_redis *rc = calloc(1, sizeof(*rc));
     if (!rc || !(rc->name = strdup(def->name))) {
         snprintf(err, err_len, "out of memory");
@@ -220,7 +263,14 @@ static int redis_open(struct pol_server *s, struct pol_conn_def *def, char *err,
     }
     eng_redis_config_defaults(&rc->cfg);
     const char *sock = opt_text(b, "sock", NULL), *pw = opt_text(b, "password", NULL);
-    if (sock) {
+    const char *sentinels = opt_text(b, "sentinels", NULL), *service = opt_text(b, "service", "");
+    if (sentinels && service[0]) { /* first, as in 2.05: then server and sock are unused */
+        if (sentinels_parse(rc, sentinels, service, err, err_len) != 0) {
+            redis_free(rc);
+            return -1;
+        }
+        sock = NULL;
+    } else if (sock) {
         if (!*sock || strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
             snprintf(err, err_len, "sock must be a Unix socket path of at most %zu bytes",
                      sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
@@ -228,7 +278,7 @@ static int redis_open(struct pol_server *s, struct pol_conn_def *def, char *err,
             return -1;
         }
     } else if (server_parse(opt_text(b, "server", POL_REDIS_SERVER_DEFAULT), rc->host,
-                            sizeof(rc->host), &rc->cfg.port, err, err_len) != 0) {
+                            sizeof(rc->host), &rc->cfg.port, 6379, err, err_len) != 0) {
         redis_free(rc);
         return -1;
     }
@@ -242,7 +292,7 @@ static int redis_open(struct pol_server *s, struct pol_conn_def *def, char *err,
         return -1;
     }
     rc->cfg.name = rc->name;
-    rc->cfg.host = rc->sock ? NULL : rc->host;
+    rc->cfg.host = rc->sock || rc->cfg.sentinel_count ? NULL : rc->host;
     rc->cfg.unix_path = rc->sock;
     rc->cfg.password = rc->password;
     def->impl = rc;

@@ -6,9 +6,11 @@
  * <Connection NAME> module = "Redis" options, as 2.05's Connection/Redis.pm: server
  * ("host:port", default 127.0.0.1:6379; "[v6addr]:port" too; the host is resolved once at
  * start-up), sock (a Unix socket path, used instead of server), password (AUTH), db (SELECT,
- * default 0), debug (accepted, unused). sentinels + service (Redis Sentinel) are refused at
- * start-up: ringpolicyd has no Sentinel client; sentinels without service are ignored, as
- * 2.05 ignores them.
+ * default 0), debug (accepted, unused), sentinels + service (Redis Sentinel, used before server
+ * and sock as in 2.05: "host:port" addresses separated by commas or blanks, default port 26379,
+ * each resolved once at start-up, at most ENG_REDIS_SENTINELS_MAX; every connection attempt
+ * asks one of them, in turn, for the master of `service`). sentinels without service are
+ * ignored, as 2.05 ignores them.
  *
  * Each shard has its own client (engine/redis.c: hiredis async on the shard's loop, pipelined,
  * deadlines, reconnect with backoff, fail-fast while down). Threads: lookup at start-up (main

@@ -75,6 +75,14 @@ struct eng_redis_reply {
     size_t elements;
 };
 
+#define ENG_REDIS_SENTINELS_MAX 8u  /* sentinel addresses of one client */
+#define ENG_REDIS_HOST_BYTES 64u    /* a numeric address, NUL included */
+
+struct eng_redis_addr {
+    const char *host; /* numeric IPv4/IPv6 address */
+    uint16_t port;
+};
+
 struct eng_redis_config {
     const char *name;       /* for log lines (a <Connection> name); copied */
     const char *host;       /* a numeric IPv4/IPv6 address (resolve before: hiredis would
@@ -90,13 +98,24 @@ struct eng_redis_config {
     uint32_t backoff_min_ms;     /* wait before reconnecting, doubled per consecutive failure
                                     up to backoff_max_ms. Defaults 100, 5000. */
     uint32_t backoff_max_ms;
+    /* Redis Sentinel: when sentinel_count > 0 (and service set), every connection attempt
+     * first asks a sentinel `SENTINEL get-master-addr-by-name service` and connects to the
+     * address it names (host/unix_path are then unused). The sentinels are asked in turn,
+     * one per attempt (a failed one costs an attempt of the backoff); the master's address is
+     * asked again after every lost or failed master connection, so a failover is followed.
+     * Commands fail fast (DOWN) while a sentinel is being asked, as while waiting to
+     * reconnect. Copied. */
+    const struct eng_redis_addr *sentinels;
+    uint32_t sentinel_count; /* at most ENG_REDIS_SENTINELS_MAX */
+    const char *service;
 };
 
 void eng_redis_config_defaults(struct eng_redis_config *cfg);
 
 /* On the shard: a client; connecting starts at once, commands queued before it is up wait
  * for it (up to their deadline). Returns 0 or -errno (-ENOMEM, -EINVAL for a bad config: no
- * host and no unix_path, ops_max 0). */
+ * host, no unix_path and no sentinels; sentinels without service or beyond
+ * ENG_REDIS_SENTINELS_MAX; a sentinel host that is not a numeric address; ops_max 0). */
 int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
                      struct eng_redis **out);
 /* On the shard: every command still queued or in flight completes with ENG_REDIS_DOWN (from
@@ -118,6 +137,10 @@ int eng_redis_command(struct eng_redis *r, int argc, const char *const *argv,
 /* Whether the connection is established (AUTH/SELECT sent) now. */
 bool eng_redis_up(const struct eng_redis *r);
 
+/* The address connected to or last connected to ("host:port", the Unix path, or "" before
+ * the first connection), e.g. the master a sentinel named. */
+const char *eng_redis_peer(const struct eng_redis *r);
+
 /* Counters of one client (plain increments on its shard). */
 struct eng_redis_stats {
     uint64_t commands;        /* commands queued */
@@ -129,6 +152,8 @@ struct eng_redis_stats {
     uint64_t handshake_errors; /* AUTH or SELECT answered with an error */
     uint64_t fail_fast;       /* commands failed with ENG_REDIS_DOWN without being sent */
     uint64_t refused;         /* commands refused (-ENOBUFS, -EINVAL, -ENOMEM) */
+    uint64_t sentinel_queries;  /* sentinels asked for the master's address */
+    uint64_t sentinel_failures; /* ... that failed (connect, no answer, unknown service) */
     uint64_t queue_depth;     /* commands queued or in flight now */
     uint64_t queue_depth_max;
 };

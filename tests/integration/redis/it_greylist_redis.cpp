@@ -106,6 +106,23 @@ TEST_CASE("the ticket cycle and the autowl entry as 2.05 stores them", "[it_grey
     CHECK(rig.d->wait_log("tickets in Redis, autowl in Redis", 1000));
 }
 
+TEST_CASE("Greylist through Redis Sentinel: the master it names holds the tickets",
+          "[it_greylist_redis]")
+{
+    rpdtest::RedisServer master;
+    rpdtest::RedisServer sentinel(master.port(), "mymaster");
+    Rig rig(greylist("gl", "") + action_plugin("pass", "dunno"),
+            "<Connection redis>\n  module = \"Redis\"\n  sentinels = \"127.0.0.1:" +
+                std::to_string(sentinel.port()) + "\"\n  service = \"mymaster\"\n" +
+                "</Connection>\n");
+    CHECK(rig.d->wait_log("master 'mymaster' is 127.0.0.1:" + std::to_string(master.port()),
+                          5000));
+    CHECK(first(send(rig.port, "s@s.example", "192.0.2.9", "r@d.example")) ==
+          "defer greylisting is active");
+    CHECK(master.raw("EXISTS s@s.example,192.0.2.9,r@d.example") == "1");
+    CHECK(rs().raw("EXISTS s@s.example,192.0.2.9,r@d.example") == "0");
+}
+
 TEST_CASE("auto-whitelist after autowl_threshold passes; refresh by INCR and EXPIRE",
           "[it_greylist_redis]")
 {
@@ -200,11 +217,12 @@ TEST_CASE("start-up errors: missing or wrong connections, Sentinel", "[it_greyli
     Daemon sentinel(Impl::Ring,
                     simple_config(port, greylist("gl", ""),
                                   "<Connection redis>\n  module = \"Redis\"\n  sentinels = "
-                                  "\"127.0.0.1:26379\"\n  service = \"mymaster\"\n"
-                                  "</Connection>\n"));
+                                  "\"127.0.0.1:26379, no-such-host.invalid\"\n  service = "
+                                  "\"mymaster\"\n</Connection>\n"));
     rr = sentinel.run({"--check"});
     CHECK(rr.status != 0);
-    CHECK(contains(rr.out + rr.err, ":2: could not open connection redis: Redis Sentinel"));
+    CHECK(contains(rr.out + rr.err, ":2: could not open connection redis: cannot resolve redis "
+                                    "server no-such-host.invalid"));
     Daemon bad(Impl::Ring,
                simple_config(port,
                              "  <Plugin gl>\n    module = \"Greylist\"\n    <Ticket>\n"

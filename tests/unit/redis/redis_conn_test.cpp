@@ -1,11 +1,12 @@
 // redis_conn_test.cpp: the Redis connection (policy/redis.c over engine/redis.c, hiredis async
 // on the shard's loop) built from configuration text like the daemon does, against real
 // redis-server instances the test starts (redis_server.h): start-up errors naming file and line
-// (bad server, bad db, Sentinel refused), lookup, commands and every status on 2 shards
+// (bad server, bad db, bad sentinels), lookup, commands and every status on 2 shards
 // (completion on the issuing shard), 2000 commands pipelined from one loop turn, AUTH and
 // SELECT (and a wrong password), a Unix socket, reconnect after redis is killed and restarted,
-// a deadline while redis is SIGSTOPped (TIMEOUT, then recovery) and shard stop completing what
-// is still out with DOWN.
+// a deadline while redis is SIGSTOPped (TIMEOUT, then recovery), shard stop completing what
+// is still out with DOWN, and Redis Sentinel against real sentinels (redis-server --sentinel):
+// the master named, a dead sentinel skipped, a failover followed, an unknown service.
 #include "../mc/mc_rig.h"
 #include "redis_server.h"
 
@@ -172,10 +173,20 @@ TEST_CASE("start-up errors name the file and line", "[redis_conn]")
     err = load(block("r", " db = \"x\"\n"), &s);
     CHECK(err == "test.conf:1: could not open connection r: db must be a database number (0, 1, "
                  "...), not 'x'");
-    err = load(block("r", " sentinels = \"127.0.0.1:26379\"\n service = \"mymaster\"\n"), &s);
-    CHECK(err.find("test.conf:1: could not open connection r: Redis Sentinel") == 0);
-    // sentinels without service: 2.05 uses server; so do we. IPv6 forms.
-    for (const char *body : {" sentinels = \"127.0.0.1:26379\"\n", " server = \"[::1]:6380\"\n",
+    err = load(block("r", " sentinels = \" , \"\n service = \"mymaster\"\n"), &s);
+    CHECK(err == "test.conf:1: could not open connection r: sentinels names no address");
+    err = load(block("r", " sentinels = \"127.0.0.1:26379,127.0.0.1:0\"\n service = \"m\"\n"),
+               &s);
+    CHECK(err == "test.conf:1: could not open connection r: bad port in redis server "
+                 "'127.0.0.1:0'");
+    err = load(block("r", " sentinels = \"1,2,3,4,5,6,7,8,9\"\n service = \"m\"\n"), &s);
+    CHECK(err == "test.conf:1: could not open connection r: more than 8 sentinels");
+    // sentinels without service: 2.05 uses server; so do we. With service: Sentinel (2.05
+    // splits only at " ,"; commas and blanks both separate here). IPv6 forms.
+    for (const char *body : {" sentinels = \"127.0.0.1:26379\"\n",
+                             " sentinels = \"127.0.0.1:26379,[::1] localhost:26380\"\n"
+                             " service = \"mymaster\"\n",
+                             " server = \"[::1]:6380\"\n",
                              " server = \"::1\"\n", " server = \"localhost\"\n",
                              " sock = \"/tmp/x.sock\"\n password = \"p\"\n db = 3\n"}) {
         INFO(body);
@@ -359,6 +370,56 @@ TEST_CASE("reconnect after redis is killed and restarted", "[redis_conn]")
     CHECK(st.resets >= 1);
     CHECK(st.connects >= 2);
     CHECK(st.fail_fast >= 1);
+}
+
+TEST_CASE("Redis Sentinel: the master it names, the next sentinel when one is dead, and a "
+          "failover followed",
+          "[redis_conn]")
+{
+    rpdtest::RedisServer a, b;
+    rpdtest::RedisServer sentinel(a.port(), "mymaster");
+    int dead = rpdtest::mc_free_port();
+    // A dead sentinel first: the first attempt fails, the next one asks the live sentinel.
+    Rig rig(block("r", " server = \"127.0.0.1:1\"\n sentinels = \"127.0.0.1:" +
+                           std::to_string(dead) + ", 127.0.0.1:" +
+                           std::to_string(sentinel.port()) + "\"\n service = \"mymaster\"\n"),
+            1);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "SET sk a").st == ENG_REDIS_OK; }, 10000));
+    CHECK(a.raw("GET sk") == "a");
+    CHECK(b.raw("GET sk") == "");
+    eng_redis_stats st = rstats(rig, 0, rc);
+    CHECK(st.sentinel_queries >= 2);
+    CHECK(st.sentinel_failures >= 1);
+    // Failover by hand: the sentinel now names b, and a goes away.
+    CHECK(sentinel.raw("SENTINEL REMOVE mymaster") == "OK");
+    CHECK(sentinel.raw("SENTINEL MONITOR mymaster 127.0.0.1 " + std::to_string(b.port()) + " 1") ==
+          "OK");
+    a.kill_now();
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "SET sk b").st == ENG_REDIS_OK; }, 15000));
+    CHECK(b.raw("GET sk") == "b");
+    CHECK(run(rig, 0, rc, "GET sk").str == "b");
+    st = rstats(rig, 0, rc);
+    CHECK(st.sentinel_queries >= 3);
+    CHECK(st.resets >= 1);
+}
+
+TEST_CASE("Redis Sentinel: an unknown service fails fast and is asked again", "[redis_conn]")
+{
+    rpdtest::RedisServer a;
+    rpdtest::RedisServer sentinel(a.port(), "mymaster");
+    Rig rig(block("r", " sentinels = \"127.0.0.1:" + std::to_string(sentinel.port()) +
+                           "\"\n service = \"other\"\n"),
+            1);
+    pol_redis *rc = rlookup("r");
+    REQUIRE(eventually([&] { return rstats(rig, 0, rc).sentinel_failures >= 2; }, 10000));
+    CHECK(run(rig, 0, rc, "GET x").st == ENG_REDIS_DOWN);
+    CHECK(rstats(rig, 0, rc).connects == 0);
+    // The service appears: the next attempt (backoff at most 5 s) finds it.
+    CHECK(sentinel.raw("SENTINEL MONITOR other 127.0.0.1 " + std::to_string(a.port()) + " 1") ==
+          "OK");
+    REQUIRE(eventually([&] { return run(rig, 0, rc, "SET ok 1").st == ENG_REDIS_OK; }, 15000));
+    CHECK(a.raw("GET ok") == "1");
 }
 
 TEST_CASE("a deadline while redis is stopped: TIMEOUT, then recovery", "[redis_conn]")

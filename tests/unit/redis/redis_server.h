@@ -2,7 +2,9 @@
 // (whose helpers it reuses: free port, connect, SKIP/FAIL when missing): 127.0.0.1 on a free
 // port, no persistence (--save '' --appendonly no), an optional password and Unix socket; it
 // can be stopped (SIGSTOP), continued, killed and started again on the same port. raw() runs
-// one command through redis-cli to look behind the client under test.
+// one command through redis-cli to look behind the client under test. The second constructor
+// starts a Redis Sentinel (redis-server --sentinel) monitoring a master on 127.0.0.1 under a
+// service name; raw() then talks to the sentinel (SENTINEL ... commands).
 //
 // A watchdog process (a shell blocked reading a pipe this process holds) kills the server and
 // removes its directory when this process ends in any way. Without redis-server or redis-cli:
@@ -25,22 +27,13 @@ class RedisServer
   public:
     explicit RedisServer(const std::string &password = "") : password_(password)
     {
-        if (access("/usr/bin/redis-server", X_OK) != 0 || access("/usr/bin/redis-cli", X_OK) != 0)
-            mc_missing("redis-server/redis-cli are not installed (apt-get install redis-server)");
-        char tmpl[] = "/tmp/rpd-redis-XXXXXX";
-        if (!mkdtemp(tmpl)) {
-            perror("mkdtemp");
-            exit(1);
-        }
-        dir_ = tmpl;
-        chmod(dir_.c_str(), 0755);
-        port_ = mc_free_port();
-        watchdog();
-        if (!start()) {
-            fprintf(stderr, "redis-server did not start on port %d; see %s/redis.log\n", port_,
-                    dir_.c_str());
-            exit(1);
-        }
+        init();
+    }
+    // A sentinel monitoring 127.0.0.1:master_port as service (quorum 1).
+    RedisServer(int master_port, const std::string &service)
+        : sentinel_master_(master_port), service_(service)
+    {
+        init();
     }
     ~RedisServer()
     {
@@ -57,13 +50,21 @@ class RedisServer
     bool start()
     {
         std::string log = dir_ + "/redis.log", port = std::to_string(port_);
-        std::vector<std::string> args = {"redis-server", "--port",       port,
-                                         "--bind",       "127.0.0.1",    "--save",
-                                         "",             "--appendonly", "no",
-                                         "--dir",        dir_,           "--unixsocket",
-                                         sock(),         "--unixsocketperm", "777",
-                                         "--daemonize",  "no",           "--protected-mode",
-                                         "no"};
+        std::vector<std::string> args;
+        if (sentinel_master_ > 0) {
+            // Sentinel rewrites its configuration file: a fresh one in the server's directory.
+            std::string conf = dir_ + "/sentinel.conf";
+            std::ofstream(conf) << "port " << port_ << "\nbind 127.0.0.1\nprotected-mode no\n"
+                                << "dir " << dir_ << "\nsentinel monitor " << service_
+                                << " 127.0.0.1 " << sentinel_master_ << " 1\n"
+                                << "sentinel down-after-milliseconds " << service_ << " 60000\n";
+            args = {"redis-server", conf, "--sentinel"};
+        } else {
+            args = {"redis-server", "--port",          port,       "--bind", "127.0.0.1",
+                    "--save",       "",                "--appendonly", "no", "--dir",
+                    dir_,           "--unixsocket",    sock(),     "--unixsocketperm", "777",
+                    "--daemonize",  "no",              "--protected-mode", "no"};
+        }
         if (!password_.empty()) {
             args.push_back("--requirepass");
             args.push_back(password_);
@@ -92,6 +93,29 @@ class RedisServer
         }
         return false;
     }
+
+  private:
+    void init()
+    {
+        if (access("/usr/bin/redis-server", X_OK) != 0 || access("/usr/bin/redis-cli", X_OK) != 0)
+            mc_missing("redis-server/redis-cli are not installed (apt-get install redis-server)");
+        char tmpl[] = "/tmp/rpd-redis-XXXXXX";
+        if (!mkdtemp(tmpl)) {
+            perror("mkdtemp");
+            exit(1);
+        }
+        dir_ = tmpl;
+        chmod(dir_.c_str(), 0755);
+        port_ = mc_free_port();
+        watchdog();
+        if (!start()) {
+            fprintf(stderr, "redis-server did not start on port %d; see %s/redis.log\n", port_,
+                    dir_.c_str());
+            exit(1);
+        }
+    }
+
+  public:
     void kill_now()
     {
         if (pid_ <= 0)
@@ -195,6 +219,8 @@ class RedisServer
     }
 
     std::string password_, dir_;
+    int sentinel_master_ = 0;
+    std::string service_;
     int port_ = 0;
     pid_t pid_ = -1;
     int watch_fd_ = -1;
