@@ -29,7 +29,8 @@ def extra(o):
             "pipelined_partial", "accept_paused", "accept_errors", "served_again_ms",
             "reload_log_lines", "daemon_replies", "exit_ms", "answered_last_1.5s", "answered_last_2.5s",
             "restart_to_answer_ms", "refused", "counted", "log_lines", "large_replied",
-            "large_closed", "closed_nomem", "down_ms", "silent_ms", "mails", "accounted"]
+            "large_closed", "closed_nomem", "down_ms", "silent_ms", "mails", "accounted", "kept_before",
+            "kept_down", "kept_after"]
     out = []
     for k in keys:
         if k in o:
@@ -43,7 +44,8 @@ print("| fault | answered during (failed) | p50 / p99 ms before | during | after
 print("|---|---|---|---|---|---|---|---|")
 order = ["clients", "sighup_storm", "sigterm", "kill9", "memcached_restart", "dns_silent",
          "postgresql_restart", "mariadb_restart", "mariadb_kill9", "redis_restart",
-         "ldap_restart", "ldap_silent", "fd_exhaustion", "staging_budget", "allow"]
+         "redis_scache_restart", "ldap_restart", "ldap_silent", "fd_exhaustion", "staging_budget",
+         "allow"]
 for name in order + sorted(set(rows) - set(order)):
     o = rows.get(name)
     if not o:
