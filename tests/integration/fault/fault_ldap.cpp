@@ -62,8 +62,8 @@ Run run_fault(const std::string &fault, const std::function<void()> &down,
     uint16_t port = free_tcp_port();
     std::string conf = simple_config(
         port, chain(uc_opts("(mail=%s)", "    on_error = \"continue\"\n")),
-        "shards = 2\n" + conn_block(slapd().port(), "  timeout = " + std::to_string(kTimeoutS) +
-                                                        "\n"));
+        "shards = 2\n" +
+            conn_block(slapd().port(), "  timeout = " + std::to_string(kTimeoutS) + "\n"));
     auto d = start_ring(conf, Endpoint::tcp(port));
     Load load(port, 64, user_req);
     load.start();
@@ -89,10 +89,9 @@ Run run_fault(const std::string &fault, const std::function<void()> &down,
             (healthy < 0 || x.start_ms < healthy))
             healthy = x.start_ms;
     r.recovery_ms = healthy < 0 ? -1 : healthy - t2;
-    print_json(fault, Load::json("before", r.before) + "," + Load::json("during", r.during) +
-                          "," + Load::json("after", r.after) + ",\"down_ms\":" +
-                          std::to_string(t2 - t1) + ",\"recovery_ms\":" +
-                          std::to_string(r.recovery_ms));
+    print_json(fault, Load::json("before", r.before) + "," + Load::json("during", r.during) + "," +
+                          Load::json("after", r.after) + ",\"down_ms\":" + std::to_string(t2 - t1) +
+                          ",\"recovery_ms\":" + std::to_string(r.recovery_ms));
     std::string notes;
     for (auto &l : split_lines(d->log()))
         if (l.find("plugin ldap_uc failed") == std::string::npos && notes.size() < 4000)
@@ -124,7 +123,8 @@ void check_answered(Run r)
 TEST_CASE("backends: slapd killed and restarted", "[fault][ldap]")
 {
     Run r = run_fault(
-        "ldap_restart", [] { slapd().kill_now(); }, [] {
+        "ldap_restart", [] { slapd().kill_now(); },
+        [] {
             bool ok = false;
             without_perturb([&ok] { ok = slapd().start(); });
             return ok;

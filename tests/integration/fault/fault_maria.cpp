@@ -42,9 +42,11 @@ struct MailLoad {
     std::string make(uint64_t seq)
     {
         if (draining)
-            return encode_request(postfix_request(
-                {{"protocol_state", "END-OF-MESSAGE"}, {"instance", "z" + std::to_string(seq)},
-                 {"client_address", ""}, {"size", "1000"}, {"recipient_count", "1"}}));
+            return encode_request(postfix_request({{"protocol_state", "END-OF-MESSAGE"},
+                                                   {"instance", "z" + std::to_string(seq)},
+                                                   {"client_address", ""},
+                                                   {"size", "1000"},
+                                                   {"recipient_count", "1"}}));
         mails++;
         return eom_req(seq);
     }
@@ -79,12 +81,12 @@ void run_restart(const std::string &fault, int sig)
         hosts += std::string(i > 1 ? "," : "") + "(NULL, '192.0.2." + std::to_string(i) + "', 2)";
     my_rows("INSERT INTO relay_hosts VALUES " + hosts);
     uint16_t port = free_tcp_port();
-    std::string conf = "port = \"127.0.0.1:" + std::to_string(port) + "\"\nshards = 2\n" +
-                       my_connection() + "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n" +
-                       vhost_block(std::to_string(port), "accounting",
-                                   howto_plugins("    on_error = \"continue\"\n",
-                                                 "    flush_interval = 0.2\n") +
-                                       action_plugin("pass", "dunno"));
+    std::string conf =
+        "port = \"127.0.0.1:" + std::to_string(port) + "\"\nshards = 2\n" + my_connection() +
+        "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n" +
+        vhost_block(std::to_string(port), "accounting",
+                    howto_plugins("    on_error = \"continue\"\n", "    flush_interval = 0.2\n") +
+                        action_plugin("pass", "dunno"));
     auto d = start_ring(conf, Endpoint::tcp(port));
     MailLoad ml;
     Load load(port, 64, [&ml](uint64_t seq) { return ml.make(seq); });
@@ -121,13 +123,13 @@ void run_restart(const std::string &fault, int sig)
     /* "before" ends 250 ms ahead of the stop: a shutdown under way already fails queries. */
     Window before = Load::window(s, t0, t1 - 250), during = Load::window(s, t1 - 250, t2),
            after = Load::window(s, t2, t3);
-    print_json(fault, Load::json("before", before) + "," + Load::json("during", during) + "," +
-                          Load::json("after", after) + ",\"down_ms\":" +
-                          std::to_string(t2 - t1) + ",\"recovery_ms\":" +
-                          std::to_string(caught_up) + ",\"mails\":" + std::to_string(mails) +
-                          ",\"accounted\":" + std::to_string(sum) + ",\"lost_counts\":" +
-                          std::to_string(static_cast<int64_t>(accounted) -
-                                         static_cast<int64_t>(sum)));
+    print_json(fault,
+               Load::json("before", before) + "," + Load::json("during", during) + "," +
+                   Load::json("after", after) + ",\"down_ms\":" + std::to_string(t2 - t1) +
+                   ",\"recovery_ms\":" + std::to_string(caught_up) +
+                   ",\"mails\":" + std::to_string(mails) + ",\"accounted\":" + std::to_string(sum) +
+                   ",\"lost_counts\":" +
+                   std::to_string(static_cast<int64_t>(accounted) - static_cast<int64_t>(sum)));
     std::string notes;
     for (auto &l : split_lines(d->log()))
         if (l.find("result=") == std::string::npos && notes.size() < 4000)

@@ -140,13 +140,15 @@ TEST_CASE("backends: the Redis session cache killed and restarted", "[fault][red
             "</SessionCache>\n");
     auto d = start_ring(conf, Endpoint::tcp(port));
     Run r = kill_and_restart(rs, port, [](uint64_t seq) {
-        return encode_request(postfix_request({{"instance", "c" + std::to_string(seq / 2)},
-                                               {"recipient", "r" + std::to_string(seq % 2) + "@x"}}));
+        return encode_request(
+            postfix_request({{"instance", "c" + std::to_string(seq / 2)},
+                             {"recipient", "r" + std::to_string(seq % 2) + "@x"}}));
     });
     /* Down for sure: from 250 ms after the kill (requests in flight then may still be kept). */
     size_t kept_down = kept_sessions(r.s, r.t1 + 250, r.t2),
            kept_before = kept_sessions(r.s, r.t0, r.t1 - 250);
-    int64_t recovery = r.recovery_ms([](const std::string &a) { return a == "PREPEND X-Score: 2"; });
+    int64_t recovery =
+        r.recovery_ms([](const std::string &a) { return a == "PREPEND X-Score: 2"; });
     print_json("redis_scache_restart",
                r.json() + ",\"recovery_ms\":" + std::to_string(recovery) + ",\"kept_before\":" +
                    std::to_string(kept_before) + ",\"kept_down\":" + std::to_string(kept_down) +
