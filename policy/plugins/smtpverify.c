@@ -94,6 +94,7 @@ _Static_assert(POL_SMTPV_REPLY_BYTES_DEFAULT == 4096u, "the option's default abo
 #define SV_TIMEOUT_MS_MAX 600000
 #define SV_CONNECTIONS_MAX 4096
 #define SV_HELO_BYTES_MAX 255
+#define SV_SHARD_BUF_BYTES_MAX (16 * 1024 * 1024) /* read buffers per plugin and shard */
 
 struct sv_def {
     char helo[SV_HELO_BYTES_MAX + 1];
@@ -120,21 +121,21 @@ struct sv_req {
     struct pol_smtpv_conn conn;
     struct pol_req *r;
     enum sv_phase phase;
-    bool asked;                /* this phase's query or dialogue is out or done */
-    bool answered;             /* ... and its result is below */
+    bool asked;    /* this phase's query or dialogue is out or done */
+    bool answered; /* ... and its result is below */
     enum eng_dns_status dns_status;
-    const char *address;       /* the RCPT TO field's value as given: flag and labels */
+    const char *address; /* the RCPT TO field's value as given: flag and labels */
     const char *rcpt, *mail_from;
     const char *local, *domain;
     size_t local_len, domain_len;
-    const char *server;        /* host name (or literal) asked for TLSA and named in logs */
-    const char *no_server;     /* why there is no server to ask (a reason), else NULL */
-    bool server_is_domain;     /* no MX: a failed address lookup fails the plugin */
+    const char *server;    /* host name (or literal) asked for TLSA and named in logs */
+    const char *no_server; /* why there is no server to ask (a reason), else NULL */
+    bool server_is_domain; /* no MX: a failed address lookup fails the plugin */
     bool size_known;
     long long size;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    int8_t tlsa, openpgp;      /* -1: not checked; 0/1 */
+    int8_t tlsa, openpgp; /* -1: not checked; 0/1 */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -174,8 +175,8 @@ static bool ip_literal(const char *s, uint16_t port, struct sockaddr_storage *ou
 }
 
 /* A range check of an int option, naming where it was set. */
-static bool int_in(const struct pol_plugin *p, unsigned idx, long long lo, long long hi,
-                   char *err, size_t err_len)
+static bool int_in(const struct pol_plugin *p, unsigned idx, long long lo, long long hi, char *err,
+                   size_t err_len)
 {
     const struct pol_opt_value *v = pol_opt(p, idx);
     if (v->i >= lo && v->i <= hi)
@@ -190,18 +191,37 @@ static int sv_create(struct pol_plugin *p, char *err, size_t err_len)
     if (!int_in(p, OPT_PORT, 1, 65535, err, err_len) ||
         !int_in(p, OPT_TIMEOUT_MS, 1, SV_TIMEOUT_MS_MAX, err, err_len) ||
         !int_in(p, OPT_CONNECTIONS, 1, SV_CONNECTIONS_MAX, err, err_len) ||
-        !int_in(p, OPT_REPLY_BYTES_MAX, POL_SMTPV_REPLY_BYTES_MIN, POL_SMTPV_REPLY_BYTES_MAX,
-                err, err_len))
+        !int_in(p, OPT_REPLY_BYTES_MAX, POL_SMTPV_REPLY_BYTES_MIN, POL_SMTPV_REPLY_BYTES_MAX, err,
+                err_len))
         return -1;
+    /* Each shard holds one read buffer per connection (smtpverify_io.c). */
+    long long bufs = pol_opt(p, OPT_CONNECTIONS)->i * pol_opt(p, OPT_REPLY_BYTES_MAX)->i;
+    if (bufs > SV_SHARD_BUF_BYTES_MAX) {
+        snprintf(err, err_len,
+                 "connections (%lld) times reply_bytes_max (%lld) must be at most %d (%s:%u)",
+                 pol_opt(p, OPT_CONNECTIONS)->i, pol_opt(p, OPT_REPLY_BYTES_MAX)->i,
+                 SV_SHARD_BUF_BYTES_MAX,
+                 pol_opt(p, OPT_CONNECTIONS)->file ? pol_opt(p, OPT_CONNECTIONS)->file
+                                                   : pol_plugin_file(p),
+                 pol_opt(p, OPT_CONNECTIONS)->file ? pol_opt(p, OPT_CONNECTIONS)->line
+                                                   : pol_plugin_line(p));
+        return -1;
+    }
     const struct pol_opt_value *helo = pol_opt(p, OPT_HELO_NAME);
     const struct pol_opt_value *host = pol_opt(p, OPT_HOST);
     const struct pol_opt_value *sender = pol_opt(p, OPT_SENDER);
-    if ((helo->set && (helo->text_len == 0 || helo->text_len > SV_HELO_BYTES_MAX ||
-                       !pol_smtpv_addr_ok(helo->text, helo->text_len))) ||
-        (sender->set && !pol_smtpv_addr_ok(sender->text, sender->text_len))) {
-        const struct pol_opt_value *bad = helo->set ? helo : sender;
-        snprintf(err, err_len, "%s must be printable text without < or > (%s:%u)",
-                 bad == helo ? "helo_name" : "sender", bad->file, bad->line);
+    if (helo->set && (helo->text_len == 0 || helo->text_len > SV_HELO_BYTES_MAX ||
+                      !pol_smtpv_addr_ok(helo->text, helo->text_len))) {
+        snprintf(err, err_len,
+                 "helo_name must be 1..%d printable characters without < or > (%s:%u)",
+                 SV_HELO_BYTES_MAX, helo->file, helo->line);
+        return -1;
+    }
+    const char *from = sender->text;
+    size_t from_len = pol_smtpv_addr_clean(&from, sender->text_len);
+    if (sender->set && !pol_smtpv_addr_ok(from, from_len)) {
+        snprintf(err, err_len, "sender must be an address without control characters (%s:%u)",
+                 sender->file, sender->line);
         return -1;
     }
     if (host->set && (host->text_len == 0 || !pol_smtpv_addr_ok(host->text, host->text_len))) {
@@ -232,8 +252,8 @@ static void sv_destroy(struct pol_plugin *p)
     free(pol_plugin_data(p));
 }
 
-static int sv_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **shard_data,
-                          char *err, size_t err_len)
+static int sv_shard_start(struct pol_plugin *p, struct eng_shard *sh, void **shard_data, char *err,
+                          size_t err_len)
 {
     const struct sv_def *d = pol_plugin_data(p);
     *shard_data = NULL;
@@ -268,8 +288,7 @@ static void sv_shard_stop(struct pol_plugin *p, struct eng_shard *sh, void *shar
 
 /* A configurable request field (spec 12.6): NULL when the option is empty or the attribute is
  * absent or empty. */
-static const char *field(struct pol_req *r, const struct pol_plugin *p, unsigned idx,
-                         size_t *len)
+static const char *field(struct pol_req *r, const struct pol_plugin *p, unsigned idx, size_t *len)
 {
     const struct pol_opt_value *f = pol_opt(p, idx);
     *len = 0;
@@ -541,8 +560,7 @@ static bool sv_addr(struct pol_plugin *p, struct pol_req *r, struct sv_req *st,
 }
 
 /* Phases TLSA and OPENPGP: one query each, the result noted by sv_dns_done. */
-static bool sv_key(struct pol_plugin *p, struct pol_req *r, struct sv_req *st,
-                   enum pol_step *out)
+static bool sv_key(struct pol_plugin *p, struct pol_req *r, struct sv_req *st, enum pol_step *out)
 {
     if (st->answered) {
         go(st, st->phase == PH_TLSA ? after_server(p, st, true) : PH_CONNECT);
@@ -554,8 +572,8 @@ static bool sv_key(struct pol_plugin *p, struct pol_req *r, struct sv_req *st,
     } else {
         size_t cap = 2 * 28 + sizeof("._openpgpkey.") + st->domain_len;
         name = pol_req_alloc(r, cap);
-        if (name && pol_smtpv_openpgp_name(st->local, st->local_len, st->domain,
-                                           st->domain_len, name, cap) == 0)
+        if (name && pol_smtpv_openpgp_name(st->local, st->local_len, st->domain, st->domain_len,
+                                           name, cap) == 0)
             name = NULL;
     }
     if (!name) {
@@ -586,8 +604,8 @@ static bool sv_connect(struct pol_plugin *p, struct pol_req *r, struct sv_req *s
     struct pol_smtpv_dialog dlg;
     pol_smtpv_dialog_init(&dlg, d->helo, st->mail_from, st->rcpt, st->size_known, st->size);
     st->asked = true;
-    *out = pol_smtpv_conn_start(&st->conn, ss, r, (const struct sockaddr *)&st->addr,
-                                st->addr_len, &dlg);
+    *out = pol_smtpv_conn_start(&st->conn, ss, r, (const struct sockaddr *)&st->addr, st->addr_len,
+                                &dlg);
     return false;
 }
 
@@ -635,10 +653,9 @@ static void log_outcome(struct pol_plugin *p, struct pol_req *r, const struct sv
     else
         pol_log(p, r,
                 "verify %s: server %s (%s): no verdict: %s%s%s (starttls %s, tlsa %s, openpgp %s)",
-                st->address, st->server ? st->server : "-", ip, why,
-                c->dlg.fail_code ? " in " : "",
-                c->dlg.fail_code ? pol_smtpv_phase_name(c->dlg.fail_phase) : "",
-                yes_no(starttls), yes_no(st->tlsa), yes_no(st->openpgp));
+                st->address, st->server ? st->server : "-", ip, why, c->dlg.fail_code ? " in " : "",
+                c->dlg.fail_code ? pol_smtpv_phase_name(c->dlg.fail_phase) : "", yes_no(starttls),
+                yes_no(st->tlsa), yes_no(st->openpgp));
 }
 
 /* Phase RESULT: the scores in 2.05's order (starttls, tlsa, openpgp, then the verdict's),

@@ -74,16 +74,16 @@ struct pol_smtpv_dialog {
     const char *helo;
     const char *mail_from; /* without the angle brackets; "" is the null sender */
     const char *rcpt_to;
-    long long size;        /* SIZE=N when the server supports SIZE and size_known */
+    long long size; /* SIZE=N when the server supports SIZE and size_known */
     bool size_known;
     /* Results. */
-    bool hello_done;       /* EHLO or HELO accepted: starttls is known */
-    bool starttls;         /* the EHLO reply advertised STARTTLS */
-    bool size_ext;         /* ... and SIZE */
+    bool hello_done; /* EHLO or HELO accepted: starttls is known */
+    bool starttls;   /* the EHLO reply advertised STARTTLS */
+    bool size_ext;   /* ... and SIZE */
     bool size_sent;
-    unsigned code;         /* the verdict: RCPT's reply code, or a refused MAIL FROM's; 0: none */
+    unsigned code; /* the verdict: RCPT's reply code, or a refused MAIL FROM's; 0: none */
     enum pol_smtpv_phase code_from; /* POL_SMTPV_RCPT or POL_SMTPV_MAIL */
-    unsigned fail_code;    /* no verdict: the refusing reply's code (greeting, HELO), else 0 */
+    unsigned fail_code; /* no verdict: the refusing reply's code (greeting, HELO), else 0 */
     enum pol_smtpv_phase fail_phase;
 };
 
@@ -124,8 +124,8 @@ struct eng_dns;
 struct pol_smtpv_shard; /* per plugin and shard: limits, counters, closed sockets */
 
 struct pol_smtpv_limits {
-    uint32_t connections_max;  /* dialogues at once per shard */
-    uint32_t timeout_ms;       /* connect, and each reply */
+    uint32_t connections_max; /* dialogues at once per shard */
+    uint32_t timeout_ms;      /* connect, and each reply */
     uint32_t reply_bytes_max;
 };
 
@@ -147,14 +147,13 @@ struct pol_smtpv_conn {
     bool polled, connected, finished;
     struct eng_poll poll;
     struct eng_timer timer;
-    uint64_t deadline_ms;   /* the request's deadline (eng_now_ms), UINT64_MAX: none */
-    char *in;               /* reply_bytes_max, request arena */
+    uint64_t deadline_ms; /* the request's deadline (eng_now_ms), UINT64_MAX: none */
+    char *in;             /* its slot's read buffer (reply_bytes_max), NULL: no slot */
     size_t in_len;
-    char *out;              /* the command being sent, request arena */
+    char *out; /* the command being sent, request arena */
     size_t out_len, out_sent, out_cap;
-    char *text;             /* the verdict's reply text, request arena */
+    char *text; /* the verdict's reply text, request arena; NULL: none */
     size_t text_len;
-    char *scratch;          /* the text of the reply being handled */
     struct pol_smtpv_dialog dlg;
     int status; /* 0: the dialogue ended (see dlg), or -ETIMEDOUT, -ECONNREFUSED..., -EMSGSIZE
                    (a reply over reply_bytes_max), -EPROTO (malformed reply), -ECONNRESET

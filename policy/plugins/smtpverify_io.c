@@ -6,12 +6,13 @@
  * and the dialogue is five exchanges on one connection.
  *
  * Owns per plugin and shard (pol_smtpv_shard, shard start .. stop, on that shard) the limits,
- * the counters (also a /metrics source, ringpolicyd_smtpverify_*) and a graveyard of shut-down
- * sockets; per dialogue its socket, poll and timer (in the plugin's req_state) and its buffers
- * (in the request arena). Each wait (connect, then each reply) is bounded by timeout_ms and by
- * the request's deadline, so a silent server costs one request its answer (request_timeout's
- * default action) and nothing else. The request resumes exactly once, from a poll or timer
- * callback, never inside pol_smtpv_conn_start.
+ * the counters (also a /metrics source, ringpolicyd_smtpverify_*), one read buffer per
+ * dialogue slot (connections_max of reply_bytes_max) and a graveyard of shut-down sockets; per
+ * dialogue its socket, poll and timer (in the plugin's req_state), its command buffer and the
+ * verdict's text (in the request arena). Each wait (connect, then each reply) is bounded by
+ * timeout_ms and by the request's deadline, so a silent server costs one request its answer
+ * (request_timeout's default action) and nothing else. The request resumes exactly once, from a
+ * poll or timer callback, never inside pol_smtpv_conn_start.
  *
  * Why a graveyard: as in engine/stream.c, eng_poll_stop takes effect at the loop's flush, and
  * the epoll backend registers an fd number once; closing at once could hand the number to a
@@ -60,8 +61,7 @@ static const struct pol_metrics_field sv_fields[SV_COUNT] = {
     [SV_CONNECT_FAILURES] = {"ringpolicyd_smtpverify_connect_failures_total",
                              "Connections SMTPVerify failed to open.", false, false},
     [SV_TIMEOUTS] = {"ringpolicyd_smtpverify_timeouts_total",
-                     "SMTPVerify connects or replies that took longer than allowed.", false,
-                     false},
+                     "SMTPVerify connects or replies that took longer than allowed.", false, false},
     [SV_REPLY_TOO_LONG] = {"ringpolicyd_smtpverify_reply_too_long_total",
                            "SMTP replies longer than reply_bytes_max.", false, false},
     [SV_PROTOCOL_ERRORS] = {"ringpolicyd_smtpverify_protocol_errors_total",
@@ -94,6 +94,13 @@ struct pol_smtpv_shard {
     struct pol_smtpv_limits lim;
     struct eng_dns *dns;
     uint64_t st[SV_COUNT]; /* SV_OPEN: dialogues holding a slot */
+    /* Read buffers, one per slot: connections_max * reply_bytes_max bytes, allocated at shard
+     * start (the request arena is too small to hold them: a request has a few KiB). */
+    char *bufs;
+    uint32_t *free_slots; /* a stack of free slot indexes */
+    uint32_t free_count;
+    char *scratch; /* reply_bytes_max + 1: the text of the reply being handled (one at a time:
+                      process() runs to its end on the shard's thread) */
     struct grave *graves;
     uint32_t grave_count, grave_max;
     struct eng_timer grave_timer;
@@ -160,10 +167,20 @@ int pol_smtpv_shard_create(const struct pol_plugin *p, struct eng_shard *sh,
         return -ENOMEM;
     ss->grave_max = 2 * lim->connections_max;
     ss->graves = calloc(ss->grave_max, sizeof(*ss->graves));
-    if (!ss->graves) {
+    ss->bufs = malloc((size_t)lim->connections_max * lim->reply_bytes_max);
+    ss->free_slots = calloc(lim->connections_max, sizeof(*ss->free_slots));
+    ss->scratch = malloc((size_t)lim->reply_bytes_max + 1);
+    if (!ss->graves || !ss->bufs || !ss->free_slots || !ss->scratch) {
+        free(ss->graves);
+        free(ss->bufs);
+        free(ss->free_slots);
+        free(ss->scratch);
         free(ss);
         return -ENOMEM;
     }
+    for (uint32_t i = 0; i < lim->connections_max; i++)
+        ss->free_slots[i] = lim->connections_max - 1 - i;
+    ss->free_count = lim->connections_max;
     ss->sh = sh;
     ss->p = p;
     ss->lim = *lim;
@@ -194,15 +211,18 @@ void pol_smtpv_shard_destroy(struct pol_smtpv_shard *ss)
             pol_plugin_name(ss->p), eng_shard_index(ss->sh), (unsigned long long)ss->st[SV_CHECKS],
             (unsigned long long)ss->st[SV_CONNECTS],
             (unsigned long long)ss->st[SV_CONNECT_FAILURES],
-            (unsigned long long)ss->st[SV_TIMEOUTS],
-            (unsigned long long)ss->st[SV_REPLY_TOO_LONG],
-            (unsigned long long)ss->st[SV_PROTOCOL_ERRORS],
-            (unsigned long long)ss->st[SV_RESETS], (unsigned long long)ss->st[SV_BUSY],
-            (unsigned long long)ss->st[SV_ACCEPTED], (unsigned long long)ss->st[SV_TEMP_FAILS],
-            (unsigned long long)ss->st[SV_PERM_FAILS], (unsigned long long)ss->st[SV_NO_VERDICT]);
+            (unsigned long long)ss->st[SV_TIMEOUTS], (unsigned long long)ss->st[SV_REPLY_TOO_LONG],
+            (unsigned long long)ss->st[SV_PROTOCOL_ERRORS], (unsigned long long)ss->st[SV_RESETS],
+            (unsigned long long)ss->st[SV_BUSY], (unsigned long long)ss->st[SV_ACCEPTED],
+            (unsigned long long)ss->st[SV_TEMP_FAILS], (unsigned long long)ss->st[SV_PERM_FAILS],
+            (unsigned long long)ss->st[SV_NO_VERDICT]);
     eng_timer_cancel(ss->sh, &ss->grave_timer);
     grave_reap(ss, true);
+    ENG_ASSERT(ss->free_count == ss->lim.connections_max); /* every dialogue finished */
     free(ss->graves);
+    free(ss->bufs);
+    free(ss->free_slots);
+    free(ss->scratch);
     free(ss);
 }
 
@@ -249,8 +269,13 @@ static void finish(struct pol_smtpv_conn *c, int status)
         shutdown(c->fd, SHUT_RDWR);
         grave_add(ss, c->fd);
         c->fd = -1;
+    }
+    if (c->in) {
         ENG_ASSERT(ss->st[SV_OPEN] > 0);
+        ENG_ASSERT(ss->free_count < ss->lim.connections_max);
         ss->st[SV_OPEN]--;
+        ss->free_slots[ss->free_count++] = (uint32_t)((c->in - ss->bufs) / ss->lim.reply_bytes_max);
+        c->in = NULL;
     }
     switch (status) {
     case 0:
@@ -329,8 +354,8 @@ static bool process(struct pol_smtpv_conn *c)
     uint32_t cap = c->ss->lim.reply_bytes_max;
     for (;;) {
         struct pol_smtpv_reply rep;
-        ssize_t rc = pol_smtpv_reply_parse(c->in, c->in_len, cap, &rep, c->scratch, cap + 1,
-                                           NULL);
+        char *scratch = c->ss->scratch;
+        ssize_t rc = pol_smtpv_reply_parse(c->in, c->in_len, cap, &rep, scratch, cap + 1, NULL);
         if (rc == 0)
             return true;
         if (rc < 0) {
@@ -341,9 +366,14 @@ static bool process(struct pol_smtpv_conn *c)
         size_t n = pol_smtpv_dialog_next(&c->dlg, &rep, c->out, c->out_cap);
         if (before == POL_SMTPV_MAIL || before == POL_SMTPV_RCPT || before == POL_SMTPV_GREETING ||
             before == POL_SMTPV_HELO) {
-            /* The verdict's text, or the text of the reply that ended the dialogue. */
-            memcpy(c->text, c->scratch, rep.text_len + 1);
+            /* The verdict's text, or the text of the reply that ended the dialogue, kept in the
+             * request arena. */
+            c->text = pol_req_strndup(c->r, scratch, rep.text_len);
             c->text_len = rep.text_len;
+            if (!c->text) {
+                finish(c, -ENOMEM);
+                return false;
+            }
         }
         memmove(c->in, c->in + rc, c->in_len - (size_t)rc);
         c->in_len -= (size_t)rc;
@@ -371,9 +401,8 @@ static void on_readable(struct pol_smtpv_conn *c)
         return;
     }
     if (n == 0) { /* a server may close after the verdict without answering QUIT */
-        finish(c, c->dlg.phase == POL_SMTPV_QUIT || c->dlg.phase == POL_SMTPV_DONE
-                      ? 0
-                      : -ECONNRESET);
+        finish(c,
+               c->dlg.phase == POL_SMTPV_QUIT || c->dlg.phase == POL_SMTPV_DONE ? 0 : -ECONNRESET);
         return;
     }
     c->in_len += (size_t)n;
@@ -421,17 +450,6 @@ static enum pol_step fail_later(struct pol_smtpv_conn *c, int status)
     return POL_WAIT;
 }
 
-static bool buffers_alloc(struct pol_smtpv_conn *c, struct pol_req *r)
-{
-    uint32_t cap = c->ss->lim.reply_bytes_max;
-    c->out_cap = pol_smtpv_dialog_out_bytes(&c->dlg);
-    c->in = pol_req_alloc(r, cap);
-    c->out = pol_req_alloc(r, c->out_cap);
-    c->text = pol_req_alloc(r, (size_t)cap + 1);
-    c->scratch = pol_req_alloc(r, (size_t)cap + 1);
-    return c->in && c->out && c->text && c->scratch;
-}
-
 enum pol_step pol_smtpv_conn_start(struct pol_smtpv_conn *c, struct pol_smtpv_shard *ss,
                                    struct pol_req *r, const struct sockaddr *addr,
                                    socklen_t addr_len, const struct pol_smtpv_dialog *d)
@@ -448,17 +466,20 @@ enum pol_step pol_smtpv_conn_start(struct pol_smtpv_conn *c, struct pol_smtpv_sh
      * set; the plugin API has no call for it yet. */
     c->deadline_ms = eng_timer_armed(&r->deadline) ? r->deadline.expires_ms : UINT64_MAX;
     ss->st[SV_CHECKS]++;
-    if (!buffers_alloc(c, r))
+    c->out_cap = pol_smtpv_dialog_out_bytes(&c->dlg);
+    c->out = pol_req_alloc(r, c->out_cap);
+    if (!c->out)
         return pol_req_fail(r, "no memory left in the request arena for the SMTP dialogue");
-    if (ss->st[SV_OPEN] >= ss->lim.connections_max) {
+    if (ss->free_count == 0) {
         ss->st[SV_BUSY]++;
         return fail_later(c, -EBUSY);
     }
+    c->in = ss->bufs + (size_t)ss->free_slots[--ss->free_count] * ss->lim.reply_bytes_max;
+    ss->st[SV_OPEN]++;
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return fail_later(c, -errno);
     c->fd = fd;
-    ss->st[SV_OPEN]++;
     int rc = connect(fd, addr, addr_len);
     if (rc != 0 && errno != EINPROGRESS)
         return fail_later(c, -errno);

@@ -32,8 +32,7 @@ static bool ehlo_keyword(const char *t, size_t len, const char *kw)
 /* Checks one line (without its line end): 3 digits 2xx..5xx, then ' ', '-' or nothing. */
 static bool line_ok(const char *l, size_t len)
 {
-    if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' ||
-        l[2] > '9')
+    if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' || l[2] > '9')
         return false;
     return len == 3 || l[3] == ' ' || l[3] == '-';
 }
@@ -127,9 +126,9 @@ static size_t mail_cmd(struct pol_smtpv_dialog *d, char *out, size_t out_cap)
     d->phase = POL_SMTPV_MAIL;
     /* Net::SMTP adds SIZE only when the server announced it (else it carps and sends none). */
     d->size_sent = d->size_known && d->size_ext;
-    int n = d->size_sent ? snprintf(out, out_cap, "MAIL FROM:<%s> SIZE=%lld\r\n", d->mail_from,
-                                    d->size)
-                         : snprintf(out, out_cap, "MAIL FROM:<%s>\r\n", d->mail_from);
+    int n = d->size_sent
+                ? snprintf(out, out_cap, "MAIL FROM:<%s> SIZE=%lld\r\n", d->mail_from, d->size)
+                : snprintf(out, out_cap, "MAIL FROM:<%s>\r\n", d->mail_from);
     ENG_ASSERT(n > 0 && (size_t)n < out_cap);
     return (size_t)n;
 }
@@ -195,9 +194,8 @@ size_t pol_smtpv_dialog_next(struct pol_smtpv_dialog *d, const struct pol_smtpv_
 const char *pol_smtpv_phase_name(enum pol_smtpv_phase ph)
 {
     static const char *const names[] = {
-        [POL_SMTPV_GREETING] = "greeting", [POL_SMTPV_EHLO] = "EHLO",
-        [POL_SMTPV_HELO] = "HELO",         [POL_SMTPV_MAIL] = "MAIL FROM",
-        [POL_SMTPV_RCPT] = "RCPT TO",      [POL_SMTPV_QUIT] = "QUIT",
+        [POL_SMTPV_GREETING] = "greeting", [POL_SMTPV_EHLO] = "EHLO",    [POL_SMTPV_HELO] = "HELO",
+        [POL_SMTPV_MAIL] = "MAIL FROM",    [POL_SMTPV_RCPT] = "RCPT TO", [POL_SMTPV_QUIT] = "QUIT",
         [POL_SMTPV_DONE] = "done",
     };
     ENG_ASSERT((unsigned)ph < sizeof names / sizeof names[0]);
@@ -224,8 +222,8 @@ size_t pol_smtpv_addr_clean(const char **s, size_t len)
         p++;
         len--;
     }
-    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\r' ||
-                       p[len - 1] == '\n'))
+    while (len > 0 &&
+           (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == '\r' || p[len - 1] == '\n'))
         len--;
     if (len > 0 && p[len - 1] == '>')
         len--;

@@ -50,12 +50,17 @@ TEST_CASE("bad options are start-up errors naming test.conf and the line", "[smt
         {"    timeout_ms = 600001\n", "timeout_ms must be 1..600000"},
         {"    connections = 0\n", "connections must be 1..4096, not 0 (test.conf:5)"},
         {"    connections = 4097\n", "connections must be 1..4096"},
-        {"    reply_bytes_max = 511\n", "reply_bytes_max must be 512..65536, not 511 (test.conf:5)"},
+        {"    reply_bytes_max = 511\n",
+         "reply_bytes_max must be 512..65536, not 511 (test.conf:5)"},
         {"    reply_bytes_max = 65537\n", "reply_bytes_max must be 512..65536"},
         {"    perm_fail_score = \"lots\"\n", "test.conf:5"},
-        {"    helo_name = \"a<b\"\n", "helo_name must be printable text without < or > (test.conf:5)"},
-        {"    helo_name = \"\"\n", "helo_name must be printable text"},
-        {"    sender = \"<x>\"\n", "sender must be printable text without < or > (test.conf:5)"},
+        {"    connections = 2049\n    reply_bytes_max = 8192\n",
+         "connections (2049) times reply_bytes_max (8192) must be at most 16777216 (test.conf:5)"},
+        {"    helo_name = \"a<b\"\n",
+         "helo_name must be 1..255 printable characters without < or > (test.conf:5)"},
+        {"    helo_name = \"\"\n", "helo_name must be 1..255 printable characters"},
+        {"    sender = \"<<x>>\"\n",
+         "sender must be an address without control characters (test.conf:5)"},
         {"    host = \"\"\n", "host must be a host name or an IP address (test.conf:5)"},
     };
     for (const Bad &b : bad) {
@@ -68,7 +73,8 @@ TEST_CASE("bad options are start-up errors naming test.conf and the line", "[smt
     // The limits themselves are accepted (N).
     for (const char *good : {"    port = 1\n", "    port = 65535\n", "    timeout_ms = 600000\n",
                              "    connections = 4096\n", "    reply_bytes_max = 512\n",
-                             "    reply_bytes_max = 65536\n"}) {
+                             "    reply_bytes_max = 65536\n",
+                             "    connections = 2048\n    reply_bytes_max = 8192\n"}) {
         INFO(good);
         Kit k(sv(good));
         CHECK(k.ok());
@@ -82,11 +88,11 @@ TEST_CASE("enabled = off (also through uc_enabled) and a missing address do noth
     REQUIRE(off.ok());
     CHECK(off.ask(req("sender=joe@example.com\nrecipient=me@example.net\n")) == dunno);
 
-    Kit uc(conf(set_field("sv", "off") +
-                plugin("verify", "SMTPVerify", "    uc_enabled = \"sv\"\n"), true));
+    Kit uc(
+        conf(set_field("sv", "off") + plugin("verify", "SMTPVerify", "    uc_enabled = \"sv\"\n"),
+             true));
     REQUIRE(uc.ok());
-    CHECK(uc.ask(req("instance=m1\nsender=joe@example.com\nrecipient=me@example.net\n")) ==
-          dunno);
+    CHECK(uc.ask(req("instance=m1\nsender=joe@example.com\nrecipient=me@example.net\n")) == dunno);
 
     Kit k(sv(""));
     REQUIRE(k.ok());

@@ -113,7 +113,8 @@ TEST_CASE("a one-line reply in every fragment size", "[smtpverify_proto]")
     }
 }
 
-TEST_CASE("a multi-line EHLO reply: keywords after the first line, text joined", "[smtpverify_proto]")
+TEST_CASE("a multi-line EHLO reply: keywords after the first line, text joined",
+          "[smtpverify_proto]")
 {
     for (size_t f : frag_sizes) {
         INFO("fragment " << f);
@@ -182,10 +183,9 @@ TEST_CASE("malformed replies are refused with the bad line's position", "[smtpve
         const char *text;
         size_t pos;
     } bad[] = {
-        {"hello\r\n", 0},      {"099 x\r\n", 0},          {"600 x\r\n", 0},
-        {"1xx ok\r\n", 0},     {"25\r\n", 0},             {"2500 x\r\n", 0},
-        {"250x\r\n", 0},       {"250-ok\r\nbad\r\n", 8},  {"250-ok\r\n\r\n", 8},
-        {"\r\n", 0},
+        {"hello\r\n", 0},      {"099 x\r\n", 0},  {"600 x\r\n", 0}, {"1xx ok\r\n", 0},
+        {"25\r\n", 0},         {"2500 x\r\n", 0}, {"250x\r\n", 0},  {"250-ok\r\nbad\r\n", 8},
+        {"250-ok\r\n\r\n", 8}, {"\r\n", 0},
     };
     for (const Bad &b : bad) {
         INFO(b.text);
@@ -266,8 +266,7 @@ TEST_CASE("a refused EHLO falls back to HELO: STARTTLS known as absent", "[smtpv
     CHECK(run.verdict_text == "4.2.0 later");
 }
 
-TEST_CASE("no verdict: refused greeting or HELO; a refused MAIL FROM answers",
-          "[smtpverify_proto]")
+TEST_CASE("no verdict: refused greeting or HELO; a refused MAIL FROM answers", "[smtpverify_proto]")
 {
     Run run = run_dialog("554 5.3.2 go away\r\n", 1);
     CHECK(run.commands.empty());
@@ -306,8 +305,11 @@ TEST_CASE("Net::SMTP's address cleaning and the safety check", "[smtpverify_prot
     struct Case {
         const char *in, *out;
     } cases[] = {
-        {"joe@example.com", "joe@example.com"}, {"<joe@example.com>", "joe@example.com"},
-        {"  < joe@example.com >  ", "joe@example.com"}, {"<>", ""}, {"", ""},
+        {"joe@example.com", "joe@example.com"},
+        {"<joe@example.com>", "joe@example.com"},
+        {"  < joe@example.com >  ", "joe@example.com"},
+        {"<>", ""},
+        {"", ""},
         {"<<a>>", "<a>"},
     };
     for (const Case &c : cases) {
@@ -329,7 +331,8 @@ TEST_CASE("the OPENPGPKEY owner name: hex SHA2-224 of the local part", "[smtpver
     CHECK(std::string(out, n) ==
           "c7e8f969fb2abbbe56a301c5bd65ca0ab772788b274d244a55e5e7f9._openpgpkey.example.com");
     n = pol_smtpv_openpgp_name("", 0, "x", 1, out, sizeof out);
-    CHECK(std::string(out) == "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f._openpgpkey.x");
+    CHECK(std::string(out) ==
+          "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f._openpgpkey.x");
     // The buffer limit: exactly enough, one byte short.
     size_t need = 56 + 13 + 11 + 1;
     CHECK(pol_smtpv_openpgp_name("joe", 3, "example.com", 11, out, need) == need - 1);
