@@ -663,6 +663,10 @@ static void log_outcome(struct pol_plugin *p, struct pol_req *r, const struct sv
 static enum pol_step sv_result(struct pol_plugin *p, struct pol_req *r, struct sv_req *st)
 {
     const struct pol_smtpv_conn *c = &st->conn;
+    /* Our own limits are not the server's answer: connections_max reached or the arena full
+     * fail the plugin (counted), and on_error decides. */
+    if (c->status == -EBUSY || c->status == -ENOMEM)
+        return pol_req_fail(r, "cannot verify %s: %s", st->address, pol_smtpv_strerror(c->status));
     bool talked = c->ss != NULL; /* a dialogue ran (even if it failed at once) */
     /* A verdict reached before a later failure (no QUIT reply, a reset) stands. */
     unsigned code = talked ? c->dlg.code : 0;

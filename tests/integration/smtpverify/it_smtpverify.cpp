@@ -391,3 +391,71 @@ TEST_CASE("TLSA and OPENPGPKEY: has_ only with AD, no_ without", "[it_smtpverify
     CHECK(mx_plain);
     CHECK(smtp.connections() == 3);
 }
+
+TEST_CASE("reply_bytes_max and malformed replies close the connection: no verdict",
+          "[it_smtpverify]")
+{
+    SmtpScript big;
+    big.greeting = "220 " + std::string(600, 'x'); // 606 bytes with CRLF
+    FakeSmtp smtp(big);
+    SmtpScript junk;
+    junk.greeting = "hello, this is not SMTP";
+    FakeSmtp bad(junk);
+    uint16_t port = free_tcp_port(), port2 = free_tcp_port(), port3 = free_tcp_port();
+    std::string conf =
+        "port = \"127.0.0.1:" + std::to_string(port) + ",127.0.0.1:" + std::to_string(port2) +
+        ",127.0.0.1:" + std::to_string(port3) + "\"\nlog_level = 4\n" +
+        vhost_block(
+            std::to_string(port), "small",
+            verify_plugin(host_opts(smtp.port()) + scores + "    reply_bytes_max = 512\n")) +
+        vhost_block(
+            std::to_string(port2), "large",
+            verify_plugin(host_opts(smtp.port()) + scores + "    reply_bytes_max = 606\n")) +
+        vhost_block(std::to_string(port3), "junk", verify_plugin(host_opts(bad.port()) + scores));
+    auto d = start_ring(conf, Endpoint::tcp(port));
+    // N+1 (606 bytes against 512): closed, logged, no score at all (no EHLO was answered).
+    CHECK(first(rcpt(port, "joe@example.com", "me@example.net")) ==
+          "PREPEND X-MtScore: NO score=0");
+    CHECK(d->wait_log("SMTP reply in greeting longer than reply_bytes_max (512): connection "
+                      "closed",
+                      2000));
+    // N (606 bytes against 606): the dialogue goes on.
+    CHECK(first(rcpt(port2, "joe@example.com", "me@example.net")) ==
+          "PREPEND X-MtScore: NO score=-1 [verify-joe@example.com-starttls=-1]");
+    CHECK(first(rcpt(port3, "joe@example.com", "me@example.net")) ==
+          "PREPEND X-MtScore: NO score=0");
+    CHECK(d->wait_log("no verdict: malformed reply", 2000));
+}
+
+TEST_CASE("connections: one dialogue per shard at N, the next one fails the plugin",
+          "[it_smtpverify]")
+{
+    SmtpScript quiet;
+    quiet.silent = true;
+    FakeSmtp silent(quiet);
+    uint16_t port = free_tcp_port();
+    // One shard, so both requests meet the same limit; on_error = continue, so the failed
+    // check goes on to the next plugin.
+    auto d =
+        start_ring(simple_config(port,
+                                 verify_plugin(host_opts(silent.port()) +
+                                               "    connections = 1\n"
+                                               "    timeout_ms = 1500\n    on_error = continue\n"),
+                                 "log_level = 4\n"),
+                   Endpoint::tcp(port), {"--shards=1"});
+    auto held = std::async(std::launch::async,
+                           [&] { return rcpt(port, "joe@example.com", "me@example.net"); });
+    int64_t until = now_ms() + 2000;
+    while (silent.connections() < 1 && now_ms() < until)
+        sleep_ms(10);
+    REQUIRE(silent.connections() == 1);
+    int64_t t0 = now_ms();
+    CHECK(first(rcpt(port, "ann@example.com", "me@example.net")) ==
+          "PREPEND X-MtScore: NO score=0");
+    CHECK(now_ms() - t0 < 1000); // failed at once, not after the held dialogue
+    CHECK(d->wait_log("cannot verify ann@example.com: too many dialogues running", 2000));
+    // The held one ends with timeout_ms (no verdict), and frees the slot.
+    CHECK(first(held.get()) == "PREPEND X-MtScore: NO score=0");
+    CHECK(d->wait_log("no verdict: timed out", 2000));
+    CHECK(silent.connections() == 1);
+}
