@@ -17,6 +17,13 @@
  * reconnection is never started in the turn that closed the old socket (the epoll backend
  * registers an fd number once per turn; a new socket may get the same number).
  *
+ * Host names (of the server, or of sentinels) are resolved at every connection attempt, off
+ * the shard (resolve.c: glibc's getaddrinfo_a helper thread, polled from resolve_timer every
+ * REDIS_RESOLVE_POLL_MS and bounded by connect_timeout_ms); the first address found is used. A
+ * name that does not resolve is a failed attempt (logged once per outage, backoff), so a
+ * server whose name appears later (a Kubernetes Service) is connected without a restart, and
+ * a name that moves is followed at the next reconnect. Numeric addresses need no lookup.
+ *
  * With sentinels configured, an attempt first connects to one sentinel (in turn) and asks
  * `SENTINEL get-master-addr-by-name SERVICE` on that context ("asking": commands fail fast
  * meanwhile, none is ever queued on a sentinel's connection); the answer ends that context and
@@ -40,9 +47,11 @@
 
 #include "eng/assert.h"
 #include "eng/log.h"
+#include "resolve.h"
 
 #define REDIS_NAME_BYTES 64
 #define REDIS_NEXT_TURN_MS 1u /* a timer that fires on a later turn, not in this wheel pass */
+#define REDIS_RESOLVE_POLL_MS 5u /* how often a shard looks at a lookup in flight */
 
 enum slot_state { S_FREE, S_SENT, S_ABANDONED, S_FAILING };
 enum conn_state { C_WAIT, C_CONNECTING, C_UP };
@@ -75,7 +84,7 @@ struct eng_redis {
     struct eng_redis_stats stats;
     /* Sentinel (sentinel_count 0: none) */
     struct {
-        char host[ENG_REDIS_HOST_BYTES];
+        char host[ENG_RESOLVE_HOST_MAX + 1]; /* numeric, or a name resolved per attempt */
         uint16_t port;
     } sentinels[ENG_REDIS_SENTINELS_MAX];
     uint32_t sentinel_count, sentinel_next;
@@ -85,6 +94,11 @@ struct eng_redis {
     char master_host[ENG_REDIS_HOST_BYTES];
     uint16_t master_port;
     char peer[ENG_REDIS_HOST_BYTES + 8]; /* what the current or last master attempt targets */
+    /* Host names: one lookup at a time, for the attempt under way */
+    struct eng_resolve *resolve;
+    uint64_t resolve_started_ms;
+    struct eng_timer resolve_timer;
+    char resolved[ENG_REDIS_HOST_BYTES]; /* the numeric address of the last lookup */
 };
 
 const char *eng_redis_status_text(enum eng_redis_status st)
@@ -388,22 +402,111 @@ static void command_done(redisAsyncContext *ac, void *reply, void *priv)
 
 static void backoff_fired(struct eng_shard *sh, struct eng_timer *t);
 
+static bool is_numeric(const char *host)
+{
+    unsigned char bin[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
+}
+
+static void resolve_drop(struct eng_redis *r)
+{
+    eng_resolve_drop(r->resolve);
+    r->resolve = NULL;
+    eng_timer_cancel(r->sh, &r->resolve_timer);
+}
+
+/* The attempt's host is a name: start its lookup or look at the one in flight. Returns the
+ * numeric address once known (r->resolved), or NULL: the lookup goes on (resolve_timer armed)
+ * or failed (*why set). */
+static const char *resolve_step(struct eng_redis *r, const char *host, char *why, size_t why_len)
+{
+    uint64_t now = eng_now_ms(r->sh);
+    if (!r->resolve) {
+        const struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+        int rc = eng_resolve_start(host, NULL, &hints, &r->resolve);
+        if (rc != 0) {
+            snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(rc));
+            return NULL;
+        }
+        r->resolve_started_ms = now;
+        eng_timer_arm(r->sh, &r->resolve_timer, REDIS_RESOLVE_POLL_MS);
+        return NULL;
+    }
+    if (!eng_resolve_done(r->resolve)) {
+        if (now - r->resolve_started_ms >= r->cfg.connect_timeout_ms) {
+            resolve_drop(r);
+            snprintf(why, why_len, "cannot resolve %.200s: the lookup timed out", host);
+            return NULL;
+        }
+        eng_timer_arm(r->sh, &r->resolve_timer, REDIS_RESOLVE_POLL_MS);
+        return NULL;
+    }
+    const struct addrinfo *ai = NULL;
+    int rc = eng_resolve_result(r->resolve, &ai);
+    int nrc = rc == 0 ? getnameinfo(ai->ai_addr, ai->ai_addrlen, r->resolved, sizeof(r->resolved),
+                                    NULL, 0, NI_NUMERICHOST)
+                      : 0;
+    resolve_drop(r);
+    if (rc != 0 || nrc != 0) {
+        snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(rc ? rc : nrc));
+        return NULL;
+    }
+    return r->resolved;
+}
+
+static void connect_start(struct eng_redis *r);
+
+static void resolve_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    (void)sh;
+    struct eng_redis *r =
+        (struct eng_redis *)(void *)((char *)t - offsetof(struct eng_redis, resolve_timer));
+    if (!r->stopping && r->state == C_WAIT && !r->ac)
+        connect_start(r);
+}
+
 static void connect_start(struct eng_redis *r)
 {
     ENG_ASSERT(r->ac == NULL);
     bool ask = r->sentinel_count > 0 && !r->have_master;
+    const char *host = NULL;
+    uint16_t port = r->cfg.port;
+    if (ask) {
+        host = r->sentinels[r->sentinel_next].host;
+        port = r->sentinels[r->sentinel_next].port;
+    } else if (r->sentinel_count > 0) {
+        host = r->master_host;
+        port = r->master_port;
+    } else if (!r->unix_path) {
+        host = r->host;
+    }
+    if (host && !is_numeric(host)) {
+        char why[300] = "";
+        const char *addr = resolve_step(r, host, why, sizeof(why));
+        if (!addr) {
+            if (why[0]) { /* a failed attempt (a sentinel's counts as asking it) */
+                if (ask)
+                    r->sentinel_next = (r->sentinel_next + 1) % r->sentinel_count;
+                r->asking = ask;
+                r->stats.sentinel_queries += ask;
+                conn_reset(r, why, true);
+            }
+            return;
+        }
+        host = addr;
+    }
+    if (!ask && r->sentinel_count == 0 && !r->unix_path)
+        snprintf(r->peer, sizeof(r->peer), "%s:%u", host, port);
     redisAsyncContext *ac;
     if (ask) {
-        uint32_t i = r->sentinel_next;
-        r->sentinel_next = (i + 1) % r->sentinel_count;
+        r->sentinel_next = (r->sentinel_next + 1) % r->sentinel_count;
         r->stats.sentinel_queries++;
-        ac = redisAsyncConnect(r->sentinels[i].host, r->sentinels[i].port);
+        ac = redisAsyncConnect(host, port);
     } else if (r->sentinel_count > 0) {
         snprintf(r->peer, sizeof(r->peer), "%s:%u", r->master_host, r->master_port);
-        ac = redisAsyncConnect(r->master_host, r->master_port);
+        ac = redisAsyncConnect(host, port);
     } else {
-        ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
-                          : redisAsyncConnect(r->host, r->cfg.port);
+        ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path) : redisAsyncConnect(host, port);
     }
     r->asking = ask;
     if (!ac) {
@@ -551,12 +654,12 @@ int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
         (cfg->sentinel_count > 0 && (!cfg->service || !*cfg->service || !cfg->sentinels)))
         return -EINVAL;
     for (uint32_t i = 0; i < cfg->sentinel_count; i++) {
-        unsigned char bin[sizeof(struct in6_addr)];
         const char *h = cfg->sentinels[i].host;
-        if (!h || strlen(h) >= ENG_REDIS_HOST_BYTES || cfg->sentinels[i].port == 0 ||
-            (inet_pton(AF_INET, h, bin) != 1 && inet_pton(AF_INET6, h, bin) != 1))
+        if (!h || !*h || strlen(h) > ENG_RESOLVE_HOST_MAX || cfg->sentinels[i].port == 0)
             return -EINVAL;
     }
+    if (cfg->host && strlen(cfg->host) > ENG_RESOLVE_HOST_MAX)
+        return -EINVAL;
     if (cfg->ops_max == 0 || cfg->timeout_ms == 0 || cfg->connect_timeout_ms == 0)
         return -EINVAL;
     struct eng_redis *r = calloc(1, sizeof(*r));
@@ -594,8 +697,7 @@ int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
     r->cfg.service = r->service;
     if (r->sentinel_count == 0 && r->unix_path)
         snprintf(r->peer, sizeof(r->peer), "%s", r->unix_path);
-    else if (r->sentinel_count == 0)
-        snprintf(r->peer, sizeof(r->peer), "%s:%u", r->host, r->cfg.port);
+    eng_timer_init(&r->resolve_timer, resolve_fired);
     for (uint32_t i = cfg->ops_max; i > 0; i--) {
         struct redis_slot *s = &r->slots[i - 1];
         eng_timer_init(&s->timer, slot_timer_fired);
@@ -617,6 +719,7 @@ void eng_redis_destroy(struct eng_redis *r)
         return;
     ENG_ASSERT(r->sh == eng_shard_self());
     r->stopping = true;
+    resolve_drop(r);
     eng_timer_cancel(r->sh, &r->backoff_timer);
     eng_timer_cancel(r->sh, &r->connect_timer);
     redisAsyncContext *ac = r->ac;

@@ -1,11 +1,10 @@
 /*
  * redis.c: the `Redis` connection module (spec 9.3; redis_conn.h).
  *
- * open (main thread, start-up) reads the <Connection NAME> block: server (resolved here once to
- * a numeric address, since hiredis would resolve a name with a blocking getaddrinfo on the
- * shard), sock, password, db, debug, and sentinels + service (Redis Sentinel: each sentinel
- * address resolved here likewise; the engine's client asks them for the master at every
- * connection attempt).
+ * open (main thread, start-up) reads the <Connection NAME> block: server (a name is resolved by
+ * the engine's client at every connection attempt, off the shard), sock, password, db, debug,
+ * and sentinels + service (Redis Sentinel: the client asks them, in turn, for the master at
+ * every connection attempt; their names are resolved likewise).
  * shard_start creates this connection's client on each shard (engine/redis.c); shard_stop
  * destroys it (what is still out completes with ENG_REDIS_DOWN). Everything a shard uses is its
  * own slot of the per-shard array; nothing is shared between shards after start-up.
@@ -48,9 +47,9 @@ struct redis_shard {
 
 struct pol_redis {
     char *name;
-    char host[POL_REDIS_HOST_BYTES]; /* numeric */
+    char host[POL_REDIS_HOST_BYTES]; /* numeric, or a name resolved per connection attempt */
     char *sock, *password, *service;
-    char sentinel_host[ENG_REDIS_SENTINELS_MAX][ENG_REDIS_HOST_BYTES]; /* numeric */
+    char sentinel_host[ENG_REDIS_SENTINELS_MAX][POL_REDIS_HOST_BYTES]; /* as written */
     struct eng_redis_addr sentinels[ENG_REDIS_SENTINELS_MAX];
     struct eng_redis_config cfg;
     struct redis_shard shards[POL_REDIS_SHARDS_MAX];
@@ -125,7 +124,8 @@ static const char *opt_text(const struct pol_cfg_node *b, const char *name, cons
     return o && o->value ? o->value : dflt;
 }
 
-/* "host:port", "[v6]:port" or "host" (port dflt_port) → a numeric host and a port. 0 or -1. */
+/* "host:port", "[v6]:port" or "host" (port dflt_port) → the host as written and a port. 0 or
+ * -1 with a sentence. */
 static int server_parse(const char *text, char *host, size_t host_len, uint16_t *port,
                         long dflt_port, char *err, size_t err_len)
 {
@@ -166,19 +166,14 @@ static int server_parse(const char *text, char *host, size_t host_len, uint16_t 
         snprintf(err, err_len, "bad redis server '%s' (host:port)", text);
         return -1;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int rc = getaddrinfo(h, NULL, &hints, &ai);
-    if (rc != 0 || !ai) {
-        snprintf(err, err_len, "cannot resolve redis server %s: %s", h, gai_strerror(rc));
+    /* A name is kept as written: the engine's client resolves it at every connection attempt,
+     * off the shard, so a name that does not resolve yet does not refuse start. */
+    if (strlen(h) >= host_len || strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                           "0123456789.-_:%") != strlen(h)) {
+        snprintf(err, err_len, "bad host in redis server '%s'", text);
         return -1;
     }
-    rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, host, (socklen_t)host_len, NULL, 0,
-                     NI_NUMERICHOST);
-    freeaddrinfo(ai);
-    if (rc != 0) {
-        snprintf(err, err_len, "cannot resolve redis server %s: %s", h, gai_strerror(rc));
-        return -1;
-    }
+    memcpy(host, h, strlen(h) + 1);
     *port = (uint16_t)pn;
     return 0;
 }

@@ -4,11 +4,11 @@
  * cache use. Internal to policy/ (no plugin API header yet: a pol/redis.h would be the place).
  *
  * <Connection NAME> module = "Redis" options, as 2.05's Connection/Redis.pm: server
- * ("host:port", default 127.0.0.1:6379; "[v6addr]:port" too; the host is resolved once at
- * start-up), sock (a Unix socket path, used instead of server), password (AUTH), db (SELECT,
+ * ("host:port", default 127.0.0.1:6379; "[v6addr]:port" too; a host name is resolved at
+ * every connection attempt, off the shard), sock (a Unix socket path, used instead of server), password (AUTH), db (SELECT,
  * default 0), debug (accepted, unused), sentinels + service (Redis Sentinel, used before server
  * and sock as in 2.05: "host:port" addresses separated by commas or blanks, default port 26379,
- * each resolved once at start-up, at most ENG_REDIS_SENTINELS_MAX; every connection attempt
+ * names resolved per attempt, at most ENG_REDIS_SENTINELS_MAX; every connection attempt
  * asks one of them, in turn, for the master of `service`). sentinels without service are
  * ignored, as 2.05 ignores them.
  *

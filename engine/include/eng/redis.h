@@ -79,14 +79,16 @@ struct eng_redis_reply {
 #define ENG_REDIS_HOST_BYTES 64u    /* a numeric address, NUL included */
 
 struct eng_redis_addr {
-    const char *host; /* numeric IPv4/IPv6 address */
+    const char *host; /* numeric IPv4/IPv6 address, or a name resolved per attempt */
     uint16_t port;
 };
 
 struct eng_redis_config {
     const char *name;       /* for log lines (a <Connection> name); copied */
-    const char *host;       /* a numeric IPv4/IPv6 address (resolve before: hiredis would
-                               resolve a name with a blocking getaddrinfo); copied */
+    const char *host;       /* a numeric IPv4/IPv6 address, or a name (at most 255 bytes)
+                               resolved off the shard at every connection attempt (hiredis
+                               would block in getaddrinfo: it only ever gets numeric ones);
+                               copied */
     uint16_t port;          /* default 6379 */
     const char *unix_path;  /* when set, a Unix socket instead of host:port; copied */
     const char *password;   /* when set, AUTH first; copied */
@@ -105,7 +107,7 @@ struct eng_redis_config {
      * asked again after every lost or failed master connection, so a failover is followed.
      * Commands fail fast (DOWN) while a sentinel is being asked, as while waiting to
      * reconnect. Copied. */
-    const struct eng_redis_addr *sentinels;
+    const struct eng_redis_addr *sentinels; /* hosts: numeric or names, as host */
     uint32_t sentinel_count; /* at most ENG_REDIS_SENTINELS_MAX */
     const char *service;
 };
@@ -115,7 +117,7 @@ void eng_redis_config_defaults(struct eng_redis_config *cfg);
 /* On the shard: a client; connecting starts at once, commands queued before it is up wait
  * for it (up to their deadline). Returns 0 or -errno (-ENOMEM, -EINVAL for a bad config: no
  * host, no unix_path and no sentinels; sentinels without service or beyond
- * ENG_REDIS_SENTINELS_MAX; a sentinel host that is not a numeric address; ops_max 0). */
+ * ENG_REDIS_SENTINELS_MAX; a host longer than 255 bytes; ops_max 0). */
 int eng_redis_create(struct eng_shard *sh, const struct eng_redis_config *cfg,
                      struct eng_redis **out);
 /* On the shard: every command still queued or in flight completes with ENG_REDIS_DOWN (from

@@ -217,12 +217,12 @@ TEST_CASE("start-up errors: missing or wrong connections, Sentinel", "[it_greyli
     Daemon sentinel(Impl::Ring,
                     simple_config(port, greylist("gl", ""),
                                   "<Connection redis>\n  module = \"Redis\"\n  sentinels = "
-                                  "\"127.0.0.1:26379, no-such-host.invalid\"\n  service = "
+                                  "\"127.0.0.1:26379, sentinel.example:0\"\n  service = "
                                   "\"mymaster\"\n</Connection>\n"));
     rr = sentinel.run({"--check"});
     CHECK(rr.status != 0);
-    CHECK(contains(rr.out + rr.err, ":2: could not open connection redis: cannot resolve redis "
-                                    "server no-such-host.invalid"));
+    CHECK(contains(rr.out + rr.err, ":2: could not open connection redis: bad port in redis "
+                                    "server 'sentinel.example:0'"));
     Daemon bad(Impl::Ring,
                simple_config(port,
                              "  <Plugin gl>\n    module = \"Greylist\"\n    <Ticket>\n"
