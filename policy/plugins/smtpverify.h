@@ -135,12 +135,13 @@ int pol_smtpv_shard_create(const struct pol_plugin *p, struct eng_shard *sh,
                            const struct pol_smtpv_limits *lim, struct eng_dns *dns,
                            struct pol_smtpv_shard **out);
 struct eng_dns *pol_smtpv_shard_dns(const struct pol_smtpv_shard *ss);
-/* At shard stop: logs the counters, closes the graveyard's sockets. NULL is a no-op. Every
- * dialogue must have finished. */
+/* At shard stop: ends every running dialogue with -ECANCELED (its request resumes), logs the
+ * counters, closes the graveyard's sockets. NULL is a no-op. */
 void pol_smtpv_shard_destroy(struct pol_smtpv_shard *ss);
 
 /* One dialogue, in the plugin's req_state. */
 struct pol_smtpv_conn {
+    struct pol_smtpv_conn *next, *prev; /* the shard's running dialogues */
     struct pol_smtpv_shard *ss;
     struct pol_req *r;
     int fd;
@@ -157,7 +158,8 @@ struct pol_smtpv_conn {
     struct pol_smtpv_dialog dlg;
     int status; /* 0: the dialogue ended (see dlg), or -ETIMEDOUT, -ECONNREFUSED..., -EMSGSIZE
                    (a reply over reply_bytes_max), -EPROTO (malformed reply), -ECONNRESET
-                   (closed early), -EBUSY (connections_max reached), -ENOMEM (arena) */
+                   (closed early), -EBUSY (connections_max reached), -ENOMEM (arena),
+                   -ECANCELED (the shard stopped) */
 };
 
 /* Starts the dialogue d (copied) with addr. Returns POL_WAIT: the request resumes when it is

@@ -101,6 +101,7 @@ struct pol_smtpv_shard {
     uint32_t free_count;
     char *scratch; /* reply_bytes_max + 1: the text of the reply being handled (one at a time:
                       process() runs to its end on the shard's thread) */
+    struct pol_smtpv_conn *active; /* dialogues started and not finished (intrusive list) */
     struct grave *graves;
     uint32_t grave_count, grave_max;
     struct eng_timer grave_timer;
@@ -153,6 +154,8 @@ static void grave_add(struct pol_smtpv_shard *ss, int fd)
         eng_timer_arm(ss->sh, &ss->grave_timer, 1);
 }
 
+static void finish(struct pol_smtpv_conn *c, int status);
+
 /* ---------------------------------------------------------------------------------------------
  * Per shard
  */
@@ -203,6 +206,10 @@ void pol_smtpv_shard_destroy(struct pol_smtpv_shard *ss)
     if (!ss)
         return;
     pol_metrics_source_remove(ss);
+    /* Dialogues still running end now (their requests resume and are released), as
+     * eng_stream_destroy ends its requests with -ECANCELED. */
+    while (ss->active)
+        finish(ss->active, -ECANCELED);
     eng_log(ENG_LOG_INFO,
             "plugin %s: shard %u: %llu dialogues, %llu connects, %llu connect failures, "
             "%llu timeouts, %llu replies over reply_bytes_max, %llu malformed replies, "
@@ -260,6 +267,13 @@ static void finish(struct pol_smtpv_conn *c, int status)
     struct pol_smtpv_shard *ss = c->ss;
     c->finished = true;
     c->status = status;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ss->active = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
     eng_timer_cancel(ss->sh, &c->timer);
     if (c->polled) {
         eng_poll_stop(ss->sh, &c->poll);
@@ -281,6 +295,7 @@ static void finish(struct pol_smtpv_conn *c, int status)
     case 0:
     case -EBUSY:
     case -ENOMEM:
+    case -ECANCELED:
         break;
     case -ETIMEDOUT:
         ss->st[SV_TIMEOUTS]++;
@@ -462,6 +477,10 @@ enum pol_step pol_smtpv_conn_start(struct pol_smtpv_conn *c, struct pol_smtpv_sh
     c->fd = -1;
     c->dlg = *d;
     eng_timer_init(&c->timer, timer_fired);
+    c->next = ss->active;
+    if (ss->active)
+        ss->active->prev = c;
+    ss->active = c;
     /* The request's deadline (policy/request.h): its timer is armed when request_timeout is
      * set; the plugin API has no call for it yet. */
     c->deadline_ms = eng_timer_armed(&r->deadline) ? r->deadline.expires_ms : UINT64_MAX;
