@@ -377,6 +377,26 @@ inline std::string eom_req(uint64_t seq)
                                 {"queue_id", "Q" + n}}));
 }
 
+/* The load: END-OF-MESSAGE mails (fault_load.h's eom_req) until draining is set, then requests
+ * without a client_address, which Accounting, Quota and SqlUserConfig all skip (nothing to
+ * count or look up), so the mails still in flight get their replies before the load stops and
+ * every mail the daemon counted is one the client saw answered. mails counts the mails sent. */
+struct MailLoad {
+    std::atomic<bool> draining{false};
+    std::atomic<uint64_t> mails{0};
+    std::string make(uint64_t seq)
+    {
+        if (draining)
+            return itest::encode_request(itest::postfix_request({{"protocol_state", "END-OF-MESSAGE"},
+                                                   {"instance", "z" + std::to_string(seq)},
+                                                   {"client_address", ""},
+                                                   {"size", "1000"},
+                                                   {"recipient_count", "1"}}));
+        mails++;
+        return eom_req(seq);
+    }
+};
+
 /* Prints the test's figures as one JSON line on stdout (kept in the meson test log). */
 inline void print_json(const std::string &fault, const std::string &body)
 {

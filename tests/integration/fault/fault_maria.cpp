@@ -32,26 +32,6 @@ uint64_t count_sum()
     return rows.empty() ? 0 : std::stoull(rows[0]);
 }
 
-/* The load: END-OF-MESSAGE mails (fault_load.h's eom_req) until draining is set, then requests
- * without a client_address, which Accounting, Quota and SqlUserConfig all skip (nothing to
- * count or look up), so the mails still in flight get their replies before the load stops and
- * every mail the daemon counted is one the client saw answered. mails counts the mails sent. */
-struct MailLoad {
-    std::atomic<bool> draining{false};
-    std::atomic<uint64_t> mails{0};
-    std::string make(uint64_t seq)
-    {
-        if (draining)
-            return encode_request(postfix_request({{"protocol_state", "END-OF-MESSAGE"},
-                                                   {"instance", "z" + std::to_string(seq)},
-                                                   {"client_address", ""},
-                                                   {"size", "1000"},
-                                                   {"recipient_count", "1"}}));
-        mails++;
-        return eom_req(seq);
-    }
-};
-
 /* Replies of the run with action word w. */
 size_t replies_with(const std::vector<Sample> &s, const std::string &w)
 {
