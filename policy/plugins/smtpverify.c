@@ -19,7 +19,7 @@
  * reply_bytes_max (4096: one reply; a longer one closes the connection, logged and counted).
  *
  * Owns its definition (create .. destroy, main thread) and per shard a pol_smtpv_shard.
- * Known limits: no STARTTLS is started (2.05 only noted it either); `host` names and MX hosts
+ * Known limits: no STARTTLS is started (2.05 only noted it too); `host` names and MX hosts
  * are resolved through DNS, not /etc/hosts; only the first address of the server is tried.
  */
 #include <arpa/inet.h>
