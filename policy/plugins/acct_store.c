@@ -237,7 +237,10 @@ static void table_first_check(struct pol_acct_store *st, struct acct_table *t)
     char why[512];
     if (st->ddl_deferred)
         return;
-    if (pol_acct_table_ensure_sync(st, t, why, sizeof(why)) == 0)
+    /* A round trip first: a server that does not answer costs one attempt, not the probe's
+     * and then the CREATE's. */
+    if (pol_sql_exec_sync(st->db, "SELECT 1", NULL, 0, NULL, NULL, why, sizeof(why)) == 0 &&
+        pol_acct_table_ensure_sync(st, t, why, sizeof(why)) == 0)
         return;
     st->ddl_deferred = true;
     eng_log(ENG_LOG_WARNING,
