@@ -20,7 +20,10 @@
  * a connection, that connection is closed (shutdown(2) first, so mysql_close never waits) and
  * reopened, since the server's answer can no longer be told apart. Failed connection
  * attempts back off exponentially; while no connection is open and the last attempt failed,
- * queries fail fast with -ENOTCONN.
+ * queries fail fast with -ENOTCONN. A host given by name (other than "localhost", the Unix
+ * socket) is resolved at every attempt off the shard (resolve.c, getaddrinfo_a, polled every
+ * MARIA_RESOLVE_POLL_MS, bounded by connect_timeout_ms), because libmariadb would resolve it
+ * inside mysql_real_connect_start and block; a name that does not resolve is a failed attempt.
  *
  * Owns: the MYSQL handles and their sockets, query slots (queries_max, allocated at create), a
  * copy of each query's statement and values (one malloc per query, freed at its done), one
@@ -29,8 +32,10 @@
  */
 #include "eng/maria.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <mysql.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,11 +44,13 @@
 
 #include "eng/assert.h"
 #include "eng/log.h"
+#include "resolve.h"
 
 #define MARIA_ERR_BYTES 256
 #define MARIA_NAME_BYTES 64
 /* A timer armed from a timer callback must not fire in the current pass of the wheel, and a
  * closed socket's poll must be retired before its number is polled again (see pg.c). */
+#define MARIA_RESOLVE_POLL_MS 5u /* how often a connection looks at its host lookup */
 #define MARIA_NEXT_TURN_MS 1u
 #define MARIA_CR_MIN 2000u /* client-side error numbers (CR_*): the connection is unusable */
 #define MARIA_CR_MAX 2999u
@@ -77,6 +84,9 @@ struct maria_conn {
     char *stmt;            /* the statement with its values, as sent */
     size_t stmt_cap;
     char last_err[MARIA_ERR_BYTES];
+    struct eng_resolve *resolve; /* a lookup of the host name in flight */
+    uint64_t resolve_started_ms;
+    char resolved[64];           /* its numeric address */
 };
 
 struct maria_query {
@@ -482,6 +492,24 @@ static void conn_wait(struct maria_conn *c, int status)
         eng_timer_cancel(m->sh, &c->timer);
 }
 
+/* An attempt failed (why: libmariadb's error or the host's lookup): back off and retry. */
+static void conn_failed(struct maria_conn *c, const char *why)
+{
+    struct eng_maria *m = c->m;
+    snprintf(c->last_err, sizeof(c->last_err), "connection to MySQL %s failed: %s", m->name,
+             why);
+    MARIA_STAT_INC(m, connect_failures);
+    if (!c->failing)
+        eng_log(ENG_LOG_WARNING, "mysql %s: %s", m->name, c->last_err);
+    c->failing = true;
+    uint32_t wait = c->backoff_ms;
+    c->backoff_ms = c->backoff_ms * 2 > m->cfg.backoff_max_ms ? m->cfg.backoff_max_ms
+                                                               : c->backoff_ms * 2;
+    conn_close(c, wait);
+    if (!any_open(m) && all_failing(m))
+        fail_pending(m, -ENOTCONN, c->last_err);
+}
+
 static void conn_connected(struct maria_conn *c, MYSQL *ret)
 {
     struct eng_maria *m = c->m;
@@ -510,12 +538,73 @@ static void conn_connected(struct maria_conn *c, MYSQL *ret)
     dispatch(m);
 }
 
+static void resolve_drop(struct maria_conn *c)
+{
+    eng_resolve_drop(c->resolve);
+    c->resolve = NULL;
+}
+
+/* The host is a name: start its lookup (off the shard) or look at the one in flight. Returns
+ * the numeric address, or NULL: still looking (c->timer re-armed) or failed (why set). */
+static const char *resolve_step(struct maria_conn *c, const char *host, char *why, size_t len)
+{
+    struct eng_maria *m = c->m;
+    uint64_t now = eng_now_ms(m->sh);
+    if (!c->resolve) {
+        const struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+        int rc = eng_resolve_start(host, NULL, &hints, &c->resolve);
+        if (rc != 0) {
+            snprintf(why, len, "cannot resolve MySQL host %.200s: %s", host, gai_strerror(rc));
+            return NULL;
+        }
+        c->resolve_started_ms = now;
+    } else if (eng_resolve_done(c->resolve)) {
+        const struct addrinfo *ai = NULL;
+        int rc = eng_resolve_result(c->resolve, &ai);
+        int nrc = rc == 0 ? getnameinfo(ai->ai_addr, ai->ai_addrlen, c->resolved,
+                                        sizeof(c->resolved), NULL, 0, NI_NUMERICHOST)
+                          : 0;
+        resolve_drop(c);
+        if (rc != 0 || nrc != 0) {
+            snprintf(why, len, "cannot resolve MySQL host %.200s: %s", host,
+                     gai_strerror(rc ? rc : nrc));
+            return NULL;
+        }
+        return c->resolved;
+    } else if (now - c->resolve_started_ms >= m->cfg.connect_timeout_ms) {
+        resolve_drop(c);
+        snprintf(why, len, "cannot resolve MySQL host %.200s: the lookup timed out", host);
+        return NULL;
+    }
+    c->timer.fn = conn_attempt;
+    eng_timer_arm(m->sh, &c->timer, MARIA_RESOLVE_POLL_MS);
+    return NULL;
+}
+
+static bool is_numeric(const char *host)
+{
+    unsigned char bin[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, bin) == 1 || inet_pton(AF_INET6, host, bin) == 1;
+}
+
 static void conn_attempt(struct eng_shard *sh, struct eng_timer *t)
 {
     (void)sh;
     struct maria_conn *c = (struct maria_conn *)(void *)((char *)t - offsetof(struct maria_conn,
                                                                                 timer));
     struct eng_maria *m = c->m;
+    const char *host = m->strs[0];
+    /* A name other than "localhost" (libmariadb's Unix socket) is looked up here, since
+     * libmariadb would resolve it inside mysql_real_connect_start and block the shard. */
+    if (host && *host && strcmp(host, "localhost") != 0 && !is_numeric(host)) {
+        char why[300] = "";
+        host = resolve_step(c, host, why, sizeof(why));
+        if (!host) {
+            if (why[0])
+                conn_failed(c, why);
+            return;
+        }
+    }
     if (!mysql_init(&c->my)) {
         conn_connected(c, NULL);
         return;
@@ -529,7 +618,7 @@ static void conn_attempt(struct eng_shard *sh, struct eng_timer *t)
     mysql_options(&c->my, MYSQL_OPT_LOCAL_INFILE, &off);
     c->state = C_CONNECTING;
     MYSQL *ret = NULL;
-    int st = mysql_real_connect_start(&ret, &c->my, m->strs[0], m->strs[2], m->strs[3],
+    int st = mysql_real_connect_start(&ret, &c->my, host, m->strs[2], m->strs[3],
                                       m->strs[4], m->cfg.port, m->strs[1], CLIENT_FOUND_ROWS);
     if (st)
         conn_wait(c, st);
@@ -897,6 +986,7 @@ void eng_maria_destroy(struct eng_maria *m)
         if (!c->m)
             continue;
         struct maria_query *q = c->q;
+        resolve_drop(c);
         conn_close(c, 0);
         if (q)
             complete(m, q, -ESHUTDOWN, "the MySQL client is shutting down");

@@ -2,11 +2,10 @@
  * sql_maria.c: the MySQL/MariaDB side of the Sql connection (dbi:mysql and dbi:MariaDB DSNs),
  * on engine/maria.c. Called by sql.c only (sql_int.h).
  *
- * open (main thread) turns the parsed DSN into an eng_maria_config: a host name other than
- * "localhost" (which libmariadb, like DBD::mysql, takes as the Unix socket) is resolved once
- * here into its first address, because libmariadb would resolve it in
- * mysql_real_connect_start and block the shard; the address is not resolved again while the
- * daemon runs. shard_start gives each shard its own eng_maria client (connections per shard:
+ * open (main thread) turns the parsed DSN into an eng_maria_config; a host name is kept as
+ * written ("localhost" is the Unix socket, as in DBD::mysql): the engine's client resolves
+ * other names at every connection attempt, off the shard, so a server whose name does not
+ * resolve yet does not refuse start. shard_start gives each shard its own eng_maria client (connections per shard:
  * the `connections` option, default 2, since MySQL runs one statement per connection at a
  * time). Statements keep DBI's `?` placeholders, which the engine binds as DBD::mysql does
  * (quoted, escaped literals). exec_sync (start-up DDL, cron) connects, runs and disconnects.
@@ -27,7 +26,7 @@
 #define SQL_MARIA_CONNS_DEFAULT 2u
 
 struct pol_sql_maria {
-    char host[POL_SQL_DSN_BYTES_MAX]; /* numeric address, "localhost" or "" */
+    char host[POL_SQL_DSN_BYTES_MAX]; /* as in the DSN: an address, a name, "localhost" or "" */
     struct eng_maria_config cfg;
 };
 
@@ -46,24 +45,7 @@ int pol_sql_maria_open(struct pol_sql *db, bool conns_given, char *err, size_t e
         return -1;
     }
     db->maria = mm;
-    const char *h = d->host;
-    if (h[0] && strcmp(h, "localhost") != 0) {
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-        struct addrinfo *res = NULL;
-        int rc = getaddrinfo(h, NULL, &hints, &res);
-        if (rc != 0 || !res ||
-            getnameinfo(res->ai_addr, res->ai_addrlen, mm->host, sizeof(mm->host), NULL, 0,
-                        NI_NUMERICHOST) != 0) {
-            snprintf(err, err_len, "cannot resolve MySQL host %s: %s", h,
-                     rc ? gai_strerror(rc) : "no address");
-            if (res)
-                freeaddrinfo(res);
-            return -1;
-        }
-        freeaddrinfo(res);
-    } else {
-        snprintf(mm->host, sizeof(mm->host), "%s", h);
-    }
+    snprintf(mm->host, sizeof(mm->host), "%s", d->host);
     struct eng_maria_config *c = &mm->cfg;
     eng_maria_config_defaults(c);
     c->host = opt_str(mm->host);

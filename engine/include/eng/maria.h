@@ -15,7 +15,7 @@
  * (-ENOTCONN) and attempts repeat with exponential backoff, so the client recovers by itself.
  *
  * Host names are not resolved here (libmariadb would block the shard doing so): give a numeric
- * address, "localhost" (the Unix socket) or a socket path.
+ * address or name, "localhost" (the Unix socket) or a socket path.
  *
  * Threads: everything but eng_maria_exec_sync runs on the client's shard (asserted). done runs
  * on that shard from its loop, never inside eng_maria_query; it may call eng_maria_query
@@ -43,7 +43,8 @@ struct eng_maria_result;
 #define ENG_MARIA_PARAMS_MAX 65535u
 
 struct eng_maria_config {
-    const char *host;        /* numeric address, "localhost" or NULL (Unix socket); copied */
+    const char *host;        /* numeric address, a name (resolved at every connection attempt,
+                                off the shard), "localhost" or NULL (Unix socket); copied */
     unsigned port;           /* 0: the default (3306) */
     const char *unix_socket; /* NULL: libmariadb's default; copied */
     const char *user;        /* copied; NULL: none */

@@ -33,10 +33,9 @@ TEST_CASE("MySQL placeholders: only ? outside quotes and comments", "[sql_maria]
 TEST_CASE("MySQL start-up errors name the file and line", "[sql_maria]")
 {
     pol_server *s = nullptr;
-    CHECK(load(conn_block("db", "dbi:mysql:database=x;host=nonexistent.invalid"), &s)
-              .rfind("test.conf:1: could not open connection db: cannot resolve MySQL host "
-                     "nonexistent.invalid: ",
-                     0) == 0);
+    // A host name is resolved at each connection attempt, not at start-up.
+    CHECK(load(conn_block("db", "dbi:mysql:database=x;host=nonexistent.invalid"), &s) == "");
+    pol_server_free(s);
     CHECK(load(conn_block("db", "dbi:mysql:database=x;port=x"), &s) ==
           "test.conf:1: could not open connection db: dbi:mysql: bad port 'x'");
     // Nothing listens there: start-up still succeeds (the server may come later).
