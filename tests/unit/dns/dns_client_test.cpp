@@ -477,21 +477,23 @@ TEST_CASE("bad names, limits at N and N+1, queueing, cancellation", "[dns_client
         }
         SECTION("the cache is bounded (LRU) and can be off")
         {
-            Fixture f(backend, [](eng_dns_config &c) { c.cache_entries_max = 4; });
-            Res r;
-            for (int i = 0; i < 4; i++)
-                f.ask(r, std::to_string(i + 2) + ".0.0.127.zen.example", ENG_DNS_T_A);
-            f.ask(r, "2.0.0.127.zen.example", ENG_DNS_T_A); // most recent now
-            CHECK(r.from_cache);
-            f.ask(r, "host.rec.example", ENG_DNS_T_A); // evicts the least recent: 3.0.0.127
-            eng_dns_stats st = f.stats();
-            CHECK(st.cache_entries == 4);
-            CHECK(st.cache_evictions == 1);
-            f.ask(r, "2.0.0.127.zen.example", ENG_DNS_T_A);
-            CHECK(r.from_cache);
-            f.ask(r, "3.0.0.127.zen.example", ENG_DNS_T_A);
-            CHECK_FALSE(r.from_cache);
-
+            // One Fixture at a time (g_dns is the only handle): f ends before off starts.
+            {
+                Fixture f(backend, [](eng_dns_config &c) { c.cache_entries_max = 4; });
+                Res r;
+                for (int i = 0; i < 4; i++)
+                    f.ask(r, std::to_string(i + 2) + ".0.0.127.zen.example", ENG_DNS_T_A);
+                f.ask(r, "2.0.0.127.zen.example", ENG_DNS_T_A); // most recent now
+                CHECK(r.from_cache);
+                f.ask(r, "host.rec.example", ENG_DNS_T_A); // evicts the least recent: 3.0.0.127
+                eng_dns_stats st = f.stats();
+                CHECK(st.cache_entries == 4);
+                CHECK(st.cache_evictions == 1);
+                f.ask(r, "2.0.0.127.zen.example", ENG_DNS_T_A);
+                CHECK(r.from_cache);
+                f.ask(r, "3.0.0.127.zen.example", ENG_DNS_T_A);
+                CHECK_FALSE(r.from_cache);
+            }
             Fixture off(backend, [](eng_dns_config &c) { c.cache_entries_max = 0; });
             Res o;
             off.ask(o, "2.0.0.127.zen.example", ENG_DNS_T_A);

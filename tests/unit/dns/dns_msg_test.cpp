@@ -284,15 +284,17 @@ TEST_CASE("parsed forms: AAAA, MX (with compression), PTR, TXT, raw types", "[dn
     REQUIRE(pp->ans.count == 1);
     CHECK(std::string(pp->ans.rrs[0].u.name) == "a\\.b.\\032\\255.\\\\");
 
-    auto pt = parse(
-        message("t.example", 16, 0, {rr("t.example", 16, 300, txt_rdata({"v=spf1", "", "-all"}))}),
-        16);
+    // rdata points into the message, which must outlive the parsed records.
+    Bytes tm =
+        message("t.example", 16, 0, {rr("t.example", 16, 300, txt_rdata({"v=spf1", "", "-all"}))});
+    auto pt = parse(tm, 16);
     REQUIRE(pt->ans.count == 1);
     CHECK(txt_strings(pt->ans.rrs[0]) == std::vector<std::string>{"v=spf1", "", "-all"});
 
     // An unparsed type keeps its raw rdata.
     Bytes raw = {1, 2, 3};
-    auto pr = parse(message("t.example", 257, 0, {rr("t.example", 257, 300, raw)}), 257);
+    Bytes rm = message("t.example", 257, 0, {rr("t.example", 257, 300, raw)});
+    auto pr = parse(rm, 257);
     REQUIRE(pr->ans.count == 1);
     CHECK(Bytes(pr->ans.rrs[0].rdata, pr->ans.rrs[0].rdata + pr->ans.rrs[0].rdata_len) == raw);
 }
