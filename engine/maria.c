@@ -514,18 +514,7 @@ static void conn_connected(struct maria_conn *c, MYSQL *ret)
 {
     struct eng_maria *m = c->m;
     if (!ret) {
-        snprintf(c->last_err, sizeof(c->last_err), "connection to MySQL %s failed: %s",
-                 m->name, mysql_error(&c->my));
-        MARIA_STAT_INC(m, connect_failures);
-        if (!c->failing)
-            eng_log(ENG_LOG_WARNING, "mysql %s: %s", m->name, c->last_err);
-        c->failing = true;
-        uint32_t wait = c->backoff_ms;
-        c->backoff_ms = c->backoff_ms * 2 > m->cfg.backoff_max_ms ? m->cfg.backoff_max_ms
-                                                                   : c->backoff_ms * 2;
-        conn_close(c, wait);
-        if (!any_open(m) && all_failing(m))
-            fail_pending(m, -ENOTCONN, c->last_err);
+        conn_failed(c, mysql_error(&c->my));
         return;
     }
     if (c->failing)
