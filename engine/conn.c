@@ -437,7 +437,9 @@ static void recv_complete(struct eng_shard *sh, struct eng_conn *c, const struct
         ENG_ASSERT(bid < sh->ring->buf_count);
         ENG_ASSERT((uint32_t)cqe->res <= sh->ring->buf_bytes);
         ENG_STAT_ADD(sh, bytes_in, (uint64_t)cqe->res);
-        if (!(c->flags & (CONN_ABORTING | CONN_CLOSING)))
+        /* While draining, no new input is begun: the connection closes once its request in
+         * progress is answered (the peer sees the close and retries elsewhere). */
+        if (!(c->flags & (CONN_ABORTING | CONN_CLOSING)) && !sh->draining)
             conn_input(sh, c, eng_ring_buf(sh->ring, (uint16_t)bid), (size_t)cqe->res);
         sh->ring->ops->buf_return(sh->ring, (uint16_t)bid);
         if (!more)
@@ -665,9 +667,14 @@ static void conn_free(struct eng_shard *sh, struct eng_conn *c)
     eng_pool_put(&sh->conns, c->idx);
 }
 
+/* Done as far as a graceful stop is concerned: no request in progress (the application pauses
+ * a connection while it works on one) and nothing left to send. Staged input (a pipelined or
+ * partial request) is not begun once draining: with a peer that sends its next request as soon
+ * as it reads a reply, as Postfix does, waiting for it would keep a loaded connection busy until
+ * drain_timeout_ms and then cut it off with a request accepted but unanswered. */
 static bool conn_idle(const struct eng_conn *c)
 {
-    return !(c->flags & CONN_PAUSED) && c->stage_len == 0 && c->send_queued == 0;
+    return !(c->flags & CONN_PAUSED) && c->send_queued == 0;
 }
 
 static void conn_teardown(struct eng_shard *sh, struct eng_conn *c)
@@ -702,7 +709,7 @@ static void conn_work(struct eng_shard *sh, struct eng_conn *c)
     }
     if (c->flags & CONN_RESUME_WANT && !(c->flags & CONN_PAUSED)) {
         c->flags &= ~(uint32_t)CONN_RESUME_WANT;
-        if (c->stage_len > 0)
+        if (c->stage_len > 0 && !sh->draining)
             present_staged(sh, c);
     }
     if (!(c->flags & CONN_ABORTING) && c->send_queued == 0) {

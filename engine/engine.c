@@ -304,6 +304,7 @@ static unsigned threads_start(struct eng *e)
     while (e->started + e->start_failed < created)
         pthread_cond_wait(&e->start_cond, &e->start_lock);
     bool failed = e->start_err != 0;
+    atomic_store_explicit(&e->start_settled, true, memory_order_release);
     pthread_mutex_unlock(&e->start_lock);
     if (failed)
         eng_stop(e);

@@ -275,6 +275,8 @@ struct eng_shard {
 
     /* stop */
     bool draining;
+    bool drain_forced; /* drain_timeout_ms passed: busy connections were closed */
+    bool quiet;        /* drained (counted in eng->quiet_shards); waits for the others */
     bool stop_done;
     struct eng_timer drain_timer;
     _Atomic int sleeping; /* set before blocking in the ring wait (xshard wake protocol) */
@@ -315,6 +317,10 @@ struct eng {
     pthread_cond_t start_cond;
     unsigned started, start_failed;
     int start_err;
+    _Atomic bool start_settled; /* every shard reported; `started` is final */
+
+    /* stop barrier: shards leave their loops together (shard.c, "Stopping") */
+    atomic_uint quiet_shards;
 
     /* eng_run_on_shards */
     pthread_mutex_t call_lock; /* one caller at a time */

@@ -14,8 +14,12 @@
  * ENG_SLOW_WARN_INTERVAL_MS, when a turn took longer than turn_warn_ms.
  *
  * Stopping: when eng->stop is seen the shard drains (stops accepting, closes idle connections,
- * lets busy ones finish for drain_timeout_ms, then closes the rest), calls shard_stop and ends
- * its thread. The ring and pools are freed later by eng_destroy.
+ * lets busy ones finish for drain_timeout_ms, then closes the rest). A drained shard (no
+ * connection, no accept armed, and the application not busy: ops->shard_busy) is quiet, but it
+ * keeps running its loop until every shard is quiet: a request of another shard may still be
+ * executing here, or be about to send us a message (a session or accounting owner answering
+ * home), and a message to a shard that left is never delivered. Then each calls shard_stop and
+ * ends its thread. The ring and pools are freed later by eng_destroy.
  */
 #include <errno.h>
 #include <poll.h>
@@ -33,6 +37,8 @@
 #define ENG_REAP_BATCH 256u
 #define ENG_REAP_ROUNDS 16u /* at most 4096 completions per turn; the rest wait a turn */
 #define ENG_SLOW_WARN_INTERVAL_MS 10000u
+/* A quiet shard waiting for the others to drain looks again this often. */
+#define ENG_STOP_POLL_MS 2u
 
 _Thread_local struct eng_shard *eng_tls_shard;
 
@@ -171,6 +177,7 @@ static int ring_create(struct eng_shard *sh, char *err, size_t err_len)
 static void drain_timer_fire(struct eng_shard *sh, struct eng_timer *t)
 {
     (void)t;
+    sh->drain_forced = true;
     eng_conn_drain_force(sh);
 }
 
@@ -286,9 +293,30 @@ static bool accepts_armed(const struct eng_shard *sh)
     return false;
 }
 
-static bool stop_ready(const struct eng_shard *sh)
+/* Drained: nothing of this shard is left to finish. After drain_timeout_ms the application's
+ * own work no longer holds the stop (it is reported by shard_stop). */
+static bool shard_drained(struct eng_shard *sh)
 {
-    return sh->draining && sh->conns.used == 0 && !accepts_armed(sh);
+    const struct eng_app_ops *ops = sh->eng->cfg.ops;
+    if (!sh->draining || sh->conns.used != 0 || accepts_armed(sh))
+        return false;
+    return sh->drain_forced || !ops->shard_busy || !ops->shard_busy(sh->app);
+}
+
+/* The stop barrier: true once every shard that runs a loop is quiet. A shard that is quiet
+ * stays so: it has no connection left to bring it work of its own. */
+static bool stop_ready(struct eng_shard *sh)
+{
+    struct eng *e = sh->eng;
+    if (!sh->quiet) {
+        if (!shard_drained(sh))
+            return false;
+        sh->quiet = true;
+        atomic_fetch_add_explicit(&e->quiet_shards, 1, memory_order_acq_rel);
+    }
+    if (!atomic_load_explicit(&e->start_settled, memory_order_acquire))
+        return false;
+    return atomic_load_explicit(&e->quiet_shards, memory_order_acquire) >= e->started;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -380,6 +408,8 @@ static void shard_loop(struct eng_shard *sh)
             break;
         }
         uint32_t timeout = turn_timeout(sh);
+        if (sh->quiet && timeout > ENG_STOP_POLL_MS)
+            timeout = ENG_STOP_POLL_MS; /* waiting for the other shards: look again soon */
         turn_measure(sh, t0);
         wait_once(sh, timeout);
     }

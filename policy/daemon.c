@@ -482,6 +482,15 @@ static void d_shard_stop(struct eng_shard *sh, void *shard_app)
     dshard_free(ds);
 }
 
+/* While stopping: requests of this shard still out (executing here or on their session's
+ * owner, or waiting for an accounting owner) hold the stop of every shard, so that their
+ * messages are delivered and they are answered. */
+static bool d_shard_busy(void *shard_app)
+{
+    const struct dshard *ds = shard_app;
+    return ds->ps.req_count != ds->ps.free_req_count;
+}
+
 static void log_stats_on_shard(struct eng_shard *sh, void *shard_app, void *ctx)
 {
     (void)sh;
@@ -790,6 +799,7 @@ static void http_collect(void *ctx, struct eng_http_body *out)
 static const struct eng_app_ops d_ops = {
     .shard_start = d_shard_start,
     .shard_stop = d_shard_stop,
+    .shard_busy = d_shard_busy,
     .on_open = d_open,
     .on_bytes = d_bytes,
     .on_close = d_close,

@@ -115,8 +115,14 @@ struct eng_app_ops {
     /* On the shard's thread, before it accepts. Returns 0 or -errno (start-up fails, eng_run
      * returns it). *shard_app is passed to every other callback of this shard. */
     int (*shard_start)(struct eng_shard *sh, void *app_global, void **shard_app);
-    /* On the shard's thread after its last connection closed. */
+    /* On the shard's thread after its last connection closed, once every shard has drained
+     * (the shards stop together, so messages between them are delivered until then). */
     void (*shard_stop)(struct eng_shard *sh, void *shard_app);
+    /* Optional. While stopping, on the shard's thread: true while the application still has
+     * work of its own in progress that no connection of this shard stands for (e.g. requests
+     * executing on other shards). The shards stop when none has a connection or is busy, or,
+     * for a shard whose drain_timeout_ms passed, without asking this again. */
+    bool (*shard_busy)(void *shard_app);
 
     /* A connection was accepted. eng_conn_app(c) is zeroed. Return 0 to keep it, < 0 to close
      * it at once (on_close is not called then). */
@@ -177,8 +183,10 @@ int eng_create(const struct eng_config *cfg, struct eng **out, char *err, size_t
 int eng_run(struct eng *e);
 
 /* Graceful stop, from any thread or a signal handler: stop accepting, close idle connections,
- * let busy ones finish (a connection is busy while paused, or while input is staged or output
- * is queued) for at most drain_timeout_ms, then close the rest. Idempotent. */
+ * let busy ones finish (a connection is busy while paused or while output is queued) for at
+ * most drain_timeout_ms, then close the rest. Input not yet begun (staged, or arriving after
+ * the stop) is not presented: a connection closes as soon as its work in progress is done.
+ * Idempotent. */
 void eng_stop(struct eng *e);
 
 /* Frees everything; only after eng_run returned (or instead of it). Closes listening sockets

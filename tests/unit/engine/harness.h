@@ -247,14 +247,30 @@ struct EchoStats {
     std::atomic<int> open_result{0}; // what on_open returns
     std::atomic<uint64_t> last_id{0};
     std::atomic<uint64_t> last_closed_id{0};
+    std::atomic<uint64_t> hops_arrived{0}, hops_done{0};
 };
 
 inline EchoStats g_echo;
+
+struct EchoHop;
 
 struct EchoConn {
     eng_timer timer;
     eng_conn *c;
     uint32_t pause_ms;
+    EchoHop *hop; // a HOP out on another shard
+};
+
+// "HOP ms": the connection pauses, a message goes to the next shard, which waits ms on its own
+// timer and sends a message home; home answers "HOPPED" and resumes. Work of one shard's
+// connection executing on another, as the policy layer does with sessions.
+struct EchoHop {
+    eng_xmsg go;   // home -> other
+    eng_xmsg back; // other -> home
+    eng_timer timer; // on the other shard
+    eng_conn *c;     // nullptr once the connection closed
+    unsigned home;
+    uint32_t ms;
 };
 
 inline void echo_reset()
@@ -268,6 +284,8 @@ inline void echo_reset()
     g_echo.shard_stops = 0;
     g_echo.nodelay = -1;
     g_echo.open_result = 0;
+    g_echo.hops_arrived = 0;
+    g_echo.hops_done = 0;
 }
 
 inline void echo_resume(eng_shard *sh, eng_timer *t)
@@ -305,6 +323,32 @@ inline int echo_on_open(void *, eng_conn *c)
     return g_echo.open_result.load();
 }
 
+inline void echo_hop_back(eng_shard *, eng_xmsg *m)
+{
+    EchoHop *h = reinterpret_cast<EchoHop *>(reinterpret_cast<char *>(m) - offsetof(EchoHop, back));
+    if (h->c) {
+        static_cast<EchoConn *>(eng_conn_app(h->c))->hop = nullptr;
+        eng_conn_send(h->c, "HOPPED\n", 7);
+        eng_conn_resume(h->c);
+    }
+    delete h;
+}
+
+inline void echo_hop_timer(eng_shard *sh, eng_timer *t)
+{
+    EchoHop *h = reinterpret_cast<EchoHop *>(reinterpret_cast<char *>(t) - offsetof(EchoHop, timer));
+    g_echo.hops_done++;
+    eng_xshard_send(sh, h->home, &h->back);
+}
+
+inline void echo_hop_go(eng_shard *sh, eng_xmsg *m)
+{
+    EchoHop *h = reinterpret_cast<EchoHop *>(reinterpret_cast<char *>(m) - offsetof(EchoHop, go));
+    g_echo.hops_arrived++;
+    eng_timer_init(&h->timer, echo_hop_timer);
+    eng_timer_arm(sh, &h->timer, h->ms);
+}
+
 // Handles one line (without its newline). False if the rest must wait (paused).
 inline bool echo_line(eng_conn *c, const char *line, size_t len)
 {
@@ -313,6 +357,19 @@ inline bool echo_line(eng_conn *c, const char *line, size_t len)
     if (len > 6 && memcmp(line, "PAUSE ", 6) == 0) {
         eng_conn_pause(c);
         eng_timer_arm(eng_conn_shard(c), &ec->timer, strtoul(line + 6, nullptr, 10));
+        return false;
+    }
+    if (len > 4 && memcmp(line, "HOP ", 4) == 0) {
+        eng_shard *sh = eng_conn_shard(c);
+        EchoHop *h = new EchoHop{};
+        h->go.fn = echo_hop_go;
+        h->back.fn = echo_hop_back;
+        h->c = c;
+        h->home = eng_shard_index(sh);
+        h->ms = uint32_t(strtoul(line + 4, nullptr, 10));
+        ec->hop = h;
+        eng_conn_pause(c);
+        eng_xshard_send(sh, (h->home + 1) % eng_shard_count(sh), &h->go);
         return false;
     }
     if (len == 5 && memcmp(line, "CLOSE", 5) == 0) {
@@ -386,11 +443,14 @@ inline void echo_on_close(void *, eng_conn *c, eng_close_reason reason)
     g_echo.last_closed_id = eng_conn_id(c);
     EchoConn *ec = static_cast<EchoConn *>(eng_conn_app(c));
     eng_timer_cancel(eng_conn_shard(c), &ec->timer);
+    if (ec->hop)
+        ec->hop->c = nullptr; // the message still comes home (or the engine ends first)
     g_echo.closes++;
 }
 
 inline const eng_app_ops echo_ops = {
-    echo_shard_start, echo_shard_stop, echo_on_open, echo_on_bytes, echo_on_close, nullptr, nullptr,
+    echo_shard_start, echo_shard_stop, nullptr, echo_on_open, echo_on_bytes, echo_on_close, nullptr,
+    nullptr,
 };
 
 inline eng_config echo_config(eng_backend backend, unsigned shards = 1)
