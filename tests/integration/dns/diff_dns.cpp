@@ -462,8 +462,8 @@ TEST_CASE("per mail (spec 12.3): one lookup per mail, scores once, as 2.05 with 
   </Plugin>
 )C";
     uint16_t perl_port = free_tcp_port(), ring_port = free_tcp_port();
-    // 2.05 keeps sessions in memcached; ringpolicyd's Memory cache keeps them the same way
-    // for one daemon (its Memcached session cache is not wired into the core yet).
+    // Both keep sessions in memcached, each in its own (their session formats differ).
+    rpdtest::McServer mc_ring;
     Daemon perl(Impl::Perl, "<Connection memcached>\n  module = \"Memcached\"\n  servers = \"" +
                                 mc.addr() +
                                 "\"\n</Connection>\n<SessionCache>\n  module = "
@@ -473,7 +473,10 @@ TEST_CASE("per mail (spec 12.3): one lookup per mail, scores once, as 2.05 with 
     perl.set_env("RES_OPTIONS", "port:" + std::to_string(srv.port()));
     perl.set_ready(Endpoint::tcp(perl_port));
     Daemon ring(Impl::Ring,
-                "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n" +
+                "<Connection memcached>\n  module = \"Memcached\"\n  servers = \"" +
+                    mc_ring.addr() +
+                    "\"\n</Connection>\n<SessionCache>\n  module = "
+                    "\"Memcached\"\n</SessionCache>\n" +
                     one_vhost("dns_servers = \"" + srv.servers() + "\"", ring_port, vhost));
     ring.set_ready(Endpoint::tcp(ring_port));
     {
