@@ -137,6 +137,10 @@ int pol_dns_attach(struct pol_plugin *p, struct eng_shard *sh, struct eng_dns **
     struct eng_dns_config cfg;
     eng_dns_config_defaults(&cfg);
     cfg.servers = servers;
+    if (p->srv) {
+        cfg.cache_entries_max = p->srv->g.dns_cache_entries;
+        cfg.cache_bytes_max = p->srv->g.dns_cache_bytes;
+    }
     if (eng_dns_create(sh, &cfg, &free_slot->dns, err, err_len) != 0)
         return -1;
     free_slot->sh = sh;

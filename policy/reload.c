@@ -47,7 +47,8 @@ static int restart_only(const struct pol_server *cur, struct pol_server *n, cons
     } nums[] = {
 #define N(f) {#f, offsetof(struct pol_globals, f)}
         N(max_connections), N(max_request_bytes), N(max_line_bytes),  N(max_attributes),
-        N(max_pipelined_bytes), N(drain_timeout_s), N(shards),
+        N(max_pipelined_bytes), N(drain_timeout_s), N(shards), N(dns_cache_entries),
+        N(dns_cache_bytes),
 #undef N
     };
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {

@@ -89,6 +89,8 @@ static void globals_default(struct pol_globals *g)
     g->max_attributes = POL_PROTO_ATTRS_DEFAULT;
     g->max_pipelined_bytes = 256u << 10;
     g->drain_timeout_s = 10;
+    g->dns_cache_entries = POL_DNS_CACHE_ENTRIES_DEFAULT;
+    g->dns_cache_bytes = POL_DNS_CACHE_BYTES_DEFAULT;
 }
 
 /* Perl's numeric reading of a 2.05 option: the numeric prefix, negatives as 0. */
@@ -276,6 +278,10 @@ static int global_ours(struct pol_globals *g, const struct pol_cfg_node *o, char
         return strict_uint(o, 0, 1u << 30, &g->max_pipelined_bytes, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "dns_servers") == 0)
         return dns_servers_parse(g, o, err, err_len);
+    else if (strcmp(n, "dns_cache_entries") == 0)
+        return strict_uint(o, 0, 1u << 24, &g->dns_cache_entries, err, err_len) == 0 ? 1 : -1;
+    else if (strcmp(n, "dns_cache_bytes") == 0)
+        return strict_uint(o, 4096, 1u << 31, &g->dns_cache_bytes, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "drain_timeout") == 0)
         return strict_uint(o, 0, 86400, &g->drain_timeout_s, err, err_len) == 0 ? 1 : -1;
     else if (strcmp(n, "allow") == 0)

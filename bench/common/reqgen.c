@@ -100,6 +100,12 @@ static void mail_client(struct bench_reqgen *g, struct bench_mail *m)
     uint32_t idx =
         rng_below(g, 2) ? rng_below(g, g->opts.hot_clients) : rng_below(g, g->opts.client_pool);
     uint64_t h = mix64(g->seed ^ ((uint64_t)idx << 20) ^ UINT64_C(0xc1e47));
+    if (g->opts.fresh_clients) {
+        /* Unique per (stream, mail); idx only names things, so it only has to differ too. */
+        h = mix64(g->seed ^ mix64(((uint64_t)g->stream_id << 40) ^ g->mail_count) ^
+                  UINT64_C(0xf4e54));
+        idx = (uint32_t)(h >> 8); /* 1 in 20 still IPv6 (client_address) */
+    }
     client_address(h, idx, m->client_address, sizeof(m->client_address));
     const char *domain = client_domains[(h >> 40) % 5];
     unsigned kind = (unsigned)((h >> 44) % 10); /* 0: no rDNS, 1: not confirmed, else named */
@@ -109,8 +115,8 @@ static void mail_client(struct bench_reqgen *g, struct bench_mail *m)
         snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "host-%u.dyn.%s", idx,
                  domain);
     else
-        snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "mx%u.%s", idx % 97,
-                 domain);
+        snprintf(m->reverse_client_name, sizeof(m->reverse_client_name), "mx%u.%s",
+                 g->opts.fresh_clients ? idx : idx % 97, domain);
     snprintf(m->client_name, sizeof(m->client_name), "%s",
              kind <= 1 ? "unknown" : m->reverse_client_name);
     unsigned helo = (unsigned)((h >> 52) % 5);
@@ -125,8 +131,8 @@ static void mail_client(struct bench_reqgen *g, struct bench_mail *m)
     if (rng_below(g, 100) < 3)
         m->sender[0] = '\0';
     else
-        snprintf(m->sender, sizeof(m->sender), "u%u@d%u.%s", rng_below(g, 1000), idx % 5000,
-                 domain);
+        snprintf(m->sender, sizeof(m->sender), "u%u@d%u.%s", rng_below(g, 1000),
+                 g->opts.fresh_clients ? idx : idx % 5000, domain);
 }
 
 /* Everything else: recipients, queue id, TLS, SASL, size. */

@@ -36,6 +36,8 @@ struct bench_reqgen_opts {
     bool with_data;             /* also send a DATA-stage request; default false */
     uint32_t client_pool;       /* distinct client addresses; default 65536 */
     uint32_t hot_clients;       /* of which this many send half the mail; default 256 */
+    bool fresh_clients;         /* every mail from a client never seen before (address, names,
+                                   sender domain): no lookup can hit a cache; default false */
     const char *policy_context; /* value of policy_context; default "" (copied at init) */
 };
 

@@ -52,6 +52,10 @@ static const char usage_text[] =
     "  --rcpt-min N, --rcpt-max N  recipients per generated mail (default 1 and 5)\n"
     "  --with-data              generated mails also get a DATA-stage request\n"
     "  --policy-context TEXT    value of policy_context in generated requests (default empty)\n"
+    "  --clients N              distinct clients mails come from (default 65536)\n"
+    "  --hot-clients N          of which N send half the mails (default 256)\n"
+    "  --fresh-clients          every mail from a new client (address, names, sender\n"
+    "                           domain): lookups never repeat, so no cache can hit\n"
     "  --label TEXT             a name for this run, printed with the result\n"
     "  --json                   print one JSON object instead of text\n"
     "  --idle N                 memory mode: open N connections, send one request on each,\n"
@@ -132,6 +136,9 @@ enum {
     OPT_RCPT_MAX,
     OPT_WITH_DATA,
     OPT_POLICY_CONTEXT,
+    OPT_CLIENTS,
+    OPT_HOT_CLIENTS,
+    OPT_FRESH_CLIENTS,
     OPT_LABEL,
     OPT_JSON,
     OPT_IDLE,
@@ -181,6 +188,15 @@ static void apply_opt(struct load_opts *o, int c, const char *name, const char *
     case OPT_POLICY_CONTEXT:
         o->gen_opts.policy_context = arg;
         break;
+    case OPT_CLIENTS:
+        o->gen_opts.client_pool = (uint32_t)parse_num(name, arg, 1, UINT32_MAX);
+        break;
+    case OPT_HOT_CLIENTS:
+        o->gen_opts.hot_clients = (uint32_t)parse_num(name, arg, 1, UINT32_MAX);
+        break;
+    case OPT_FRESH_CLIENTS:
+        o->gen_opts.fresh_clients = true;
+        break;
     case OPT_LABEL:
         o->label = arg;
         break;
@@ -218,6 +234,9 @@ static void parse_args(int argc, char **argv, struct load_opts *o)
         {"rcpt-max", required_argument, NULL, OPT_RCPT_MAX},
         {"with-data", no_argument, NULL, OPT_WITH_DATA},
         {"policy-context", required_argument, NULL, OPT_POLICY_CONTEXT},
+        {"clients", required_argument, NULL, OPT_CLIENTS},
+        {"hot-clients", required_argument, NULL, OPT_HOT_CLIENTS},
+        {"fresh-clients", no_argument, NULL, OPT_FRESH_CLIENTS},
         {"label", required_argument, NULL, OPT_LABEL},
         {"json", no_argument, NULL, OPT_JSON},
         {"idle", required_argument, NULL, OPT_IDLE},

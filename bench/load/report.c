@@ -25,8 +25,14 @@ static void source_text(char *out, size_t out_len, const struct load_opts *o)
         return;
     }
     const struct bench_reqgen_opts *g = &o->gen_opts;
-    snprintf(out, out_len, "generated Postfix 3.7 requests (seed %llu, %u-%u recipients%s%s%s)",
-             (unsigned long long)o->seed, g->rcpt_min, g->rcpt_max,
+    char clients[64];
+    if (g->fresh_clients)
+        snprintf(clients, sizeof(clients), "a new client every mail");
+    else
+        snprintf(clients, sizeof(clients), "%u clients, %u hot", g->client_pool, g->hot_clients);
+    snprintf(out, out_len,
+             "generated Postfix 3.7 requests (seed %llu, %u-%u recipients, %s%s%s%s)",
+             (unsigned long long)o->seed, g->rcpt_min, g->rcpt_max, clients,
              g->with_data ? ", with DATA" : "",
              g->policy_context && *g->policy_context ? ", policy_context=" : "",
              g->policy_context ? g->policy_context : "");

@@ -208,6 +208,24 @@ TEST_CASE("ringpolicyd's own global options are strictly typed", "[server]")
           "test.conf:1: max_attributes must be an integer from 1 to 65000, not '0'");
 }
 
+TEST_CASE("dns_cache_entries and dns_cache_bytes size each shard's DNS cache", "[server]")
+{
+    pol_server *s = nullptr;
+    REQUIRE(build(vhost(probe("p", "")), &s) == "");
+    CHECK(s->g.dns_cache_entries == POL_DNS_CACHE_ENTRIES_DEFAULT);
+    CHECK(s->g.dns_cache_bytes == POL_DNS_CACHE_BYTES_DEFAULT);
+    pol_server_free(s);
+    REQUIRE(build("dns_cache_entries = 0\ndns_cache_bytes = 1048576\n" + vhost(probe("p", "")),
+                  &s) == "");
+    CHECK(s->g.dns_cache_entries == 0);
+    CHECK(s->g.dns_cache_bytes == 1048576);
+    pol_server_free(s);
+    CHECK(build("dns_cache_bytes = 100\n" + vhost(probe("p", ""))) ==
+          "test.conf:1: dns_cache_bytes must be an integer from 4096 to 2147483648, not '100'");
+    CHECK(build("dns_cache_entries = lots\n" + vhost(probe("p", ""))) ==
+          "test.conf:1: dns_cache_entries must be an integer from 0 to 16777216, not 'lots'");
+}
+
 TEST_CASE("<SessionCache>: None, Memory, Memcached; Redis refused for now", "[server]")
 {
     pol_server *s = nullptr;
