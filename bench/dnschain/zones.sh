@@ -40,9 +40,16 @@ list() {
 # subshell, so it prints rather than collects).
 zone() {
     local name=$1
-    cat >"$DIR/$name.zone"
-    printf 'zone:\n  name: "%s"\n  zonefile: "%s.zone"\n' "$name" "$name"
+    local file=${name%.}
+    file=${file:-root}.zone
+    cat >"$DIR/$file"
+    printf 'zone:\n  name: "%s"\n  zonefile: "%s"\n' "$name" "$file"
 }
+
+# A root zone: every name outside the zones below gets NXDOMAIN, as from the real DNS (nsd
+# would refuse it, and 2.05's SPF defers on a REFUSED lookup of an address-literal HELO such
+# as "[192.0.2.1]", where a real resolver answers NXDOMAIN).
+printf '$ORIGIN .\n$TTL 300\n@ IN SOA ns.root.test. hostmaster.root.test. 1 3600 600 86400 60\n@ IN NS ns.root.test.\n' | zone .
 
 { soa zen.spamhaus.org
   list zen.spamhaus.org 200 209 127.0.0.2 "https://www.spamhaus.org/sbl/"
