@@ -46,6 +46,7 @@ void bench_reqgen_opts_default(struct bench_reqgen_opts *o)
     o->with_data = false;
     o->client_pool = 65536;
     o->hot_clients = 256;
+    o->instance_epoch = 0x6b04e877u;
     o->policy_context = "";
 }
 
@@ -252,7 +253,7 @@ static void mail_new(struct bench_reqgen *g)
     /* Postfix: pid.seconds.microseconds.counter, all hex. The stream id stands in for the pid,
      * which keeps instances unique across connections. */
     snprintf(m->instance, sizeof(m->instance), "%x.%llx.%x.%llx", 1000u + g->stream_id,
-             (unsigned long long)(0x6b04e877u + g->mail_count / 16), rng_below(g, 1000000),
+             (unsigned long long)(g->opts.instance_epoch + g->mail_count / 16), rng_below(g, 1000000),
              (unsigned long long)g->mail_count);
     mail_render_fixed(g, m);
     g->step_count = m->rcpt_count + (g->opts.with_data ? 1u : 0u) + 1u;

@@ -36,6 +36,10 @@ struct bench_reqgen_opts {
     bool with_data;             /* also send a DATA-stage request; default false */
     uint32_t client_pool;       /* distinct client addresses; default 65536 */
     uint32_t hot_clients;       /* of which this many send half the mail; default 256 */
+    uint32_t instance_epoch;    /* the seconds field of the first mails' instances (Postfix's
+                                   instance is pid.seconds.usec.counter); default 0x6b04e877.
+                                   Runs against one daemon must differ in it (or in the seed):
+                                   the same instance would find the earlier mail's session */
     bool fresh_clients;         /* every mail from a client never seen before (address, names,
                                    sender domain): no lookup can hit a cache; default false */
     const char *policy_context; /* value of policy_context; default "" (copied at init) */

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -56,6 +57,8 @@ static const char usage_text[] =
     "  --hot-clients N          of which N send half the mails (default 256)\n"
     "  --fresh-clients          every mail from a new client (address, names, sender\n"
     "                           domain): lookups never repeat, so no cache can hit\n"
+    "  --instance-epoch N       seconds field of the generated instances (default: now, so\n"
+    "                           that each run's mails are new to a daemon's session cache)\n"
     "  --label TEXT             a name for this run, printed with the result\n"
     "  --json                   print one JSON object instead of text\n"
     "  --idle N                 memory mode: open N connections, send one request on each,\n"
@@ -139,6 +142,7 @@ enum {
     OPT_CLIENTS,
     OPT_HOT_CLIENTS,
     OPT_FRESH_CLIENTS,
+    OPT_INSTANCE_EPOCH,
     OPT_LABEL,
     OPT_JSON,
     OPT_IDLE,
@@ -197,6 +201,10 @@ static void apply_opt(struct load_opts *o, int c, const char *name, const char *
     case OPT_FRESH_CLIENTS:
         o->gen_opts.fresh_clients = true;
         break;
+    case OPT_INSTANCE_EPOCH:
+        o->gen_opts.instance_epoch = (uint32_t)parse_num(name, arg, 0, UINT32_MAX);
+        o->instance_epoch_set = true;
+        break;
     case OPT_LABEL:
         o->label = arg;
         break;
@@ -237,6 +245,7 @@ static void parse_args(int argc, char **argv, struct load_opts *o)
         {"clients", required_argument, NULL, OPT_CLIENTS},
         {"hot-clients", required_argument, NULL, OPT_HOT_CLIENTS},
         {"fresh-clients", no_argument, NULL, OPT_FRESH_CLIENTS},
+        {"instance-epoch", required_argument, NULL, OPT_INSTANCE_EPOCH},
         {"label", required_argument, NULL, OPT_LABEL},
         {"json", no_argument, NULL, OPT_JSON},
         {"idle", required_argument, NULL, OPT_IDLE},
@@ -260,6 +269,8 @@ static void parse_args(int argc, char **argv, struct load_opts *o)
         fail_usage("unexpected argument '%s' (see --help)", argv[optind]);
     if (o->gen_opts.rcpt_min > o->gen_opts.rcpt_max)
         fail_usage("--rcpt-min is larger than --rcpt-max");
+    if (!o->instance_epoch_set)
+        o->gen_opts.instance_epoch = (uint32_t)time(NULL);
     if (o->server_count == 0)
         add_server(o, "127.0.0.1:12345");
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -34,6 +34,7 @@ struct load_opts {
     size_t fixed_request_len;
     uint64_t seed;
     struct bench_reqgen_opts gen_opts;
+    bool instance_epoch_set; /* --instance-epoch given; else the current time */
     const char *label;
     bool json;
     unsigned idle; /* --idle N: memory mode */
