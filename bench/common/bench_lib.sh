@@ -7,8 +7,10 @@
 # Servers listen on 127.0.0.1 only, on ports picked free at run time.
 #
 # Provides: find_programs, make_run_dir, wait_perl_pool, load_line, forget, stop_pid, NEWPGRP, stop_group, cleanup, skip, note, free_port, wait_ready,
-# server_cpu_s, sleep_until, rss_kb, start_memcached and memcached_stat (memcached for a
-# session cache), and for PostgreSQL: start_postgres, pg_sql (psql as the superuser).
+# server_cpu_s, sleep_until, load_window (one load run with samples around its measured
+# window), setup_lines and report_tail (the report's common head and tail lines), rss_kb,
+# start_memcached and memcached_stat (memcached for a session cache), and for PostgreSQL:
+# start_postgres, pg_sql (psql as the superuser).
 
 # Processes we start, and stopping them (by pid only).
 # find_programs BUILD: the programs under the meson build directory BUILD (LOAD, CLIENT, BARE,
@@ -147,6 +149,45 @@ sleep_until() {
     local left
     left=$(awk -v t="$1" -v n="$(date +%s.%N)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }')
     sleep "$left"
+}
+
+# load_window BASE SAMPLER LOAD_ARGS...: one run of ringpolicyd-load (LOAD) with LOAD_ARGS plus
+# --duration DURATION --warmup WARMUP --json, its result in BASE.json; calls SAMPLER BASE.before
+# when the warm-up is over and SAMPLER BASE.after at the end of the measured window (so that
+# counters sampled there cover exactly the measured requests), then waits for the load.
+load_window() {
+    local base=$1 sampler=$2 load_pid t0
+    shift 2
+    "$LOAD" "$@" --duration "$DURATION" --warmup "$WARMUP" --json >"$base.json" 2>>"$RUN/load.stderr" &
+    load_pid=$!
+    STARTED+=("$load_pid")
+    t0=$(date +%s.%N)
+    sleep_until "$(awk -v t="$t0" -v w="$WARMUP" 'BEGIN { printf "%.3f", t + w }')"
+    "$sampler" "$base.before"
+    sleep_until "$(awk -v t="$t0" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.3f", t + w + d }')"
+    "$sampler" "$base.after"
+    wait "$load_pid"
+    forget STARTED "$load_pid"
+}
+
+# setup_lines ROOT BUILD: the report's "- git:" and "- machine:" lines.
+setup_lines() {
+    local sha dirty cpu
+    sha=$(git -C "$1" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    dirty=$(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null | head -1)
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    echo "- git: $sha${dirty:+ (working tree has uncommitted changes)}; build dir: $2"
+    echo "- machine: kernel $(uname -r), CPU \"$cpu\" x $(nproc), $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, ulimit -n $(ulimit -n)"
+}
+
+# report_tail: the notes, what was skipped and where the raw results are, appended to REPORT.
+report_tail() {
+    {
+        if [ -s "$RUN/notes" ]; then echo; echo "Notes:"; sed 's/^/- /' "$RUN/notes"; fi
+        if [ -s "$RUN/skipped" ]; then echo; cat "$RUN/skipped"; fi
+        echo
+        echo "Raw results, configs and logs: $RUN"
+    } >>"$REPORT"
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }

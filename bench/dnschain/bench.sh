@@ -209,19 +209,9 @@ run_point() {
     [ "$mode" = miss ] && gen=(--fresh-clients)
     for rep in $(seq "$REPEATS"); do
         local base=$RUN/results/$kind.$mode.$conns.$rep
-        "$LOAD" --server "127.0.0.1:$SERVER_PORT" --connections "$conns" --duration "$DURATION" \
-            --warmup "$WARMUP" --json --label "$kind $mode c=$conns rep=$rep" \
-            --rcpt-min 1 --rcpt-max 1 --seed "$rep" "${gen[@]}" \
-            >"$base.json" 2>>"$RUN/load.stderr" &
-        local load_pid=$! t0
-        STARTED+=("$load_pid")
-        t0=$(date +%s.%N)
-        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" 'BEGIN { printf "%.3f", t + w }')"
-        sample "$base.before"
-        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.3f", t + w + d }')"
-        sample "$base.after"
-        wait "$load_pid"
-        forget STARTED "$load_pid"
+        load_window "$base" sample --server "127.0.0.1:$SERVER_PORT" --connections "$conns" \
+            --label "$kind $mode c=$conns rep=$rep" --rcpt-min 1 --rcpt-max 1 --seed "$rep" \
+            "${gen[@]}"
         echo "  $kind $mode c=$conns rep $rep: $(load_line "$base.json")" >&2
     done
 }
@@ -239,14 +229,10 @@ bench_kind() {
 
 # ---------------------------------------------------------------------------------------------
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-GIT_SHA=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)
-CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 {
     echo "# ringpolicyd DNS chain benchmark (the shipped mtpolicyd.conf), $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- git: $GIT_SHA${GIT_DIRTY:+ (working tree has uncommitted changes)}; build dir: $BUILD"
-    echo "- machine: kernel $(uname -r), CPU \"$CPU_MODEL\" x $(nproc), $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
+    setup_lines "$ROOT" "$BUILD"
     echo "- config: $SHIPPED as shipped (log_level $(awk -F= '/^log_level/ {print $2}' "$SHIPPED")), port, memcached, SQLite path and Perl pool substituted; ringpolicyd: dns_servers = nsd, shards=$SHARDS (0 = one per CPU)"
     echo "- DNS: $(/usr/sbin/nsd -v 2>&1 | head -1) on 127.0.0.1:$NSD_PORT, zones by bench/dnschain/zones.sh (positive TTL 300 s, negative 60 s)"
     echo "- load: ringpolicyd-load, closed loop, one RCPT + END-OF-MESSAGE per mail (one session per mail); $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown; modes: realistic = 65,536 clients, 256 of them send half; miss = a new client every mail"
@@ -348,12 +334,7 @@ look a mail's names up once (its session), so the per-mail figure is twice the o
 PY
 
 note "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other work on the box skews absolute numbers; compare the ratios)"
-{
-    if [ -s "$RUN/notes" ]; then echo; echo "Notes:"; sed 's/^/- /' "$RUN/notes"; fi
-    if [ -s "$RUN/skipped" ]; then echo; cat "$RUN/skipped"; fi
-    echo
-    echo "Raw results, configs and logs: $RUN"
-} >>"$REPORT"
+report_tail
 
 cat "$REPORT"
 [ -n "$OUT" ] && cp "$REPORT" "$OUT"

@@ -174,24 +174,16 @@ start_server() {
     return 0
 }
 
+sample_server() { sample_counters "$1" "$SERVER_PID"; }
+
 # run_point KIND CONNS: the repeats of one measurement, the counters sampled after the warm-up
 # and at the end of the measured window.
 run_point() {
     local kind=$1 conns=$2 rep
     for rep in $(seq "$REPEATS"); do
         local base=$RUN/results/$kind.$conns.$rep
-        "$LOAD" --server "127.0.0.1:$SERVER_PORT" --connections "$conns" --duration "$DURATION" \
-            --warmup "$WARMUP" --json --label "$kind c=$conns rep=$rep" \
-            ${THREADS:+--threads "$THREADS"} >"$base.json" 2>>"$RUN/load.stderr" &
-        local load_pid=$! t0
-        STARTED+=("$load_pid")
-        t0=$(date +%s.%N)
-        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" 'BEGIN { printf "%.3f", t + w }')"
-        sample_counters "$base.before" "$SERVER_PID"
-        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.3f", t + w + d }')"
-        sample_counters "$base.after" "$SERVER_PID"
-        wait "$load_pid"
-        forget STARTED "$load_pid"
+        load_window "$base" sample_server --server "127.0.0.1:$SERVER_PORT" \
+            --connections "$conns" --label "$kind c=$conns rep=$rep" ${THREADS:+--threads "$THREADS"}
         echo "  $kind c=$conns rep $rep: $(load_line "$base.json")" >&2
     done
 }
@@ -220,14 +212,10 @@ bench_perl() {
 # ---------------------------------------------------------------------------------------------
 # The setup, printed with the results.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-GIT_SHA=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)
-CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 {
     echo "# ringpolicyd realistic benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- git: $GIT_SHA${GIT_DIRTY:+ (working tree has uncommitted changes)}; build dir: $BUILD"
-    echo "- machine: kernel $(uname -r), CPU \"$CPU_MODEL\" x $(nproc), $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
+    setup_lines "$ROOT" "$BUILD"
     echo "- config: bench/realistic/realistic.conf, the same file for both daemons: sessions in memcached, bench/run/chain.conf's 9 plugins, SqlUserConfig + Quota + Accounting (client_address, sender) on PostgreSQL"
     echo "- backends: $("$PG_BIN/postgres" --version) on 127.0.0.1:$PG_PORT (fsync off, synchronous_commit off; pg_stat_statements $([ "$PGSS" = 1 ] && echo on || echo off)), memcached $(memcached -V 2>/dev/null | awk '{print $2}') on 127.0.0.1:$MEMCACHED_PORT (2 threads); both on this machine, their CPU shown apart"
     echo "- load: ringpolicyd-load, closed loop, generated Postfix 3.7 mails (1-5 recipients: RCPT each, then END-OF-MESSAGE, one instance per mail), threads ${THREADS:-one per CPU}; $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown"
@@ -343,12 +331,7 @@ PY
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 note "load average at the end: $LOAD_END on $(nproc) CPUs (other work on the box skews absolute numbers; compare the ratios)"
-{
-    if [ -s "$RUN/notes" ]; then echo; echo "Notes:"; sed 's/^/- /' "$RUN/notes"; fi
-    if [ -s "$RUN/skipped" ]; then echo; cat "$RUN/skipped"; fi
-    echo
-    echo "Raw results, configs and logs: $RUN"
-} >>"$REPORT"
+report_tail
 
 cat "$REPORT"
 [ -n "$OUT" ] && cp "$REPORT" "$OUT"

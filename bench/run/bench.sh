@@ -152,6 +152,9 @@ start_server() {
     return 0
 }
 
+POINT_PIDS=()
+sample_cpu() { server_cpu_s "${POINT_PIDS[@]}" >"$1"; }
+
 # run_point NAME CONNS PORT PID: the repeats of one measurement, with the server's CPU time
 # over the measured window (sampled after the warm-up and at the end).
 run_point() {
@@ -159,19 +162,13 @@ run_point() {
     local pids=("$pid")
     # Perl's sessions live in memcached: its CPU is part of Perl's cost per request.
     [ "$name" = perl-chain ] && [ -n "$MEMCACHED_PID" ] && pids+=("$MEMCACHED_PID")
+    # The servers' CPU seconds, sampled around the measured window (POINT_PIDS).
+    POINT_PIDS=("${pids[@]}")
     for rep in $(seq "$REPEATS"); do
         local base=$RUN/results/$name.$conns.$rep
-        "$LOAD" --server "127.0.0.1:$port" --connections "$conns" --duration "$DURATION" \
-            --warmup "$WARMUP" --json --label "$name c=$conns rep=$rep" \
-            ${THREADS:+--threads "$THREADS"} >"$base.json" 2>>"$RUN/load.stderr" &
-        local load_pid=$! t0 cpu0 cpu1
-        t0=$(date +%s.%N)
-        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" 'BEGIN { printf "%.3f", t + w }')"
-        cpu0=$(server_cpu_s "${pids[@]}")
-        sleep_until "$(awk -v t="$t0" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%.3f", t + w + d }')"
-        cpu1=$(server_cpu_s "${pids[@]}")
-        wait "$load_pid"
-        echo "$cpu0 $cpu1" | awk '{printf "%.2f\n", $2 - $1}' >"$base.cpu"
+        load_window "$base" sample_cpu --server "127.0.0.1:$port" --connections "$conns" \
+            --label "$name c=$conns rep=$rep" ${THREADS:+--threads "$THREADS"}
+        awk '{ v[NR] = $1 } END { printf "%.2f\n", v[2] - v[1] }' "$base.before" "$base.after" >"$base.cpu"
         echo "  $name c=$conns rep $rep: $(load_line "$base.json")" >&2
     done
 }
@@ -253,16 +250,12 @@ fi
 # ---------------------------------------------------------------------------------------------
 # The setup, printed with the results.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-GIT_SHA=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)
-CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 PERL_MEM_CONNS=$(echo $CONNS | awk '{print $NF}')
 for c in $CONNS; do [ "$c" = 64 ] && PERL_MEM_CONNS=64; done
 {
     echo "# ringpolicyd benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- git: $GIT_SHA${GIT_DIRTY:+ (working tree has uncommitted changes)}; build dir: $BUILD"
-    echo "- machine: kernel $(uname -r), CPU \"$CPU_MODEL\" x $(nproc), $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, ulimit -n $(ulimit -n)"
+    setup_lines "$ROOT" "$BUILD"
     echo "- load: ringpolicyd-load, closed loop, generated Postfix 3.7 mails (1-5 recipients: RCPT each, then END-OF-MESSAGE, one instance per mail), threads ${THREADS:-one per CPU}; $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown"
     echo "- bare: ringpolicyd-bare --shards $SHARDS (0 = one per CPU) --conns-max $((IDLE + 1024)), answering action=dunno to every request"
     echo "- all servers share this machine with the load generator (loopback); one server runs at a time, in the load generator's session (scheduler autogroup: $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?'))"
@@ -432,12 +425,7 @@ if awk -v l="${LOAD_END%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n) }'; then
 else
     note "load average at the end: $LOAD_END"
 fi
-{
-    if [ -s "$RUN/notes" ]; then echo; echo "Notes:"; sed 's/^/- /' "$RUN/notes"; fi
-    if [ -s "$RUN/skipped" ]; then echo; cat "$RUN/skipped"; fi
-    echo
-    echo "Raw results, configs and logs: $RUN"
-} >>"$REPORT"
+report_tail
 
 cat "$REPORT"
 [ -n "$OUT" ] && cp "$REPORT" "$OUT"

@@ -11,11 +11,19 @@
  * NULL value, invalid JSON, a JSON value that is not an object (2.05 died there; spec 13.28
  * prefers this), and also an SQL error (2.05 catches it in the same eval). The query runs
  * asynchronously (POL_WAIT); the JSON is parsed in the request arena. Owns nothing.
+ *
+ * cache_per_mail = 1 (ringpolicyd's own; 2.05 queries on every request): the `field` value a
+ * mail's config was loaded for is kept in its session (key NAME-ucfg-HASH); a later request of the
+ * same mail with the same value skips the query, the members being in the session already.
+ * A row not found is remembered the same way; an SQL error is not (the next request retries).
+ * Without a session cache the session lives for one request and every request queries.
  */
 #include "plugins/acct.h"
 
 #include <stdio.h>
 #include <string.h>
+
+#include <xxhash.h>
 
 #include <eng/assert.h>
 
@@ -26,6 +34,7 @@ enum {
     OPT_FIELD,
     OPT_DB,
     OPT_MYSQL_ENGINE,
+    OPT_CACHE_PER_MAIL,
     OPT_COUNT,
 };
 
@@ -35,6 +44,7 @@ static const struct pol_opt_def sqluserconfig_opts[] = {
     [OPT_FIELD] = {"field", POL_OPT_STRING, "recipient", 0},
     [OPT_DB] = {"db", POL_OPT_STRING, "db", 0},
     [OPT_MYSQL_ENGINE] = {"mysql_engine", POL_OPT_STRING, "MyISAM", 0}, /* accepted, unused */
+    [OPT_CACHE_PER_MAIL] = {"cache_per_mail", POL_OPT_BOOL, "0", 0},
 };
 _Static_assert(sizeof sqluserconfig_opts / sizeof sqluserconfig_opts[0] == OPT_COUNT,
                "one def per option");
@@ -105,6 +115,47 @@ static void member_set(void *ctx, const char *key, size_t key_len, const char *v
         st->session_full = true;
 }
 
+/* cache_per_mail: the session key NAME-ucfg-HASH, HASH over the query, field and connection
+ * (a mail's session is shared by every virtual host it passes: another SqlUserConfig of the
+ * same name with another query must not take this one's marker). In the request arena; NULL
+ * when it is full. */
+static char *marker_key(const struct pol_plugin *p, struct pol_req *r)
+{
+    XXH64_hash_t h = 0;
+    for (unsigned o = OPT_SQL_QUERY; o <= OPT_DB; o++) {
+        const char *t = pol_opt(p, o)->text;
+        h = XXH3_64bits_withSeed(t, strlen(t), h);
+    }
+    const char *name = pol_plugin_name(p);
+    size_t n = strlen(name) + sizeof("-ucfg-") + 16;
+    char *k = pol_req_alloc(r, n);
+    if (k)
+        snprintf(k, n, "%s-ucfg-%016llx", name, (unsigned long long)h);
+    return k;
+}
+
+/* cache_per_mail: this mail's config is now loaded for st->param (best effort: a full session
+ * only means the next request queries again). */
+static void marker_set(const struct pol_plugin *p, struct pol_req *r, const struct ucfg_req *st)
+{
+    if (!pol_opt(p, OPT_CACHE_PER_MAIL)->b)
+        return;
+    char *k = marker_key(p, r);
+    if (k)
+        (void)pol_session_set(r, k, st->param, st->param_len);
+}
+
+static bool marker_matches(const struct pol_plugin *p, struct pol_req *r, const char *value,
+                           size_t len)
+{
+    if (!pol_opt(p, OPT_CACHE_PER_MAIL)->b)
+        return false;
+    char *k = marker_key(p, r);
+    size_t have_len = 0;
+    const char *have = k ? pol_session_get(r, k, &have_len) : NULL;
+    return have && have_len == len && memcmp(have, value, len) == 0;
+}
+
 static enum pol_step ucfg_apply(struct pol_plugin *p, struct pol_req *r, struct ucfg_req *st)
 {
     const char *field = pol_opt(p, OPT_FIELD)->text;
@@ -115,6 +166,7 @@ static enum pol_step ucfg_apply(struct pol_plugin *p, struct pol_req *r, struct 
     case UCFG_NO_ROW:
         pol_log(p, r, "unable to retrieve user-config: no user-config found for %.*s",
                 (int)st->param_len, st->param);
+        marker_set(p, r, st);
         return POL_NEXT;
     case UCFG_NOMEM:
         return pol_req_fail(r, "no memory left in the request arena for the user-config");
@@ -133,6 +185,7 @@ static enum pol_step ucfg_apply(struct pol_plugin *p, struct pol_req *r, struct 
     }
     if (st->session_full)
         return pol_req_fail(r, "no memory left for the user-config in the session");
+    marker_set(p, r, st);
     return POL_NEXT;
 }
 
@@ -151,6 +204,8 @@ static enum pol_step ucfg_step(struct pol_plugin *p, struct pol_req *r, void *re
                 field);
         return POL_NEXT;
     }
+    if (marker_matches(p, r, value, len))
+        return POL_NEXT; /* cache_per_mail: loaded by an earlier request of this mail */
     if (!pol_req_shard(r))
         return pol_req_fail(r, "SQL queries need the daemon's shards");
     st->r = r;

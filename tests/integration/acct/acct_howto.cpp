@@ -229,3 +229,66 @@ TEST_CASE("the shipped etc/ringpolicyd.conf: accounting and the quota on embedde
     CHECK(shards >= 1);
     CHECK(log_lines_with(*d, " cancelled by the stop), 0 refused (queue full), ") == shards);
 }
+
+TEST_CASE("SqlUserConfig cache_per_mail = 1: one query per mail; without it one per request",
+          "[howto][userconfig]")
+{
+    /* Two virtual hosts on one SQLite file: the first caches per mail, the second queries on
+     * every request as 2.05 does. Each loads {"mode": ...} for the recipient; Conditions
+     * answer with the mode the session holds. The row changes between the requests of one
+     * mail: the cached host keeps the mail's first value, the other sees the change; a new
+     * mail sees it on both. */
+    uint16_t p1 = free_tcp_port(), p2 = free_tcp_port();
+    auto chain = [](bool cache) {
+        return std::string("  <Plugin uc>\n    module = \"SqlUserConfig\"\n") +
+               (cache ? "    cache_per_mail = 1\n" : "") +
+               "  </Plugin>\n"
+               "  <Plugin one>\n    module = \"Condition\"\n    key = \"session:mode\"\n"
+               "    match = \"one\"\n    action = \"reject mode one\"\n  </Plugin>\n"
+               "  <Plugin two>\n    module = \"Condition\"\n    key = \"session:mode\"\n"
+               "    match = \"two\"\n    action = \"reject mode two\"\n  </Plugin>\n"
+               "  <Plugin none>\n    module = \"Action\"\n    action = \"dunno\"\n  </Plugin>\n";
+    };
+    std::string config = "port = \"127.0.0.1:" + std::to_string(p1) + ",127.0.0.1:" +
+                         std::to_string(p2) + "\"\nshards = 2\n" +
+                         sqlite_connection("@DIR@/uc.sqlite") +
+                         "<SessionCache>\n  module = \"Memory\"\n</SessionCache>\n" +
+                         vhost_block(std::to_string(p1), "cached", chain(true)) +
+                         vhost_block(std::to_string(p2), "every", chain(false));
+    auto d = start_ring(config, Endpoint::tcp(p2));
+    std::string db = d->dir() + "/uc.sqlite";
+    sqlite_rows(db, "CREATE TABLE user_config (address TEXT PRIMARY KEY, config TEXT);"
+                    "INSERT INTO user_config VALUES ('a@example.com', '{\"mode\":\"one\"}')");
+    auto req = [](const std::string &inst) {
+        return postfix_request({{"recipient", "a@example.com"}, {"instance", inst}});
+    };
+    auto mode = [&](const std::string &m) {
+        sqlite_rows(db, "UPDATE user_config SET config = '{\"mode\":\"" + m +
+                            "\"}' WHERE address = 'a@example.com'");
+    };
+    CHECK(action_of(ask(Endpoint::tcp(p1), req("c1"))) == "reject mode one");
+    CHECK(action_of(ask(Endpoint::tcp(p2), req("e1"))) == "reject mode one");
+    mode("two");
+    /* The same mails again: cached keeps one, every request sees two. */
+    CHECK(action_of(ask(Endpoint::tcp(p1), req("c1"))) == "reject mode one");
+    CHECK(action_of(ask(Endpoint::tcp(p2), req("e1"))) == "reject mode two");
+    /* New mails see the change on both. */
+    CHECK(action_of(ask(Endpoint::tcp(p1), req("c2"))) == "reject mode two");
+    CHECK(action_of(ask(Endpoint::tcp(p2), req("e2"))) == "reject mode two");
+    /* Another recipient in a cached mail is another key: queried (no row: nothing loaded, the
+     * mail's earlier members stay). */
+    CHECK(action_of(ask(Endpoint::tcp(p1), postfix_request({{"recipient", "b@example.com"},
+                                                            {"instance", "c2"}}))) ==
+          "reject mode two");
+    CHECK(d->stop() == 0);
+    INFO("log after the stop:\n" << d->log());
+    size_t jobs = 0;
+    for (const std::string &l : split_lines(d->log())) {
+        auto at = l.find(" jobs, ");
+        auto from = l.rfind("refused (queue full), ", at);
+        if (at != std::string::npos && from != std::string::npos && l.find("sql db shard ") != std::string::npos)
+            jobs += std::stoul(l.substr(from + 22, at - from - 22));
+    }
+    /* Queries: c1, c2 and b@ in c2 on the cached host, e1 twice and e2 on the other. */
+    CHECK(jobs == 6);
+}
