@@ -22,7 +22,7 @@
  * starts them after it, and removes the dropped ones after it (their open connections stay).
  * Restart-only: shards, backend, user, group, chroot, pid_file, log_file, syslog options, log_level, error_action, the limits (max_connections,
  * max_request_bytes, max_line_bytes, max_attributes, max_pipelined_bytes), drain_timeout,
- * dns_servers and the <SessionCache> block (Memory or None: the running cache and its sessions
+ * dns_servers, dns_cache_entries, dns_cache_bytes and the <SessionCache> block (Memory or None: the running cache and its sessions
  * stay). A Memcached session cache is the exception: its sessions live in memcached, so the new
  * generation's cache (on the new generation's connections, with its options) takes over; a
  * reload switching between Memcached and another module is refused.
