@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <eng/assert.h>
 #include <eng/log.h>
@@ -21,6 +24,7 @@
 #define FINAL_REPLAY_BATCH 1000u
 
 struct sync_buf {
+    int64_t batch_id; /* PostgreSQL: the next write's batch id */
     uint32_t rows_max;
     uint32_t *batch;
     const char **params;
@@ -43,9 +47,13 @@ static int sync_buf_init(struct sync_buf *b, uint32_t rows_max)
     memset(b, 0, sizeof(*b));
     b->rows_max = rows_max;
     b->batch = calloc(rows_max, sizeof(*b->batch));
-    b->params = calloc((size_t)rows_max * 6, sizeof(*b->params));
+    b->params = calloc((size_t)rows_max * 6 + 1, sizeof(*b->params));
     b->nums = calloc((size_t)rows_max * POL_ACCT_METRICS, sizeof(*b->nums));
-    b->sql_bytes = pol_acct_sql_upsert_bytes(rows_max, POL_ACCT_IDENT_BYTES_MAX);
+    b->sql_bytes = pol_acct_sql_upsert_bytes(rows_max, POL_ACCT_IDENT_BYTES_MAX) + 256;
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
+    b->batch_id = (int64_t)(r >> 2);
     b->sql = malloc(b->sql_bytes);
     if (!b->batch || !b->params || !b->nums || !b->sql) {
         sync_buf_fini(b);
@@ -54,19 +62,46 @@ static int sync_buf_init(struct sync_buf *b, uint32_t rows_max)
     return 0;
 }
 
-/* Writes every dirty row of agg into table_q, slice by slice. 0, or -1 with the driver's
- * message in err (the rows of the failed slice are dirty again). */
+static void count_row(void *ctx, const struct pol_sql_result *res, size_t row)
+{
+    (void)res;
+    (void)row;
+    ++*(size_t *)ctx;
+}
+
+/* PostgreSQL: whether the flush of batch id committed, by claiming the id (acct_sql.h): 1 it
+ * did, 0 it did not (and now never will), -1 unknown (the claim failed; reason in err). */
+static int claim_sync(struct pol_acct_store *st, int64_t id, char *err, size_t err_len)
+{
+    char text[ACCT_NUM_BYTES];
+    snprintf(text, sizeof(text), "%lld", (long long)id);
+    const char *params[1] = {text};
+    size_t rows = 0;
+    if (pol_sql_exec_sync(st->db, POL_ACCT_SQL_BATCH_CLAIM, params, 1, count_row, &rows, err,
+                          err_len) != 0)
+        return -1;
+    return rows == 0 ? 1 : 0;
+}
+
+/* Writes every dirty row of agg into table_q, slice by slice (PostgreSQL: each with a batch id,
+ * and a write that fails is claimed: written once whatever became of its answer). 0, or -1
+ * with the driver's message in err (the rows of the failed slice are dirty again). */
 static int sync_flush_rows(struct pol_acct_store *st, const char *table_q, struct pol_acct_agg *agg,
                            struct sync_buf *b, char *err, size_t err_len)
 {
-    enum pol_acct_dialect d = st->driver == POL_SQL_PG ? POL_ACCT_PG : POL_ACCT_SQLITE;
+    bool pg = st->driver == POL_SQL_PG;
+    enum pol_acct_dialect d = pg ? POL_ACCT_PG : POL_ACCT_SQLITE;
     for (;;) {
         uint32_t n = pol_acct_agg_take_dirty(agg, b->rows_max, b->batch);
         if (n == 0)
             return 0;
+        char id[ACCT_NUM_BYTES];
+        snprintf(id, sizeof(id), "%lld", (long long)b->batch_id);
+        size_t first = pg ? 1 : 0;
+        b->params[0] = id;
         for (uint32_t i = 0; i < n; i++) {
             const struct pol_acct_row *row = pol_acct_agg_row(agg, b->batch[i]);
-            const char **p = &b->params[6 * (size_t)i];
+            const char **p = &b->params[first + 6 * (size_t)i];
             p[0] = pol_acct_row_key(row);
             p[1] = pol_acct_row_time(row);
             for (int m = 0; m < POL_ACCT_METRICS; m++) {
@@ -76,15 +111,51 @@ static int sync_flush_rows(struct pol_acct_store *st, const char *table_q, struc
             }
         }
         int rc = -1;
-        if (pol_acct_sql_upsert(d, table_q, n, b->sql, b->sql_bytes) > 0)
-            rc = pol_sql_exec_sync(st->db, b->sql, b->params, 6 * (size_t)n, NULL, NULL, err,
-                                   err_len);
+        size_t len = pg ? pol_acct_sql_upsert_values_pg(table_q, n, b->sql, b->sql_bytes)
+                        : pol_acct_sql_upsert(d, table_q, n, b->sql, b->sql_bytes);
+        if (len > 0)
+            rc = pol_sql_exec_sync(st->db, b->sql, b->params, first + 6 * (size_t)n, NULL, NULL,
+                                   err, err_len);
         else
             snprintf(err, err_len, "statement too long");
+        if (rc != 0 && pg && len > 0) {
+            char why[256];
+            int committed = claim_sync(st, b->batch_id, why, sizeof(why));
+            if (committed == 1)
+                rc = 0;
+            else if (committed < 0)
+                eng_log(ENG_LOG_WARNING,
+                        "accounting: a write at exit failed (%s) and its batch id could not be "
+                        "claimed (%s): written again later, it may count twice",
+                        err, why);
+        }
+        b->batch_id = (b->batch_id + 1) & INT64_MAX;
         pol_acct_agg_flush_done(agg, b->batch, n, rc == 0);
         if (rc != 0)
             return -1;
     }
+}
+
+/* A flush whose result never came, or whose answer was lost (PostgreSQL: pt->uncertain):
+ * settled by a claim on PostgreSQL; otherwise, or when the claim fails, its counts are
+ * written again and may count twice. */
+static void settle_flush(struct pol_acct_store *st, struct acct_part *pt)
+{
+    const char *name = st->tables[pt->table].name;
+    char why[512] = "";
+    int committed = -1;
+    if (st->driver == POL_SQL_PG) {
+        committed = claim_sync(st, pt->batch_id, why, sizeof(why));
+        if (committed >= 0) {
+            pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, committed == 1);
+            return;
+        }
+    }
+    eng_log(ENG_LOG_WARNING,
+            "accounting: the result of a flush of %u rows of table %s never came%s%s; writing "
+            "them again (they may count twice)",
+            pt->batch_count, name, why[0] ? " and its batch id could not be claimed: " : "", why);
+    pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, false);
 }
 
 /* Statements that never completed, fetches whose requests are gone, deltas never delivered. */
@@ -92,19 +163,15 @@ static void settle_shard(struct pol_acct_store *st, struct acct_shard *as)
 {
     for (unsigned t = 0; t < st->table_count; t++) {
         struct acct_part *pt = &as->parts[t];
-        for (uint32_t i = 0; pt->busy && i < pt->batch_count; i++) {
+        for (uint32_t i = 0; pt->busy && pt->fetching && i < pt->batch_count; i++) {
             struct pol_acct_row *row = pol_acct_agg_row(&pt->agg, pt->batch[i]);
             row->flags = (uint8_t)(row->flags & ~POL_ACCT_ROW_FETCH);
             row->waiters = row->waiters_tail = NULL;
         }
-        if (pt->busy && !pt->fetching) {
-            eng_log(ENG_LOG_WARNING,
-                    "accounting: the result of a flush of %u rows of table %s never came; "
-                    "writing them again (they may count twice)",
-                    pt->batch_count, st->tables[t].name);
-            pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, false);
-        }
-        pt->busy = false;
+        /* A flush or the claim of an uncertain one out, or an uncertain one waiting. */
+        if (pt->batch_count > 0 && (pt->uncertain || (pt->busy && !pt->fetching)))
+            settle_flush(st, pt);
+        pt->busy = pt->fetching = pt->uncertain = pt->claiming = pt->purging = false;
         pt->batch_count = 0;
         while (pt->fetch_head) {
             struct pol_acct_row *row = pol_acct_agg_row(&pt->agg, pt->fetch_head - 1);

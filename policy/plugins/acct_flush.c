@@ -19,32 +19,30 @@
  * (a plugin failure, as 2.05 fails on any SQL error). The first failure is logged, then at
  * most one line a minute per table, and the recovery.
  *
- * Known limit, double counting (PostgreSQL only). A flush is one autocommitted statement
- * (a multi-row INSERT ... ON CONFLICT DO UPDATE): the server commits it before it sends the
- * answer. Whenever done sees a failure although the server committed, the counts are given
- * back to the rows (and to the spill file), sent again with the next interval's, and counted
- * twice. That happens exactly when the answer is lost after the commit:
- *   - the connection breaks between the commit and the answer reaching libpq (backend
- *     terminated, server restarted or crashed, TCP reset): -ECONNRESET or EOF;
- *   - the statement outlives its deadline (query_timeout_ms, default 3/4 of request_timeout;
- *     a flush waiting on row locks of another host's flush, or a stalled server) and then
- *     commits: engine/pg.c reports -ETIMEDOUT and resets the connection, but the backend only
- *     notices the client is gone when it writes the answer, after its commit;
- *   - the flush sits in the pipeline behind such a timed-out query: the reset fails it with
- *     -ECONNRESET although the server may already have executed and committed it.
- * Size: at most one batch per table and shard per such failure (the rows of one slice, at most
- * POL_ACCT_FLUSH_ROWS_MAX, holding at most one flush_interval's counts plus earlier refused
- * ones). Not affected: SQLite (the statement runs in-process; its result always arrives, and
- * a crash loses the buffer, it never doubles it), a refused statement (no commit), spill-file
- * replay (records leave the file when they return to the rows; a crash then loses them, at most
- * one interval, never doubles them). The fix, not done yet: give each batch an id (host id,
- * shard, table, sequence) inserted into a flush-log table in the same statement (a data-
- * modifying CTE; the upsert conditional on the id being new), keep a failed batch's id and
- * counts apart (not merged into the rows) until a later query of the log says whether it
- * committed, then drop or resend it under the same id.
+ * Exactly once (PostgreSQL). A flush is one autocommitted statement; the server commits it
+ * before it sends the answer, and the answer can be lost after the commit: the connection
+ * breaks between the commit and the answer reaching libpq (backend terminated, server
+ * restarted, TCP reset); the statement outlives its deadline (query_timeout_ms) and commits
+ * anyway (engine/pg.c resets the connection, the backend only notices when it writes the
+ * answer); or the flush sat in the pipeline behind such a statement. Resending its counts
+ * would then count them twice. So each flush carries a batch id (consecutive per part from a
+ * random start) that the statement itself records (acct_sql.h, pol_acct_sql_upsert_pg: the
+ * upsert only runs when the id is new). A failed flush stays apart (pt->uncertain: its rows
+ * keep the counts in flight, newer counts collect in delta) until a claim of its id settles
+ * it before anything else of the part runs: a row back means the statement never committed
+ * and now never will (its counts go back to the rows, sent under a new id); none means it
+ * committed. A claim that fails is retried at the next interval (quota checks waiting on the
+ * part fail meanwhile, as a failed fetch fails them); the exit path claims synchronously
+ * (acct_final.c). Shard 0 purges ids older than a day once an hour.
+ * Still at least once: MySQL (no data-modifying CTE; a flush whose answer is lost after the
+ * commit is written again, at most one batch per table and shard per such event), and the exit
+ * path's own synchronous writes (a write at exit whose answer is lost after the commit). SQLite
+ * runs in-process (its result always arrives); spill-file replay goes through the flushes.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,6 +57,8 @@
 #define REPLAY_BATCH 64u
 /* Records written to a spill file per write. */
 #define SPILL_BATCH 64u
+/* How often shard 0 purges batch ids older than a day (PostgreSQL). */
+#define ACCT_PURGE_INTERVAL_MS 3600000u
 
 static bool spill_enabled(const struct acct_shard *as)
 {
@@ -89,6 +89,10 @@ int pol_acct_part_init(struct acct_part *pt, struct acct_shard *as, int table, c
         snprintf(err, err_len, "out of memory for %u accounting rows", st->opts.buffer_rows);
         return -1;
     }
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8) ^ (uint64_t)(uintptr_t)pt;
+    pt->batch_id = (int64_t)(r >> 2); /* 62 bits: room to count up without overflow */
     pt->rows_max = st->opts.buffer_rows < POL_ACCT_FLUSH_ROWS_MAX ? st->opts.buffer_rows
                                                                   : POL_ACCT_FLUSH_ROWS_MAX;
     uint32_t batch_max =
@@ -467,6 +471,38 @@ static void fetch_start(struct acct_part *pt)
     }
 }
 
+static bool exactly_once(const struct acct_part *pt)
+{
+    return pt->as->st->driver == POL_SQL_PG;
+}
+
+/* A flush or claim that failed: the next interval retries; the dirty rows go to the spill file
+ * when there is one. */
+static void flush_failed(struct acct_part *pt, const char *error)
+{
+    struct acct_shard *as = pt->as;
+    as->stats.flush_failed++;
+    pt->flush_due = false;
+    note_failure(pt, "writing to", error ? error : "unknown error");
+    if (spill_enabled(as))
+        pol_acct_part_spill_dirty(pt);
+}
+
+/* The batch's flush committed (ok) or certainly did not (!ok: its counts go back to the
+ * rows, to be sent under a new id). */
+static void batch_settled(struct acct_part *pt, bool ok)
+{
+    struct acct_shard *as = pt->as;
+    pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, ok);
+    if (ok) {
+        as->stats.flushes++;
+        as->stats.flush_rows += pt->batch_count;
+    }
+    pt->uncertain = false;
+    pt->batch_count = 0;
+    pt->batch_id = (pt->batch_id + 1) & INT64_MAX;
+}
+
 static void flush_done(void *ctx, const struct pol_sql_result *res)
 {
     struct acct_part *pt = ctx;
@@ -474,25 +510,132 @@ static void flush_done(void *ctx, const struct pol_sql_result *res)
     ENG_ASSERT(pt->busy);
     ENG_ASSERT(!pt->fetching);
     bool ok = res->status >= 0;
-    pol_acct_agg_flush_done(&pt->agg, pt->batch, pt->batch_count, ok);
     pt->busy = false;
     as->stats.flush_ms += now_ms(as) - pt->flush_sent_ms;
     if (ok) {
-        as->stats.flushes++;
-        as->stats.flush_rows += pt->batch_count;
+        batch_settled(pt, true);
         note_success(pt);
         replay_some(as);
-    } else if (!as->stopped) {
-        as->stats.flush_failed++;
-        pt->flush_due = false; /* the next interval retries */
-        note_failure(pt, "writing to", res->error ? res->error : "unknown error");
-        if (spill_enabled(as))
-            pol_acct_part_spill_dirty(pt);
+    } else if (exactly_once(pt)) {
+        /* Committed or not: a claim of the id says (the next interval, or the final flush). */
+        pt->uncertain = true;
+        if (!as->stopped)
+            flush_failed(pt, res->error);
+        else
+            pt->flush_due = false;
     } else {
-        pt->flush_due = false; /* stopping: the final flush on the main thread takes it */
+        batch_settled(pt, false);
+        if (!as->stopped)
+            flush_failed(pt, res->error);
+        else
+            pt->flush_due = false; /* stopping: the final flush on the main thread takes it */
     }
-    pt->batch_count = 0;
     part_kick(pt);
+}
+
+/* Quota checks queued while an uncertain batch could not be settled: they fail as a failed
+ * fetch fails them (the database did not answer). */
+static void fetch_queue_fail(struct acct_part *pt, const char *error)
+{
+    char why[256];
+    snprintf(why, sizeof(why), "select from %.128s failed: %.100s", table_name(pt), error);
+    while (pt->fetch_head != 0) {
+        struct pol_acct_row *row = pol_acct_agg_row(&pt->agg, pt->fetch_head - 1);
+        pt->fetch_head = row->fetch_next;
+        row->fetch_next = 0;
+        row->flags = (uint8_t)(row->flags & ~POL_ACCT_ROW_FETCH);
+        answer_waiters(pt->as, row, why);
+        pt->as->stats.fetch_failed++;
+    }
+    pt->fetch_tail = 0;
+}
+
+static void claim_done(void *ctx, const struct pol_sql_result *res)
+{
+    struct acct_part *pt = ctx;
+    struct acct_shard *as = pt->as;
+    ENG_ASSERT(pt->busy && pt->claiming && pt->uncertain);
+    pt->busy = false;
+    pt->claiming = false;
+    if (res->status < 0) {
+        const char *error = res->error ? res->error : "unknown error";
+        if (!as->stopped) {
+            flush_failed(pt, error);
+            fetch_queue_fail(pt, error);
+        } else {
+            pt->flush_due = false;
+        }
+    } else {
+        /* A row back: the id was free, the flush never committed; none: it did. */
+        bool committed = res->row_count == 0;
+        as->stats.claims++;
+        if (!committed)
+            as->stats.claims_resent++;
+        eng_log(ENG_LOG_NOTICE,
+                "accounting: the flush of %u rows of table %s whose answer was lost (batch %lld) "
+                "%s",
+                pt->batch_count, table_name(pt), (long long)pt->batch_id,
+                committed ? "had committed: not sent again" : "had not committed: sent again");
+        batch_settled(pt, committed);
+        note_success(pt);
+    }
+    part_kick(pt);
+}
+
+/* Settles the uncertain batch: claims its id. */
+static void claim_start(struct acct_part *pt)
+{
+    struct acct_shard *as = pt->as;
+    pt->busy = true;
+    pt->claiming = true;
+    snprintf(pt->stmt.id_text, sizeof(pt->stmt.id_text), "%lld", (long long)pt->batch_id);
+    const char *params[1] = {pt->stmt.id_text};
+    int rc = pol_sql_query(as->sh, as->st->db, POL_ACCT_SQL_BATCH_CLAIM, params, NULL, 1, 0,
+                           claim_done, pt);
+    if (rc < 0) {
+        struct pol_sql_result res = {.status = rc, .error = strerror(-rc)};
+        claim_done(pt, &res);
+    }
+}
+
+static void purge_done(void *ctx, const struct pol_sql_result *res)
+{
+    struct acct_part *pt = ctx;
+    ENG_ASSERT(pt->busy && pt->purging);
+    pt->busy = false;
+    pt->purging = false;
+    if (res->status < 0)
+        eng_log(ENG_LOG_WARNING, "accounting: purging old ids from %s failed: %s",
+                POL_ACCT_BATCHES_TABLE, res->error ? res->error : "unknown error");
+    part_kick(pt);
+}
+
+/* Shard 0's first writer table deletes batch ids older than a day, once an hour. */
+static bool purge_due(struct acct_part *pt)
+{
+    struct acct_shard *as = pt->as;
+    if (!exactly_once(pt) || as->index != 0 || as->stopped || !as->st->tables[pt->table].writer)
+        return false;
+    for (int t = 0; t < pt->table; t++)
+        if (as->st->tables[t].writer)
+            return false;
+    uint64_t now = now_ms(as);
+    if (pt->purged_ms != 0 && now - pt->purged_ms < ACCT_PURGE_INTERVAL_MS)
+        return false;
+    pt->purged_ms = now;
+    return true;
+}
+
+static void purge_start(struct acct_part *pt)
+{
+    pt->busy = true;
+    pt->purging = true;
+    int rc = pol_sql_query(pt->as->sh, pt->as->st->db, POL_ACCT_SQL_BATCH_PURGE, NULL, NULL, 0, 0,
+                           purge_done, pt);
+    if (rc < 0) {
+        struct pol_sql_result res = {.status = rc, .error = strerror(-rc)};
+        purge_done(pt, &res);
+    }
 }
 
 /* The table is not checked yet on this shard: its counts wait in memory as they do while the
@@ -525,8 +668,13 @@ static void flush_start(struct acct_part *pt)
     int rc = pol_sql_query(as->sh, as->st->db, pt->stmt.text, pt->stmt.params, pt->stmt.lens,
                            pt->stmt.count, 0, flush_done, pt);
     if (rc < 0) {
-        struct pol_sql_result res = {.status = rc, .error = strerror(-rc)};
-        flush_done(pt, &res);
+        /* Not even queued: certainly not committed. */
+        pt->busy = false;
+        batch_settled(pt, false);
+        if (!as->stopped)
+            flush_failed(pt, strerror(-rc));
+        else
+            pt->flush_due = false;
     }
 }
 
@@ -536,10 +684,19 @@ static void part_kick(struct acct_part *pt)
      * connection); after a failed one they go on and fail or succeed on their own. */
     if (pt->busy || !pt->as->sh || pol_ddl_gate_pending(&pt->ddl))
         return;
+    if (pt->uncertain) {
+        /* Settled first: fetches and flushes use pt->batch, and a fetch would read a value
+         * that may or may not hold the batch. */
+        if (pt->flush_due || (pt->fetch_head != 0 && !pt->as->stopped))
+            claim_start(pt);
+        return;
+    }
     if (pt->fetch_head != 0 && !pt->as->stopped)
         fetch_start(pt);
     else if (pt->flush_due)
         flush_start(pt);
+    else if (purge_due(pt))
+        purge_start(pt);
 }
 
 /* ---------------------------------------------------------------------------------------------

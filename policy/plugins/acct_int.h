@@ -24,8 +24,9 @@ extern "C" {
 
 /* Bytes of one DDL statement of a table (CREATE TABLE with its columns, the unique index). */
 #define ACCT_DDL_BYTES 2048u
-/* PostgreSQL, MySQL: 2.05's probe, CREATE TABLE, the unique (key, time) index. */
-#define ACCT_DDL_STMTS 3u
+/* PostgreSQL, MySQL: 2.05's probe, CREATE TABLE, the unique (key, time) index; PostgreSQL
+ * also the batch log's CREATE TABLE IF NOT EXISTS (POL_ACCT_BATCHES_TABLE). */
+#define ACCT_DDL_STMTS 4u
 
 struct acct_table {
     char name[POL_ACCT_TABLE_BYTES_MAX + 1];
@@ -61,6 +62,7 @@ struct acct_stmt {
     char *arr[2 + POL_ACCT_METRICS]; /* PostgreSQL: keys, times, the four metrics */
     size_t arr_cap[2 + POL_ACCT_METRICS];
     size_t arr_len[2 + POL_ACCT_METRICS];
+    char id_text[ACCT_NUM_BYTES]; /* PostgreSQL: the flush's batch id */
 };
 
 /* One table on one shard. At most one statement of it is out at a time, so a fetch never
@@ -77,6 +79,15 @@ struct acct_part {
     uint32_t *batch;        /* rows of the statement out */
     uint32_t rows_max;      /* POL_ACCT_FLUSH_ROWS_MAX, or the buffer when smaller */
     uint64_t flush_sent_ms; /* when the flush out was sent */
+    /* PostgreSQL (pol_acct_sql_upsert_pg): the id of the flush out, or of the batch whose
+     * outcome is unknown; ids of a part are consecutive from a random start (63 bits). */
+    int64_t batch_id;
+    /* PostgreSQL: the flush of the rows in batch failed without saying whether it committed
+     * (its counts stay in flight, apart from newer ones) until a claim of its id settles it */
+    bool uncertain;
+    bool claiming; /* the statement out is that claim */
+    bool purging;  /* the statement out purges old batch ids (shard 0, first table) */
+    uint64_t purged_ms;
     struct acct_stmt stmt;
     /* PostgreSQL, MySQL: the table's check or creation on this shard; flushes wait for it */
     struct pol_ddl_gate ddl;

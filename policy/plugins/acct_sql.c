@@ -74,7 +74,7 @@ static size_t sb_done(struct sqlbuf *b)
 }
 
 /* Per row "(?,?,CAST(? AS BIGINT),CAST(? AS BIGINT),CAST(? AS BIGINT),CAST(? AS BIGINT))," */
-#define UPSERT_ROW_BYTES 90u
+#define UPSERT_ROW_BYTES 112u
 #define UPSERT_FIXED_BYTES 512u
 #define SELECT_KEY_BYTES 8u
 
@@ -233,15 +233,44 @@ size_t pol_acct_sql_upsert(enum pol_acct_dialect d, const char *table_q, uint32_
     return sb_done(&b);
 }
 
+/* PostgreSQL, exactly once: "WITH b AS (record the id) INSERT INTO T (columns) SELECT * FROM ",
+ * the row source and its WHERE follow. */
+static void sb_once_head(struct sqlbuf *b, const char *table_q)
+{
+    sb_printf(b,
+              "WITH b AS (INSERT INTO " POL_ACCT_BATCHES_TABLE " (id) VALUES (CAST(? AS bigint)) "
+              "ON CONFLICT DO NOTHING RETURNING id) INSERT INTO %s (\"key\",\"time\"",
+              table_q);
+    for (int m = 0; m < POL_ACCT_METRICS; m++)
+        sb_printf(b, ",\"%s\"", pol_acct_metric_names[m]);
+    sb_printf(b, ") SELECT * FROM ");
+}
+
+size_t pol_acct_sql_upsert_values_pg(const char *table_q, uint32_t rows, char *out,
+                                     size_t out_len)
+{
+    ENG_ASSERT(rows >= 1);
+    struct sqlbuf b;
+    sb_init(&b, out, out_len);
+    sb_once_head(&b, table_q);
+    sb_printf(&b, "(VALUES ");
+    for (uint32_t i = 0; i < rows && !b.overflow; i++)
+        sb_printf(&b, "%s(CAST(? AS text),CAST(? AS text),CAST(? AS BIGINT),CAST(? AS BIGINT),"
+                      "CAST(? AS BIGINT),CAST(? AS BIGINT))",
+                  i ? "," : "");
+    sb_printf(&b, ") AS v WHERE EXISTS (SELECT 1 FROM b)");
+    sb_on_conflict(&b, table_q);
+    return sb_done(&b);
+}
+
 size_t pol_acct_sql_upsert_pg(const char *table_q, char *out, size_t out_len)
 {
     struct sqlbuf b;
     sb_init(&b, out, out_len);
-    sb_printf(&b, "INSERT INTO %s (\"key\",\"time\"", table_q);
-    for (int m = 0; m < POL_ACCT_METRICS; m++)
-        sb_printf(&b, ",\"%s\"", pol_acct_metric_names[m]);
-    sb_printf(&b, ") SELECT * FROM unnest(CAST(? AS text[]),CAST(? AS text[]),CAST(? AS bigint[]),"
-                  "CAST(? AS bigint[]),CAST(? AS bigint[]),CAST(? AS bigint[]))");
+    sb_once_head(&b, table_q);
+    sb_printf(&b, "unnest(CAST(? AS text[]),CAST(? AS text[]),CAST(? AS bigint[]),"
+                  "CAST(? AS bigint[]),CAST(? AS bigint[]),CAST(? AS bigint[])) WHERE EXISTS "
+                  "(SELECT 1 FROM b)");
     sb_on_conflict(&b, table_q);
     return sb_done(&b);
 }

@@ -77,13 +77,40 @@ size_t pol_acct_sql_select(const char *table_q, uint32_t keys, char *out, size_t
 /* PostgreSQL: the same two statements with one array parameter per column, so that their text
  * is one per table whatever the number of rows (the client prepares each text once per
  * connection and keeps a bounded number of them):
- *   INSERT INTO T (...) SELECT * FROM unnest(CAST(? AS text[]), CAST(? AS text[]),
- *       CAST(? AS bigint[]) x4) ON CONFLICT ... (the same DO UPDATE as above)
+ *   [WITH b AS (...)] INSERT INTO T (...) SELECT * FROM unnest(CAST(? AS text[]),
+ *       CAST(? AS text[]), CAST(? AS bigint[]) x4) [WHERE EXISTS (SELECT 1 FROM b)]
+ *       ON CONFLICT ... (the same DO UPDATE as above; the bracketed parts: below)
  *   SELECT ... FROM T WHERE ("key","time") IN (SELECT * FROM unnest(CAST(? AS text[]),
  *       CAST(? AS text[])))
  * Parameters are array literals built with pol_acct_sql_array_add. */
-size_t pol_acct_sql_upsert_pg(const char *table_q, char *out, size_t out_len);
 size_t pol_acct_sql_select_pg(const char *table_q, char *out, size_t out_len);
+
+/* PostgreSQL, exactly once: every flush carries a batch id (a bigint, first parameter) that
+ * the same statement records in POL_ACCT_BATCHES_TABLE, and its upsert only runs when the id
+ * was new:
+ *   WITH b AS (INSERT INTO ringpolicyd_acct_batches (id) VALUES (CAST(? AS bigint))
+ *       ON CONFLICT DO NOTHING RETURNING id)
+ *   INSERT INTO T (...) SELECT * FROM unnest(...) WHERE EXISTS (SELECT 1 FROM b) ON CONFLICT ...
+ * A flush whose answer was lost is settled by POL_ACCT_SQL_BATCH_CLAIM with its id: one row
+ * back means the id was free, so the flush did not commit and now never will (send its counts
+ * again under a new id); no row means it committed. A flush still running on the server holds
+ * the id's row lock, so the claim waits for its end. Ids older than a day are purged
+ * (POL_ACCT_SQL_BATCH_PURGE, hourly by shard 0). */
+#define POL_ACCT_BATCHES_TABLE "ringpolicyd_acct_batches"
+#define POL_ACCT_SQL_BATCHES_CREATE                                                               \
+    "CREATE TABLE IF NOT EXISTS " POL_ACCT_BATCHES_TABLE                                          \
+    " (id BIGINT PRIMARY KEY, at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now())"
+#define POL_ACCT_SQL_BATCH_CLAIM                                                                  \
+    "INSERT INTO " POL_ACCT_BATCHES_TABLE " (id) VALUES (CAST(? AS bigint)) ON CONFLICT DO "      \
+    "NOTHING RETURNING id"
+#define POL_ACCT_SQL_BATCH_PURGE                                                                  \
+    "DELETE FROM " POL_ACCT_BATCHES_TABLE " WHERE at < now() - interval '1 day'"
+size_t pol_acct_sql_upsert_pg(const char *table_q, char *out, size_t out_len);
+/* The same with a VALUES list of rows rows (the exit path's synchronous writes): parameters
+ * the batch id, then six per row as in pol_acct_sql_upsert. At most
+ * pol_acct_sql_upsert_bytes(rows, ...) + 256 bytes. */
+size_t pol_acct_sql_upsert_values_pg(const char *table_q, uint32_t rows, char *out,
+                                     size_t out_len);
 
 /* Appends one element to the array literal in buf (*len bytes so far, 0 for a new one):
  * "{" first, then ",", then the element, double-quoted with " and \ escaped when quote (text)

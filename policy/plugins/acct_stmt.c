@@ -45,8 +45,9 @@ int pol_acct_stmt_init(struct acct_part *pt, char *err, size_t err_len)
         s->sql_bytes = pol_acct_sql_upsert_bytes(1, ql) + 256;
         s->sql = malloc(s->sql_bytes);
         s->sql_select = malloc(s->sql_bytes);
-        s->params = calloc(2 + POL_ACCT_METRICS, sizeof(*s->params));
-        s->lens = calloc(2 + POL_ACCT_METRICS, sizeof(*s->lens));
+        /* the batch id, then one array per column */
+        s->params = calloc(3 + POL_ACCT_METRICS, sizeof(*s->params));
+        s->lens = calloc(3 + POL_ACCT_METRICS, sizeof(*s->lens));
         s->arr_cap[ARR_KEY] = ARR_KEYS_BYTES;
         s->arr_cap[ARR_TIME] =
             (size_t)pt->rows_max * pol_acct_sql_array_elem_bytes(POL_ACCT_TIME_BYTES_MAX) + 4;
@@ -198,14 +199,21 @@ static void arrays_add_key(struct acct_stmt *s, const struct pol_acct_row *row)
     ENG_ASSERT(ok); /* arrays_have_room said so */
 }
 
-static void arrays_params(struct acct_stmt *s, const char *text, int count)
+/* The statement's parameters: the batch id when id is set (a flush), then count arrays. */
+static void arrays_params(struct acct_stmt *s, const char *text, const char *id, int count)
 {
+    size_t first = 0;
+    if (id) {
+        s->params[0] = id;
+        s->lens[0] = strlen(id);
+        first = 1;
+    }
     for (int i = 0; i < count; i++) {
-        s->params[i] = s->arr[i];
-        s->lens[i] = s->arr_len[i];
+        s->params[first + (size_t)i] = s->arr[i];
+        s->lens[first + (size_t)i] = s->arr_len[i];
     }
     s->text = text;
-    s->count = (size_t)count;
+    s->count = first + (size_t)count;
 }
 
 static uint32_t flush_arrays(struct acct_part *pt)
@@ -230,7 +238,8 @@ static uint32_t flush_arrays(struct acct_part *pt)
         }
         n++;
     }
-    arrays_params(s, s->sql, cols);
+    snprintf(s->id_text, sizeof(s->id_text), "%lld", (long long)pt->batch_id);
+    arrays_params(s, s->sql, s->id_text, cols);
     return n;
 }
 
@@ -245,7 +254,7 @@ static uint32_t fetch_arrays(struct acct_part *pt)
         arrays_add_key(s, row);
         pt->batch[n++] = idx;
     }
-    arrays_params(s, s->sql_select, 2);
+    arrays_params(s, s->sql_select, NULL, 2);
     return n;
 }
 

@@ -39,6 +39,8 @@ enum {
     AM_FLUSH_ROWS,
     AM_FLUSH_FAILED,
     AM_FLUSH_MS,
+    AM_CLAIMS,
+    AM_CLAIMS_RESENT,
     AM_SPILLED,
     AM_REPLAYED,
     AM_DROPPED,
@@ -59,6 +61,14 @@ static const struct pol_metrics_field acct_fields[AM_COUNT] = {
                      "Time accounting flushes (done and failed) were out, in milliseconds "
                      "(divide by flushes plus failures for the mean).",
                      false, false},
+    [AM_CLAIMS] = {"ringpolicyd_accounting_batch_claims_total",
+                   "PostgreSQL: accounting flushes whose answer was lost, settled by claiming "
+                   "their batch id.",
+                   false, false},
+    [AM_CLAIMS_RESENT] = {"ringpolicyd_accounting_batch_claims_resent_total",
+                          "PostgreSQL: of those, flushes that had not committed (their counts "
+                          "were sent again under a new id).",
+                          false, false},
     [AM_SPILLED] = {"ringpolicyd_accounting_spilled_rows_total",
                     "Accounting deltas written to the spill file.", false, false},
     [AM_REPLAYED] = {"ringpolicyd_accounting_replayed_rows_total",
@@ -81,6 +91,8 @@ static void acct_snap(void *ctx, uint64_t *v)
     v[AM_FLUSH_ROWS] = s->flush_rows;
     v[AM_FLUSH_FAILED] = s->flush_failed;
     v[AM_FLUSH_MS] = s->flush_ms;
+    v[AM_CLAIMS] = s->claims;
+    v[AM_CLAIMS_RESENT] = s->claims_resent;
     v[AM_SPILLED] = s->spilled;
     v[AM_REPLAYED] = s->replayed;
     v[AM_DROPPED] = s->dropped;
@@ -200,6 +212,10 @@ int pol_acct_table_ensure_sync(struct pol_acct_store *st, struct acct_table *t, 
              t->name);
     if (ddl_exec(st, sql, what, err, err_len) != 0)
         return -1;
+    if (st->driver == POL_SQL_PG &&
+        (pol_acct_sql_ddl_shared(true, POL_ACCT_SQL_BATCHES_CREATE, sql, sizeof(sql)) == 0 ||
+         ddl_exec(st, sql, "cannot create table " POL_ACCT_BATCHES_TABLE, err, err_len) != 0))
+        return -1;
     pol_ddl_announce(&t->created);
     return 0;
 }
@@ -222,7 +238,14 @@ static int table_ddl_build(struct pol_acct_store *st, struct acct_table *t, char
     t->ddl[0] = (struct pol_ddl_stmt){t->ddl_text[0], true};
     t->ddl[1] = (struct pol_ddl_stmt){t->ddl_text[1], false};
     t->ddl[2] = (struct pol_ddl_stmt){t->ddl_text[2], false};
-    t->ddl_count = ACCT_DDL_STMTS;
+    t->ddl_count = 3;
+    if (pg) {
+        size_t n = pol_acct_sql_ddl_shared(true, POL_ACCT_SQL_BATCHES_CREATE, t->ddl_text[3],
+                                           ACCT_DDL_BYTES);
+        ENG_ASSERT(n > 0); /* a constant that fits */
+        t->ddl[3] = (struct pol_ddl_stmt){t->ddl_text[3], false};
+        t->ddl_count = 4;
+    }
     snprintf(t->ddl_what, sizeof(t->ddl_what), "accounting table %s", t->name);
     return 0;
 }

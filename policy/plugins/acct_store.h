@@ -153,6 +153,9 @@ struct pol_acct_store_stats {
     uint64_t quota_hits, quota_misses;
     uint64_t spilled, replayed, dropped, spill_errors;
     uint64_t flush_ms; /* time flushes (done and failed) were out, milliseconds */
+    /* PostgreSQL: flushes whose answer was lost, settled by claiming their batch id; of those,
+     * the ones that had not committed (their counts were sent again) */
+    uint64_t claims, claims_resent;
 };
 
 /* Sums the shards' counters (exact when they are idle). */

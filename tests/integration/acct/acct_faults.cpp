@@ -11,6 +11,10 @@
 
 #include <dirent.h>
 
+#include <atomic>
+#include <memory>
+#include <thread>
+
 using namespace itest;
 using namespace acctit;
 
@@ -141,6 +145,82 @@ TEST_CASE("a long outage with a small buffer: spilled to disk, read back when it
     CHECK(wait_for([&] { return files_in(spill.path()).size(); }, (size_t)0) == 0);
     CHECK(d->stop() == 0);
     CHECK(count_sum() == (uint64_t)mails);
+}
+
+namespace
+{
+
+/* Runs lock_sql in a transaction held for hold_ms on another thread; returns once it holds. */
+std::thread hold_lock(const std::string &lock_sql, int hold_ms)
+{
+    auto held = std::make_shared<std::atomic<bool>>(false);
+    std::thread t([lock_sql, hold_ms, held] {
+        PGconn *pc = PQconnectdb(pg().conninfo().c_str());
+        PQclear(PQexec(pc, "BEGIN"));
+        PQclear(PQexec(pc, lock_sql.c_str()));
+        *held = true;
+        sleep_ms(hold_ms);
+        PQclear(PQexec(pc, "COMMIT"));
+        PQfinish(pc);
+    });
+    while (!*held)
+        sleep_ms(10);
+    return t;
+}
+
+} // namespace
+
+TEST_CASE("flushes that outlive query_timeout_ms count once, committed or not", "[faults]")
+{
+    /* A flush blocked by another session's lock past its deadline: the client gives up (and
+     * resets the connection) while the server still holds the statement. Its batch id settles
+     * it: a table lock blocks the statement before it records the id (the claim wins, the
+     * statement then does nothing, its counts are sent again); a row lock blocks it after
+     * (the claim waits, the statement commits when the lock goes, nothing is sent again).
+     * Without the id the counts of the second case would be written twice. */
+    fresh_table();
+    uint16_t port = free_tcp_port();
+    std::string conf = acct_config(port, "    flush_interval = 0.1\n");
+    std::string conn = pg_connection();
+    conf.replace(conf.find(conn), conn.size(),
+                 conn.substr(0, conn.find("</Connection>")) +
+                     "  query_timeout_ms = 300\n</Connection>\n");
+    auto d = start_ring(conf, Endpoint::tcp(port));
+    Conn c(Endpoint::tcp(port));
+    for (int i = 0; i < 20; i++)
+        REQUIRE(send_mail(c, i, "once."));
+    REQUIRE(wait_for([] { return count_sum(); }, (uint64_t)20, 15000) == 20);
+
+    std::thread t1 = hold_lock("LOCK TABLE acct_client_address IN EXCLUSIVE MODE", 2000);
+    for (int i = 20; i < 60; i++)
+        REQUIRE(send_mail(c, i, "once."));
+    t1.join();
+    uint64_t sum = wait_for([] { return count_sum(); }, (uint64_t)60, 15000);
+    sleep_ms(1000); /* a second write would land within a few intervals */
+    INFO("log:\n" << d->log());
+    CHECK(sum == 60);
+    CHECK(count_sum() == 60);
+    CHECK(log_lines_with(*d, "had not committed: sent again") >= 1);
+
+    std::thread t2 = hold_lock("SELECT * FROM acct_client_address FOR UPDATE", 2000);
+    for (int i = 60; i < 100; i++)
+        REQUIRE(send_mail(c, i, "once."));
+    t2.join();
+    sum = wait_for([] { return count_sum(); }, (uint64_t)100, 15000);
+    sleep_ms(1000);
+    CHECK(sum == 100);
+    CHECK(count_sum() == 100);
+    CHECK(log_lines_with(*d, "had committed: not sent again") >= 1);
+
+    /* Stopped while such a flush is out: the exit path claims the id (waiting for the lock). */
+    std::thread t3 = hold_lock("SELECT * FROM acct_client_address FOR UPDATE", 1500);
+    for (int i = 100; i < 140; i++)
+        REQUIRE(send_mail(c, i, "once."));
+    sleep_ms(600); /* the flush timed out */
+    CHECK(d->stop() == 0);
+    t3.join();
+    CHECK(count_sum() == 140);
+    CHECK(log_lines_with(*d, "may count twice") == 0);
 }
 
 TEST_CASE("SIGTERM writes what was not flushed yet", "[faults]")

@@ -215,9 +215,12 @@ TEST_CASE("PostgreSQL statements take one array per column", "[sql]")
     REQUIRE(pol_acct_sql_upsert_pg("\"acct_x\"", buf, sizeof(buf)) > 0);
     CHECK(
         std::string(buf) ==
+        "WITH b AS (INSERT INTO ringpolicyd_acct_batches (id) VALUES (CAST(? AS bigint)) ON "
+        "CONFLICT DO NOTHING RETURNING id) "
         "INSERT INTO \"acct_x\" (\"key\",\"time\",\"count\",\"count_rcpt\",\"size\",\"size_rcpt\")"
         " SELECT * FROM unnest(CAST(? AS text[]),CAST(? AS text[]),CAST(? AS bigint[]),"
-        "CAST(? AS bigint[]),CAST(? AS bigint[]),CAST(? AS bigint[])) ON CONFLICT "
+        "CAST(? AS bigint[]),CAST(? AS bigint[]),CAST(? AS bigint[])) WHERE EXISTS (SELECT 1 FROM "
+        "b) ON CONFLICT "
         "(\"key\",\"time\") DO UPDATE SET \"count\" = \"acct_x\".\"count\" + excluded.\"count\", "
         "\"count_rcpt\" = \"acct_x\".\"count_rcpt\" + excluded.\"count_rcpt\", \"size\" = "
         "\"acct_x\".\"size\" + excluded.\"size\", \"size_rcpt\" = \"acct_x\".\"size_rcpt\" + "
