@@ -3,7 +3,8 @@
 // in the table equals the mails accounted, exactly); a long outage with a small buffer (the
 // spill file is written, then read back and removed); SIGTERM writes what was not flushed;
 // counts spilled at exit are replayed by the next start; kill -9 after a flush interval has
-// lost nothing.
+// lost nothing. And none twice: flushes that outlive query_timeout_ms (blocked by another
+// session's locks) are settled by their batch ids, old ids are purged.
 #include "acct_rig.h"
 
 #include <signal.h>
@@ -221,6 +222,31 @@ TEST_CASE("flushes that outlive query_timeout_ms count once, committed or not", 
     t3.join();
     CHECK(count_sum() == 140);
     CHECK(log_lines_with(*d, "may count twice") == 0);
+}
+
+TEST_CASE("batch ids older than a day are purged, newer ones kept", "[faults]")
+{
+    fresh_table();
+    pg_rows("CREATE TABLE IF NOT EXISTS ringpolicyd_acct_batches (id BIGINT PRIMARY KEY, at "
+            "TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now())");
+    pg_rows("DELETE FROM ringpolicyd_acct_batches WHERE id IN (1, 2)");
+    pg_rows("INSERT INTO ringpolicyd_acct_batches (id, at) VALUES (1, now() - interval '25 "
+            "hours'), (2, now() - interval '23 hours')");
+    uint16_t port = free_tcp_port();
+    auto d = start_ring(acct_config(port, "    flush_interval = 0.1\n"), Endpoint::tcp(port));
+    Conn c(Endpoint::tcp(port));
+    for (int i = 0; i < 5; i++)
+        REQUIRE(send_mail(c, i, "purge."));
+    auto old_ids = [] {
+        return pg_rows("SELECT id FROM ringpolicyd_acct_batches WHERE id IN (1, 2) ORDER BY id");
+    };
+    INFO("log:\n" << d->log());
+    CHECK(wait_for(old_ids, std::vector<std::string>{"2"}) == std::vector<std::string>{"2"});
+    CHECK(wait_for([] { return count_sum(); }, (uint64_t)5) == 5);
+    /* the flushes recorded their ids */
+    CHECK(std::stoull(pg_rows("SELECT count(*) FROM ringpolicyd_acct_batches WHERE at > now() - "
+                              "interval '1 minute'")[0]) >= 1);
+    CHECK(d->stop() == 0);
 }
 
 TEST_CASE("SIGTERM writes what was not flushed yet", "[faults]")
