@@ -32,6 +32,7 @@ SHARDS=0
 LOG_LEVEL=0
 ONLY="ours,perl"
 OUT=""
+CACHE_PER_MAIL=0
 
 usage() {
     cat <<USAGE
@@ -45,6 +46,8 @@ usage: bench/realistic/bench.sh [options]
   --shards N           ringpolicyd shards (default 0: one per CPU)
   --log-level N        log_level in the config (default 0)
   --only LIST          comma list of ours,perl (default both)
+  --cache-per-mail     ringpolicyd's SqlUserConfig gets cache_per_mail = 1 (one query per
+                       mail instead of 2.05's one per request; Perl's file is unchanged)
   --quick              --duration 3 --warmup 1 --repeats 1
   --out FILE           also write the report there
 USAGE
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
     --shards) SHARDS=$2; shift 2 ;;
     --log-level) LOG_LEVEL=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --cache-per-mail) CACHE_PER_MAIL=1; shift ;;
     --quick) DURATION=3; WARMUP=1; REPEATS=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
@@ -143,8 +147,9 @@ CHAIN=$RUN/chain.plugins
 sed -n '/^<VirtualHost/,/^<\/VirtualHost>/p' "$ROOT/bench/run/chain.conf" | sed '1d;$d' | grep -v '^ *name *=' >"$CHAIN"
 
 render() {
-    local dst=$1 port=$2 conns=$3
-    sed -e "s/@PORT@/$port/g" -e "s/@LOG_LEVEL@/$LOG_LEVEL/" \
+    local dst=$1 port=$2 conns=$3 kind=$4 ucache=""
+    [ "$kind" = ours ] && [ "$CACHE_PER_MAIL" = 1 ] && ucache='cache_per_mail = 1'
+    sed -e "s/@UC_CACHE@/$ucache/" -e "s/@PORT@/$port/g" -e "s/@LOG_LEVEL@/$LOG_LEVEL/" \
         -e "s/@MIN_SERVERS@/$((conns + 2))/" -e "s/@MIN_SPARE@/2/" \
         -e "s/@MAX_SPARE@/$((conns + 4))/" \
         -e "s/@MAX_SERVERS@/$((conns + 8))/" -e "s/@SHARDS@/$SHARDS/" \
@@ -158,7 +163,7 @@ start_server() {
     local log=$RUN/$kind.c$conns.log conf=$RUN/$kind.c$conns.conf
     [ "$kind" = perl ] && prog=$PERL
     SERVER_PORT=$(free_port)
-    render "$conf" "$SERVER_PORT" "$conns"
+    render "$conf" "$SERVER_PORT" "$conns" "$kind"
     "${NEWPGRP[@]}" "$prog" -f -c "$conf" >"$log" 2>&1 </dev/null &
     SERVER_PID=$!
     GROUPS_STARTED+=("$SERVER_PID")
@@ -216,7 +221,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
     echo "# ringpolicyd realistic benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     setup_lines "$ROOT" "$BUILD"
-    echo "- config: bench/realistic/realistic.conf, the same file for both daemons: sessions in memcached, bench/run/chain.conf's 9 plugins, SqlUserConfig + Quota + Accounting (client_address, sender) on PostgreSQL"
+    echo "- config: bench/realistic/realistic.conf, the same file for both daemons: sessions in memcached, bench/run/chain.conf's 9 plugins, SqlUserConfig + Quota + Accounting (client_address, sender) on PostgreSQL$([ "$CACHE_PER_MAIL" = 1 ] && echo "; ringpolicyd's SqlUserConfig with cache_per_mail = 1 (--cache-per-mail)")"
     echo "- backends: $("$PG_BIN/postgres" --version) on 127.0.0.1:$PG_PORT (fsync off, synchronous_commit off; pg_stat_statements $([ "$PGSS" = 1 ] && echo on || echo off)), memcached $(memcached -V 2>/dev/null | awk '{print $2}') on 127.0.0.1:$MEMCACHED_PORT (2 threads); both on this machine, their CPU shown apart"
     echo "- load: ringpolicyd-load, closed loop, generated Postfix 3.7 mails (1-5 recipients: RCPT each, then END-OF-MESSAGE, one instance per mail), threads ${THREADS:-one per CPU}; $DURATION s measured after $WARMUP s warm-up, $REPEATS repeat(s) per point, medians shown"
     echo "- ringpolicyd: shards=$SHARDS (0 = one per CPU), log_level=$LOG_LEVEL, Accounting flush_interval at its default"

@@ -4,7 +4,7 @@
  * to and replay from the shard's file, and the final synchronous flush at exit.
  *
  * Per table and shard one statement is out at a time (acct_part.busy): quota fetches go first
- * (a request waits for them), then flush slices. Statement texts, parameter arrays and number
+ * (a request waits for them), but a due flush slice gets every other turn. Statement texts, parameter arrays and number
  * texts are allocated at shard start for the largest statement; a flush's parameters point
  * into the rows themselves, which stay put (INFLIGHT and FETCH rows are never evicted) until
  * the statement's done runs. Nothing here runs inside a plugin's step: steps only queue work
@@ -460,6 +460,7 @@ static void fetch_start(struct acct_part *pt)
     ENG_ASSERT(n > 0);
     pt->busy = true;
     pt->fetching = true;
+    pt->fetched_last = true;
     pt->batch_count = n;
     as->stats.fetches++;
     as->stats.fetch_keys += n;
@@ -663,6 +664,7 @@ static void flush_start(struct acct_part *pt)
         return;
     pt->busy = true;
     pt->fetching = false;
+    pt->fetched_last = false;
     pt->batch_count = n;
     pt->flush_sent_ms = now_ms(as);
     int rc = pol_sql_query(as->sh, as->st->db, pt->stmt.text, pt->stmt.params, pt->stmt.lens,
@@ -691,10 +693,21 @@ static void part_kick(struct acct_part *pt)
             claim_start(pt);
         return;
     }
-    if (pt->fetch_head != 0 && !pt->as->stopped)
+    /* Fetches go first (a request waits for them), but a due flush gets every other turn:
+     * under a steady stream of quota misses the dirty rows would otherwise wait, fill the
+     * table and leave no room for new counts nor quota rows. */
+    bool fetch_ready = pt->fetch_head != 0 && !pt->as->stopped;
+    if (fetch_ready && !(pt->flush_due && pt->fetched_last)) {
         fetch_start(pt);
-    else if (pt->flush_due)
+        return;
+    }
+    if (pt->flush_due) {
         flush_start(pt);
+        if (pt->busy)
+            return;
+    }
+    if (fetch_ready)
+        fetch_start(pt);
     else if (purge_due(pt))
         purge_start(pt);
 }

@@ -73,6 +73,7 @@ struct acct_part {
     struct pol_acct_agg agg;
     bool busy;      /* a statement is out */
     bool fetching;  /* ... and it is a fetch (else a flush) */
+    bool fetched_last; /* the last statement sent was a fetch: a due flush goes next */
     bool flush_due; /* the interval passed (or the table fills up): flush the dirty rows */
     uint32_t fetch_head, fetch_tail; /* rows waiting for a fetch (index + 1, via fetch_next) */
     uint32_t batch_count;
