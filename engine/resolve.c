@@ -10,6 +10,7 @@
 
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,4 +98,53 @@ void eng_resolve_drop(struct eng_resolve *r)
     if (atomic_compare_exchange_strong(&r->state, &expect, RES_ABANDONED))
         return; /* resolve_notify frees it */
     resolve_free(r);
+}
+
+void eng_resolve_poll_drop(struct eng_resolve_poll *p)
+{
+    eng_resolve_drop(p->r);
+    p->r = NULL;
+}
+
+int eng_resolve_poll_step(struct eng_resolve_poll *p, uint64_t now_ms, uint32_t timeout_ms,
+                          const char *host, const char *service, struct sockaddr_storage *out,
+                          socklen_t *out_len, char *why, size_t why_len)
+{
+    if (!p->r) {
+        const struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+        int rc = eng_resolve_start(host, service, &hints, &p->r);
+        if (rc != 0) {
+            snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(rc));
+            return -1;
+        }
+        p->started_ms = now_ms;
+        return 0;
+    }
+    if (!eng_resolve_done(p->r)) {
+        if (now_ms - p->started_ms < timeout_ms)
+            return 0;
+        eng_resolve_poll_drop(p);
+        snprintf(why, why_len, "cannot resolve %.200s: the lookup timed out", host);
+        return -1;
+    }
+    const struct addrinfo *ai = NULL;
+    int rc = eng_resolve_result(p->r, &ai);
+    const struct addrinfo *pick = ai;
+    for (const struct addrinfo *a = ai; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    if (rc == 0 && pick->ai_addrlen <= sizeof(*out)) {
+        memcpy(out, pick->ai_addr, pick->ai_addrlen);
+        *out_len = pick->ai_addrlen;
+    } else if (rc == 0) {
+        rc = EAI_FAMILY;
+    }
+    eng_resolve_poll_drop(p);
+    if (rc != 0) {
+        snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    return 1;
 }

@@ -19,8 +19,14 @@
  * So a polled socket is shut down at once (the peer sees the close) and close(2)d on a later
  * turn (a 1 ms timer checks that the shard's turn counter moved).
  *
- * Known limits: names are resolved once at start-up (eng_stream_target_tcp); writes are plain
- * send(2) calls from the loop, not ring operations (one request is a few hundred bytes).
+ * A target given by name is resolved at every connection attempt, off the shard (resolve.c:
+ * glibc's getaddrinfo_a thread, polled every STREAM_RESOLVE_POLL_MS), never at start-up: a
+ * name that appears later (a Kubernetes Service) or moves is followed. Connections opened
+ * while a lookup is out share it (SC_CONNECTING with `resolving`, no socket yet); the connect
+ * deadline covers the lookup. A failed lookup is a failed connect (log line, backoff).
+ *
+ * Known limit: writes are plain send(2) calls from the loop, not ring operations (one request
+ * is a few hundred bytes).
  */
 #include "eng/stream.h"
 
@@ -40,8 +46,11 @@
 #include "eng/assert.h"
 #include "eng/log.h"
 
+#include "resolve.h"
+
 #define STREAM_CONNS_LIMIT 1024u /* conns_max above this is a config error */
 #define GRAVE_PER_CONN 2u
+#define STREAM_RESOLVE_POLL_MS 2u
 
 enum sc_state { SC_CLOSED, SC_CONNECTING, SC_BUSY, SC_IDLE };
 enum rq_state { RQ_NONE, RQ_QUEUED, RQ_ACTIVE, RQ_DEFERRED };
@@ -52,6 +61,7 @@ struct sconn {
     int fd;
     bool polled;
     bool reused;             /* has carried a reply before */
+    bool resolving;          /* SC_CONNECTING, waiting for the target's lookup (no socket) */
     struct eng_poll poll;
     struct eng_timer timer;  /* connect deadline or idle limit */
     struct eng_stream_req *rq;
@@ -79,6 +89,11 @@ struct eng_stream {
     struct grave *graves;
     uint32_t grave_count, grave_max;
     struct eng_timer grave_timer;
+    /* where to connect: the target's address, or its name's last lookup */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    struct eng_resolve_poll rp;
+    struct eng_timer resolve_timer;
     struct eng_stream_stats st;
 };
 
@@ -90,7 +105,7 @@ int eng_stream_target_tcp(const char *hostport, struct eng_stream_target *out, c
                           size_t err_len)
 {
     memset(out, 0, sizeof(*out));
-    char host[256];
+    char host[ENG_STREAM_HOST_BYTES];
     const char *colon = strrchr(hostport, ':');
     const char *h = hostport;
     size_t hlen = colon ? (size_t)(colon - hostport) : 0;
@@ -110,27 +125,25 @@ int eng_stream_target_tcp(const char *hostport, struct eng_stream_target *out, c
     }
     memcpy(host, h, hlen);
     host[hlen] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
     struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0 || !res) {
-        snprintf(err, err_len, "cannot resolve '%s': %s", host, gai_strerror(rc));
-        return -ENOENT;
+    if (getaddrinfo(host, colon + 1, &hints, &res) == 0 && res) {
+        ENG_ASSERT(res->ai_addrlen <= sizeof(out->addr));
+        memcpy(&out->addr, res->ai_addr, res->ai_addrlen);
+        out->addr_len = res->ai_addrlen;
+        freeaddrinfo(res);
+        eng_addr_format((const struct sockaddr *)&out->addr, out->addr_len, out->name,
+                        sizeof(out->name));
+        return 0;
     }
-    /* An IPv4 address first when the name has one: 2.05's clients (IO::Socket::INET) spoke
-     * IPv4 only, and "localhost" must not turn into ::1 where the server listens on 127.0.0.1. */
-    const struct addrinfo *pick = res;
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
-        if (ai->ai_family == AF_INET) {
-            pick = ai;
-            break;
-        }
-    ENG_ASSERT(pick->ai_addrlen <= sizeof(out->addr));
-    memcpy(&out->addr, pick->ai_addr, pick->ai_addrlen);
-    out->addr_len = pick->ai_addrlen;
-    freeaddrinfo(res);
-    eng_addr_format((const struct sockaddr *)&out->addr, out->addr_len, out->name,
-                    sizeof(out->name));
+    /* A name: looked up at each connection attempt (the stream's resolve_step). */
+    if (hlen > ENG_RESOLVE_HOST_MAX || hlen >= sizeof(out->host)) {
+        snprintf(err, err_len, "'%s': host name too long", hostport);
+        return -EINVAL;
+    }
+    memcpy(out->host, host, hlen + 1);
+    snprintf(out->port, sizeof(out->port), "%ld", port);
+    snprintf(out->name, sizeof(out->name), "%s:%ld", host, port);
     return 0;
 }
 
@@ -173,6 +186,7 @@ void eng_stream_config_defaults(struct eng_stream_config *cfg)
 }
 
 static void grave_timer_fired(struct eng_shard *sh, struct eng_timer *t);
+static void resolve_timer_fired(struct eng_shard *sh, struct eng_timer *t);
 
 int eng_stream_create(struct eng_shard *sh, const struct eng_stream_target *t,
                       const struct eng_stream_config *cfg, struct eng_stream **out)
@@ -203,6 +217,9 @@ int eng_stream_create(struct eng_shard *sh, const struct eng_stream_target *t,
             goto nomem;
     }
     eng_timer_init(&s->grave_timer, grave_timer_fired);
+    eng_timer_init(&s->resolve_timer, resolve_timer_fired);
+    s->addr = t->addr;
+    s->addr_len = t->addr_len;
     *out = s;
     return 0;
 nomem:
@@ -275,11 +292,12 @@ static void conn_close(struct sconn *c)
         eng_poll_stop(s->sh, &c->poll);
         shutdown(c->fd, SHUT_RDWR);
         grave_add(s, c->fd);
-    } else {
+    } else if (c->fd >= 0) {
         close(c->fd);
     }
     c->fd = -1;
     c->polled = false;
+    c->resolving = false;
     c->state = SC_CLOSED;
     c->rq = NULL;
     c->rlen = 0;
@@ -425,33 +443,37 @@ static void connect_failed(struct sconn *c, int err)
     }
 }
 
-/* Opens connection c for request rq (already assigned). */
-static void conn_open(struct sconn *c)
+/* Connects c to s->addr: a new connection, or one whose lookup just ended (its deadline timer
+ * is already running). */
+static void conn_connect(struct sconn *c)
 {
     struct eng_stream *s = c->s;
-    ENG_ASSERT(c->state == SC_CLOSED);
-    int fam = s->t.addr.ss_family;
+    if (c->resolving) {
+        c->resolving = false;
+    } else {
+        ENG_ASSERT(c->state == SC_CLOSED);
+        c->state = SC_CONNECTING;
+        c->polled = false;
+        s->st.conns_open++;
+        eng_timer_init(&c->timer, conn_timer_fired);
+    }
+    int fam = s->addr.ss_family;
     int fd = socket(fam, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    c->state = SC_CONNECTING;
     c->fd = fd;
-    c->polled = false;
-    s->st.conns_open++;
-    eng_timer_init(&c->timer, conn_timer_fired);
     if (fd < 0) {
-        c->fd = -1;
-        c->state = SC_CLOSED;
-        s->st.conns_open--;
+        int e = errno;
         struct eng_stream_req *rq = c->rq;
         c->rq = NULL;
+        conn_close(c);
         s->st.errors++;
-        rq_fail_later(rq, -errno);
+        rq_fail_later(rq, -e);
         return;
     }
     if (fam != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    if (connect(fd, (const struct sockaddr *)&s->t.addr, s->t.addr_len) != 0 &&
+    if (connect(fd, (const struct sockaddr *)&s->addr, s->addr_len) != 0 &&
         errno != EINPROGRESS) {
         int e = errno; /* a Unix socket with a full backlog says EAGAIN */
         connect_failed(c, e == EAGAIN ? ECONNREFUSED : e);
@@ -467,7 +489,81 @@ static void conn_open(struct sconn *c)
         return;
     }
     c->polled = true;
+    if (!eng_timer_armed(&c->timer))
+        eng_timer_arm(s->sh, &c->timer, s->cfg.connect_timeout_ms);
+}
+
+/* The target's lookup: started or looked at; when it ended, the connections waiting for it
+ * connect, or fail as a failed connect. */
+static void resolve_step(struct eng_stream *s)
+{
+    bool waiting = false;
+    for (uint32_t i = 0; i < s->cfg.conns_max && !waiting; i++)
+        waiting = s->conns[i].resolving;
+    if (!waiting) {
+        eng_resolve_poll_drop(&s->rp);
+        return;
+    }
+    char why[300] = "";
+    int rc = eng_resolve_poll_step(&s->rp, eng_now_ms(s->sh), s->cfg.connect_timeout_ms,
+                                   s->t.host, s->t.port, &s->addr, &s->addr_len, why,
+                                   sizeof(why));
+    if (rc == 0) {
+        if (!eng_timer_armed(&s->resolve_timer))
+            eng_timer_arm(s->sh, &s->resolve_timer, STREAM_RESOLVE_POLL_MS);
+        return;
+    }
+    if (rc < 0)
+        eng_log(ENG_LOG_WARNING, "%s", why);
+    bool failed_once = false;
+    for (uint32_t i = 0; i < s->cfg.conns_max; i++) {
+        struct sconn *c = &s->conns[i];
+        if (!c->resolving)
+            continue;
+        if (rc > 0) {
+            conn_connect(c);
+        } else if (!failed_once) {
+            failed_once = true;
+            connect_failed(c, EHOSTUNREACH); /* logs, backs off, fails the queue */
+        } else {
+            struct eng_stream_req *rq = c->rq;
+            c->rq = NULL;
+            conn_close(c);
+            if (rq) {
+                s->st.fast_failures++;
+                rq_fail_later(rq, -EHOSTUNREACH);
+            }
+        }
+    }
+    pump(s);
+}
+
+static void resolve_timer_fired(struct eng_shard *sh, struct eng_timer *t)
+{
+    (void)sh;
+    resolve_step((struct eng_stream *)((char *)t - offsetof(struct eng_stream, resolve_timer)));
+}
+
+/* Opens connection c for request rq (already assigned): connects, or first looks the target's
+ * name up. */
+static void conn_open(struct sconn *c)
+{
+    struct eng_stream *s = c->s;
+    ENG_ASSERT(c->state == SC_CLOSED);
+    if (s->t.host[0] == '\0') {
+        conn_connect(c);
+        return;
+    }
+    c->state = SC_CONNECTING;
+    c->fd = -1;
+    c->polled = false;
+    c->resolving = true;
+    s->st.conns_open++;
+    eng_timer_init(&c->timer, conn_timer_fired);
     eng_timer_arm(s->sh, &c->timer, s->cfg.connect_timeout_ms);
+    /* From the loop, never inside eng_stream_request (a failure would end requests there). */
+    if (!eng_timer_armed(&s->resolve_timer))
+        eng_timer_arm(s->sh, &s->resolve_timer, 0);
 }
 
 static void conn_timer_fired(struct eng_shard *sh, struct eng_timer *t)
@@ -778,6 +874,8 @@ void eng_stream_destroy(struct eng_stream *s)
         free(c->rbuf);
     }
     eng_timer_cancel(s->sh, &s->grave_timer);
+    eng_timer_cancel(s->sh, &s->resolve_timer);
+    eng_resolve_poll_drop(&s->rp);
     grave_reap(s, true);
     free(s->conns);
     free(s->graves);

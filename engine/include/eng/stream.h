@@ -33,16 +33,21 @@ extern "C" {
 
 struct eng_stream;
 
+#define ENG_STREAM_HOST_BYTES 256u
+
 /* Where to connect. Filled by eng_stream_target_tcp / _unix at start-up. */
 struct eng_stream_target {
-    struct sockaddr_storage addr;
+    struct sockaddr_storage addr; /* a numeric address or a Unix path (addr_len 0: by name) */
     socklen_t addr_len;
-    char name[300]; /* "127.0.0.1:10023", "[::1]:80", "unix:/path", for logs */
+    char host[ENG_STREAM_HOST_BYTES]; /* a name to look up at each connection attempt, or "" */
+    char port[8];
+    char name[300]; /* "127.0.0.1:10023", "[::1]:80", "mx.example:25", "unix:/path", for logs */
 };
 
-/* "HOST:PORT" or "[V6]:PORT". HOST may be a name: it is resolved now with getaddrinfo (which
- * blocks: call it at start-up, never on the data path) and its first IPv4 address (else its
- * first address) is used for the life of the target. Returns 0, or -EINVAL / -ENOENT with a sentence in err. */
+/* "HOST:PORT" or "[V6]:PORT". A numeric HOST is used as is; a name is not looked up now but
+ * at each connection attempt, off the shard (its IPv4 address first when it has one), so a
+ * name that resolves only later, or moves, is followed. Returns 0, or -EINVAL with a
+ * sentence in err (not HOST:PORT, a bad port, a name longer than 255 bytes). */
 int eng_stream_target_tcp(const char *hostport, struct eng_stream_target *out, char *err,
                           size_t err_len);
 /* A Unix stream socket path. Returns 0, or -ENAMETOOLONG / -EINVAL with a sentence in err. */

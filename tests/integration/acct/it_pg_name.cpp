@@ -81,7 +81,14 @@ TEST_CASE("a PostgreSQL host name that resolves only later: start, degraded serv
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     CHECK(a == "reject listed");
-    CHECK(ask_wl("192.0.2.10") == "dunno");
+    // Each shard has its own connection and backoff: the other one may reconnect a little later.
+    for (int i = 0; i < 100; i++) {
+        a = ask_wl("192.0.2.10");
+        if (a == "dunno")
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(a == "dunno");
     CHECK(d.stop() == 0);
     CHECK(d.alive() == false);
 }

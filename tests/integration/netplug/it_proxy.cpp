@@ -8,6 +8,7 @@
 #include "itcommon.h"
 #include "fake_policy.h"
 #include "netplug_common.h"
+#include "private_hosts.h"
 
 using namespace itest;
 
@@ -59,6 +60,33 @@ TEST_CASE("ringpolicyd to ringpolicyd over TCP, keep-alive", "[it_proxy]")
     upstream->stop();
     // The upstream closed its end: the next request fails (no reply), not a stale answer.
     CHECK(first(ask_rcpt(port, "v1")) == reply_status_name(Reply::CLOSED));
+}
+
+TEST_CASE("an upstream host name that resolves only later: degraded, then proxied without a "
+          "restart",
+          "[it_proxy]")
+{
+    uint16_t up = free_tcp_port();
+    auto upstream = start_ring(simple_config(up, upstream_body()), Endpoint::tcp(up));
+    uint16_t port = free_tcp_port();
+    Daemon d(Impl::Ring,
+             simple_config(port,
+                           proxy_body("host = \"up-later.test:" + std::to_string(up) + "\"",
+                                      "    on_error = \"continue\"\n"),
+                           "shards = 1\n"));
+    std::string hosts = start_with_private_hosts(d, Endpoint::tcp(port), "127.0.0.1 localhost\n");
+    // The name does not resolve: the call fails like a failed connect, on_error goes on.
+    CHECK(first(ask_rcpt(port, "v1")) == "reject not proxied");
+    CHECK(d.wait_log("cannot resolve up-later.test", 5000));
+    write_hosts(hosts, "127.0.0.1 localhost\n127.0.0.1 up-later.test\n");
+    std::string a;
+    for (int i = 0; i < 100 && a != "reject recipient=v1"; i++) { // within the backoff (5 s)
+        a = first(ask_rcpt(port, "v1", "later" + std::to_string(i)));
+        if (a != "reject recipient=v1")
+            sleep_ms(100);
+    }
+    CHECK(a == "reject recipient=v1");
+    CHECK(d.stop() == 0);
 }
 
 TEST_CASE("keepalive = 0 closes the upstream connection after each reply (as 2.05)",

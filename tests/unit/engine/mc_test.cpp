@@ -435,7 +435,7 @@ TEST_CASE("servers by name: resolved when connecting, off the shard; a name that
         eng_mc_config cfg = test_config();
         cfg.backoff_min_ms = 50;
         cfg.backoff_max_ms = 100;
-        Fixture f(backend, "no-such-host.invalid:11211", cfg, false);
+        Fixture f(backend, "no-such-host..invalid:11211", cfg, false);
         eng *e = f.eng.e;
         REQUIRE(eventually([&] { return stats(e).connect_failures >= 2; }, 10000));
         auto t0 = std::chrono::steady_clock::now();

@@ -388,7 +388,7 @@ TEST_CASE("a server given by name: resolved at each attempt; a name that does no
         REQUIRE(eventually([&] { return run(rig, 0, rc, "SET nk v").st == ENG_REDIS_OK; }, 10000));
         CHECK(rserver().raw("GET nk") == "v");
     }
-    Rig rig(block("r", " server = \"no-such-host.invalid:6379\"\n"), 1);
+    Rig rig(block("r", " server = \"no-such-host..invalid:6379\"\n"), 1);
     pol_redis *rc = rlookup("r");
     REQUIRE(eventually([&] { return rstats(rig, 0, rc).connect_failures >= 2; }, 10000));
     CHECK(run(rig, 0, rc, "GET nk").st == ENG_REDIS_DOWN);
