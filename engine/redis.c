@@ -19,8 +19,9 @@
  *
  * Host names (of the server, or of sentinels) are resolved at every connection attempt, off
  * the shard (resolve.c: glibc's getaddrinfo_a helper thread, polled from resolve_timer every
- * REDIS_RESOLVE_POLL_MS and bounded by connect_timeout_ms); the first address found is used. A
- * name that does not resolve is a failed attempt (logged once per outage, backoff), so a
+ * REDIS_RESOLVE_POLL_MS and bounded by connect_timeout_ms, eng_resolve_poll_step); its IPv4
+ * address is used when it has one, else the first address found. A name that does not
+ * resolve is a failed attempt (logged once per outage, backoff), so a
  * server whose name appears later (a Kubernetes Service) is connected without a restart, and
  * a name that moves is followed at the next reconnect. Numeric addresses need no lookup.
  *
@@ -95,8 +96,7 @@ struct eng_redis {
     uint16_t master_port;
     char peer[ENG_REDIS_HOST_BYTES + 8]; /* what the current or last master attempt targets */
     /* Host names: one lookup at a time, for the attempt under way */
-    struct eng_resolve *resolve;
-    uint64_t resolve_started_ms;
+    struct eng_resolve_poll rp;
     struct eng_timer resolve_timer;
     char resolved[ENG_REDIS_HOST_BYTES]; /* the numeric address of the last lookup */
 };
@@ -410,8 +410,7 @@ static bool is_numeric(const char *host)
 
 static void resolve_drop(struct eng_redis *r)
 {
-    eng_resolve_drop(r->resolve);
-    r->resolve = NULL;
+    eng_resolve_poll_drop(&r->rp);
     eng_timer_cancel(r->sh, &r->resolve_timer);
 }
 
@@ -420,35 +419,20 @@ static void resolve_drop(struct eng_redis *r)
  * or failed (*why set). */
 static const char *resolve_step(struct eng_redis *r, const char *host, char *why, size_t why_len)
 {
-    uint64_t now = eng_now_ms(r->sh);
-    if (!r->resolve) {
-        const struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-        int rc = eng_resolve_start(host, NULL, &hints, &r->resolve);
-        if (rc != 0) {
-            snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(rc));
-            return NULL;
-        }
-        r->resolve_started_ms = now;
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    int rc = eng_resolve_poll_step(&r->rp, eng_now_ms(r->sh), r->cfg.connect_timeout_ms, host,
+                                   NULL, &ss, &len, why, why_len);
+    if (rc == 0) {
         eng_timer_arm(r->sh, &r->resolve_timer, REDIS_RESOLVE_POLL_MS);
         return NULL;
     }
-    if (!eng_resolve_done(r->resolve)) {
-        if (now - r->resolve_started_ms >= r->cfg.connect_timeout_ms) {
-            resolve_drop(r);
-            snprintf(why, why_len, "cannot resolve %.200s: the lookup timed out", host);
-            return NULL;
-        }
-        eng_timer_arm(r->sh, &r->resolve_timer, REDIS_RESOLVE_POLL_MS);
+    if (rc < 0)
         return NULL;
-    }
-    const struct addrinfo *ai = NULL;
-    int rc = eng_resolve_result(r->resolve, &ai);
-    int nrc = rc == 0 ? getnameinfo(ai->ai_addr, ai->ai_addrlen, r->resolved, sizeof(r->resolved),
-                                    NULL, 0, NI_NUMERICHOST)
-                      : 0;
-    resolve_drop(r);
-    if (rc != 0 || nrc != 0) {
-        snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(rc ? rc : nrc));
+    int nrc = getnameinfo((const struct sockaddr *)&ss, len, r->resolved, sizeof(r->resolved),
+                          NULL, 0, NI_NUMERICHOST);
+    if (nrc != 0) {
+        snprintf(why, why_len, "cannot resolve %.200s: %s", host, gai_strerror(nrc));
         return NULL;
     }
     return r->resolved;
