@@ -40,7 +40,7 @@ extern "C" {
 #define POL_DDL_BACKOFF_MIN_MS 100u
 #define POL_DDL_BACKOFF_MAX_MS 5000u
 /* Statements one gate runs per attempt. */
-#define POL_DDL_STMTS_MAX 4u
+#define POL_DDL_STMTS_MAX 6u
 
 struct pol_ddl_stmt {
     const char *sql;

@@ -25,8 +25,10 @@ extern "C" {
 /* Bytes of one DDL statement of a table (CREATE TABLE with its columns, the unique index). */
 #define ACCT_DDL_BYTES 2048u
 /* PostgreSQL, MySQL: 2.05's probe, CREATE TABLE, the unique (key, time) index; PostgreSQL
- * also the batch log's CREATE TABLE IF NOT EXISTS (POL_ACCT_BATCHES_TABLE). */
-#define ACCT_DDL_STMTS 4u
+ * also a probe before the index and the batch log's probe and CREATE TABLE IF NOT EXISTS
+ * (POL_ACCT_BATCHES_TABLE): a role that may not create (tables its admin created) only runs
+ * probes. Texts: probe, create, index, index probe, batch log create. */
+#define ACCT_DDL_STMTS 6u
 
 struct acct_table {
     char name[POL_ACCT_TABLE_BYTES_MAX + 1];

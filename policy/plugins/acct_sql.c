@@ -194,6 +194,19 @@ size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *o
     return sb_done(&b);
 }
 
+size_t pol_acct_sql_unique_index_probe_pg(const char *table_q, char *out, size_t out_len)
+{
+    struct sqlbuf b;
+    sb_init(&b, out, out_len);
+    sb_printf(&b, "SELECT 1 / count(*) FROM pg_index i WHERE i.indrelid = CAST('");
+    for (const char *s = table_q; *s; s++) /* a string literal: single quotes doubled */
+        sb_printf(&b, *s == '\'' ? "''" : "%c", *s);
+    sb_printf(&b, "' AS regclass) AND i.indisunique AND i.indnkeyatts = 2 AND ARRAY(SELECT "
+                  "CAST(a.attname AS text) FROM pg_attribute a WHERE a.attrelid = i.indrelid AND "
+                  "a.attnum = ANY (CAST(i.indkey AS int2[])) ORDER BY 1) = ARRAY['key', 'time']");
+    return sb_done(&b);
+}
+
 /* ON CONFLICT ("key","time") DO UPDATE SET "count" = T."count" + excluded."count", ...
  * MySQL: ON DUPLICATE KEY UPDATE `count` = `count` + VALUES(`count`), ... */
 static void sb_on_conflict(struct sqlbuf *b, const char *table_q)

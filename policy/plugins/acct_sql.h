@@ -62,6 +62,10 @@ size_t pol_acct_sql_ddl_shared(bool pg, const char *stmt, char *out, size_t out_
  * unquoted name (the index name is derived from it and quoted here). MySQL: index names are
  * per table, so the index is 2.05's `time_key` (present in tables 2.05 created). */
 size_t pol_acct_sql_unique_index(const char *table, const char *table_q, char *out, size_t out_len);
+/* PostgreSQL: a probe that fails (division by zero) unless T has a unique index on exactly
+ * ("key", "time"), whatever its name: CREATE INDEX IF NOT EXISTS needs the table's owner even
+ * when the index exists, so a role that is not (tables created by an admin) skips it. */
+size_t pol_acct_sql_unique_index_probe_pg(const char *table_q, char *out, size_t out_len);
 
 /* INSERT INTO T ("key","time","count","count_rcpt","size","size_rcpt") VALUES (?,?,CAST(? AS
  * BIGINT),...)... ON CONFLICT ("key","time") DO UPDATE SET "count" = T."count" +
@@ -97,6 +101,7 @@ size_t pol_acct_sql_select_pg(const char *table_q, char *out, size_t out_len);
  * the id's row lock, so the claim waits for its end. Ids older than a day are purged
  * (POL_ACCT_SQL_BATCH_PURGE, hourly by shard 0). */
 #define POL_ACCT_BATCHES_TABLE "ringpolicyd_acct_batches"
+#define POL_ACCT_SQL_BATCHES_PROBE "SELECT * FROM " POL_ACCT_BATCHES_TABLE " WHERE 1=0"
 #define POL_ACCT_SQL_BATCHES_CREATE                                                               \
     "CREATE TABLE IF NOT EXISTS " POL_ACCT_BATCHES_TABLE                                          \
     " (id BIGINT PRIMARY KEY, at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now())"

@@ -201,6 +201,10 @@ int pol_acct_table_ensure_sync(struct pol_acct_store *st, struct acct_table *t, 
             return -1;
         eng_log(ENG_LOG_NOTICE, "accounting: created table %s", t->name);
     }
+    bool pg = st->driver == POL_SQL_PG;
+    if (pg && (pol_acct_sql_unique_index_probe_pg(t->quoted, sql, sizeof(sql)) == 0 ||
+               pol_sql_exec_sync(st->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) == 0))
+        goto batches; /* the index is there (or the name is too long: CREATE says so) */
     if (pol_acct_sql_unique_index(t->name, t->quoted, sql, sizeof(sql)) == 0) {
         snprintf(err, err_len, "table name %s is too long", t->name);
         return -1;
@@ -212,7 +216,10 @@ int pol_acct_table_ensure_sync(struct pol_acct_store *st, struct acct_table *t, 
              t->name);
     if (ddl_exec(st, sql, what, err, err_len) != 0)
         return -1;
-    if (st->driver == POL_SQL_PG &&
+batches:
+    if (pg &&
+        pol_sql_exec_sync(st->db, POL_ACCT_SQL_BATCHES_PROBE, NULL, 0, NULL, NULL, why,
+                          sizeof(why)) != 0 &&
         (pol_acct_sql_ddl_shared(true, POL_ACCT_SQL_BATCHES_CREATE, sql, sizeof(sql)) == 0 ||
          ddl_exec(st, sql, "cannot create table " POL_ACCT_BATCHES_TABLE, err, err_len) != 0))
         return -1;
@@ -237,14 +244,22 @@ static int table_ddl_build(struct pol_acct_store *st, struct acct_table *t, char
     }
     t->ddl[0] = (struct pol_ddl_stmt){t->ddl_text[0], true};
     t->ddl[1] = (struct pol_ddl_stmt){t->ddl_text[1], false};
-    t->ddl[2] = (struct pol_ddl_stmt){t->ddl_text[2], false};
-    t->ddl_count = 3;
-    if (pg) {
-        size_t n = pol_acct_sql_ddl_shared(true, POL_ACCT_SQL_BATCHES_CREATE, t->ddl_text[3],
-                                           ACCT_DDL_BYTES);
-        ENG_ASSERT(n > 0); /* a constant that fits */
-        t->ddl[3] = (struct pol_ddl_stmt){t->ddl_text[3], false};
-        t->ddl_count = 4;
+    if (!pg) {
+        t->ddl[2] = (struct pol_ddl_stmt){t->ddl_text[2], false};
+        t->ddl_count = 3;
+    } else {
+        /* each CREATE after a probe that skips it when its object is there */
+        if (pol_acct_sql_unique_index_probe_pg(t->quoted, t->ddl_text[3], ACCT_DDL_BYTES) == 0 ||
+            pol_acct_sql_ddl_shared(true, POL_ACCT_SQL_BATCHES_CREATE, t->ddl_text[4],
+                                    ACCT_DDL_BYTES) == 0) {
+            snprintf(err, err_len, "table name %s is too long", t->name);
+            return -1;
+        }
+        t->ddl[2] = (struct pol_ddl_stmt){t->ddl_text[3], true};
+        t->ddl[3] = (struct pol_ddl_stmt){t->ddl_text[2], false};
+        t->ddl[4] = (struct pol_ddl_stmt){POL_ACCT_SQL_BATCHES_PROBE, true};
+        t->ddl[5] = (struct pol_ddl_stmt){t->ddl_text[4], false};
+        t->ddl_count = 6;
     }
     snprintf(t->ddl_what, sizeof(t->ddl_what), "accounting table %s", t->name);
     return 0;
