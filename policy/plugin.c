@@ -493,6 +493,8 @@ struct pol_plugin *pol_plugin_build(struct pol_server *s, const struct pol_cfg_n
         if (t->create(p, why, sizeof(why)) != 0) {
             pol_errf(err, err_len, block->file, block->line, "could not initialize plugin %s: %s",
                      p->name, why[0] ? why : "create failed");
+            if (t->destroy && pol_plugin_data(p)) /* what create set up before it failed */
+                t->destroy(p);
             goto fail;
         }
     }

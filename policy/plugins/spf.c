@@ -262,11 +262,14 @@ static int spf_create(struct pol_plugin *p, char *err, size_t err_len)
         return -1;
     }
     pol_plugin_set_data(p, d);
-    if (whitelist_parse(d, cap, wl, err, err_len) != 0)
-        return -1;
     long long evals = pol_opt(p, OPT_MAX_EVALUATIONS)->i;
-    if (evals < 1 || evals > EVALUATIONS_MAX) {
-        snprintf(err, err_len, "max_evaluations must be 1..%d", EVALUATIONS_MAX);
+    if (whitelist_parse(d, cap, wl, err, err_len) != 0 ||
+        ((evals < 1 || evals > EVALUATIONS_MAX) &&
+         snprintf(err, err_len, "max_evaluations must be 1..%d", EVALUATIONS_MAX) > 0)) {
+        /* destroy runs only for a created plugin */
+        free(d->score_flag);
+        free(d);
+        pol_plugin_set_data(p, NULL);
         return -1;
     }
     const char *host = pol_opt(p, OPT_HOSTNAME)->text;

@@ -135,7 +135,9 @@ struct pol_plugin_type {
     size_t req_state_bytes;
 
     /* Optional. Main thread, after options were parsed. Returns 0, or -1 with a sentence in
-     * err (reported with the block's file and line, start-up fails). */
+     * err (reported with the block's file and line, start-up or the reload fails). When it
+     * fails after pol_plugin_set_data, destroy is called for what it set up so far (so
+     * destroy must accept a partly built state), unless it reset the data to NULL itself. */
     int (*create)(struct pol_plugin *p, char *err, size_t err_len);
     /* Optional. On each shard's thread at shard start / stop, for per-shard state. */
     int (*shard_start)(struct pol_plugin *p, struct eng_shard *sh, void **shard_data,
