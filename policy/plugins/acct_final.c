@@ -11,9 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <eng/assert.h>
 #include <eng/log.h>
@@ -50,10 +47,7 @@ static int sync_buf_init(struct sync_buf *b, uint32_t rows_max)
     b->params = calloc((size_t)rows_max * 6 + 1, sizeof(*b->params));
     b->nums = calloc((size_t)rows_max * POL_ACCT_METRICS, sizeof(*b->nums));
     b->sql_bytes = pol_acct_sql_upsert_bytes(rows_max, POL_ACCT_IDENT_BYTES_MAX) + 256;
-    uint64_t r = 0;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-        r = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8);
-    b->batch_id = (int64_t)(r >> 2);
+    b->batch_id = pol_acct_batch_id_start(b);
     b->sql = malloc(b->sql_bytes);
     if (!b->batch || !b->params || !b->nums || !b->sql) {
         sync_buf_fini(b);
@@ -97,8 +91,9 @@ static int sync_flush_rows(struct pol_acct_store *st, const char *table_q, struc
             return 0;
         char id[ACCT_NUM_BYTES];
         snprintf(id, sizeof(id), "%lld", (long long)b->batch_id);
-        size_t first = pg ? 1 : 0;
-        b->params[0] = id;
+        size_t first = pg ? 1 : 0; /* PostgreSQL: the batch id first */
+        if (pg)
+            b->params[0] = id;
         for (uint32_t i = 0; i < n; i++) {
             const struct pol_acct_row *row = pol_acct_agg_row(agg, b->batch[i]);
             const char **p = &b->params[first + 6 * (size_t)i];

@@ -4,8 +4,9 @@
  * to and replay from the shard's file, and the final synchronous flush at exit.
  *
  * Per table and shard one statement is out at a time (acct_part.busy): quota fetches go first
- * (a request waits for them), but a due flush slice gets every other turn. Statement texts, parameter arrays and number
- * texts are allocated at shard start for the largest statement; a flush's parameters point
+ * (a request waits for them), but a due flush slice gets every other turn. Statement texts,
+ * parameter arrays and number texts are allocated at shard start for the largest statement;
+ * a flush's parameters point
  * into the rows themselves, which stay put (INFLIGHT and FETCH rows are never evicted) until
  * the statement's done runs. Nothing here runs inside a plugin's step: steps only queue work
  * and arm the shard's work timer.
@@ -34,15 +35,14 @@
  * committed. A claim that fails is retried at the next interval (quota checks waiting on the
  * part fail meanwhile, as a failed fetch fails them); the exit path claims synchronously
  * (acct_final.c). Shard 0 purges ids older than a day once an hour.
- * Still at least once: MySQL (no data-modifying CTE; a flush whose answer is lost after the
- * commit is written again, at most one batch per table and shard per such event), and the exit
- * path's own synchronous writes (a write at exit whose answer is lost after the commit). SQLite
- * runs in-process (its result always arrives); spill-file replay goes through the flushes.
+ * The exit path's own synchronous writes carry ids too. Still at least once: MySQL (no
+ * data-modifying CTE; a flush whose answer is lost after the commit is written again, at most
+ * one batch per table and shard per such event), and a lost answer at exit while the claim
+ * itself fails. SQLite runs in-process (its result always arrives); spill-file replay goes
+ * through the flushes.
  */
 #include <errno.h>
 #include <stdio.h>
-#include <sys/random.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,10 +89,7 @@ int pol_acct_part_init(struct acct_part *pt, struct acct_shard *as, int table, c
         snprintf(err, err_len, "out of memory for %u accounting rows", st->opts.buffer_rows);
         return -1;
     }
-    uint64_t r = 0;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-        r = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8) ^ (uint64_t)(uintptr_t)pt;
-    pt->batch_id = (int64_t)(r >> 2); /* 62 bits: room to count up without overflow */
+    pt->batch_id = pol_acct_batch_id_start(pt);
     pt->rows_max = st->opts.buffer_rows < POL_ACCT_FLUSH_ROWS_MAX ? st->opts.buffer_rows
                                                                   : POL_ACCT_FLUSH_ROWS_MAX;
     uint32_t batch_max =
@@ -478,12 +475,14 @@ static bool exactly_once(const struct acct_part *pt)
 }
 
 /* A flush or claim that failed: the next interval retries; the dirty rows go to the spill file
- * when there is one. */
+ * when there is one. Stopping: the final flush on the main thread takes them. */
 static void flush_failed(struct acct_part *pt, const char *error)
 {
     struct acct_shard *as = pt->as;
-    as->stats.flush_failed++;
     pt->flush_due = false;
+    if (as->stopped)
+        return;
+    as->stats.flush_failed++;
     note_failure(pt, "writing to", error ? error : "unknown error");
     if (spill_enabled(as))
         pol_acct_part_spill_dirty(pt);
@@ -517,19 +516,12 @@ static void flush_done(void *ctx, const struct pol_sql_result *res)
         batch_settled(pt, true);
         note_success(pt);
         replay_some(as);
-    } else if (exactly_once(pt)) {
-        /* Committed or not: a claim of the id says (the next interval, or the final flush). */
-        pt->uncertain = true;
-        if (!as->stopped)
-            flush_failed(pt, res->error);
-        else
-            pt->flush_due = false;
     } else {
-        batch_settled(pt, false);
-        if (!as->stopped)
-            flush_failed(pt, res->error);
+        if (exactly_once(pt)) /* committed or not: a claim of the id says (acct_sql.h) */
+            pt->uncertain = true;
         else
-            pt->flush_due = false; /* stopping: the final flush on the main thread takes it */
+            batch_settled(pt, false);
+        flush_failed(pt, res->error);
     }
     part_kick(pt);
 }
@@ -560,12 +552,9 @@ static void claim_done(void *ctx, const struct pol_sql_result *res)
     pt->claiming = false;
     if (res->status < 0) {
         const char *error = res->error ? res->error : "unknown error";
-        if (!as->stopped) {
-            flush_failed(pt, error);
+        flush_failed(pt, error);
+        if (!as->stopped)
             fetch_queue_fail(pt, error);
-        } else {
-            pt->flush_due = false;
-        }
     } else {
         /* A row back: the id was free, the flush never committed; none: it did. */
         bool committed = res->row_count == 0;
@@ -673,10 +662,7 @@ static void flush_start(struct acct_part *pt)
         /* Not even queued: certainly not committed. */
         pt->busy = false;
         batch_settled(pt, false);
-        if (!as->stopped)
-            flush_failed(pt, strerror(-rc));
-        else
-            pt->flush_due = false;
+        flush_failed(pt, strerror(-rc));
     }
 }
 

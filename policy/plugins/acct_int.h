@@ -155,6 +155,10 @@ struct pol_acct_store {
     struct acct_shard *shards[POL_ACCT_SHARDS_MAX];
 };
 
+/* acct_stmt.c: where a run of batch ids starts (random, 62 bits: room to count up; ids are
+ * kept in 63 bits by (id + 1) & INT64_MAX). salt varies it when getrandom fails. */
+int64_t pol_acct_batch_id_start(const void *salt);
+
 /* acct_stmt.c: sizing at part init (start-up), building statements. flush takes dirty rows
  * (up to rows_max, or fewer when PostgreSQL's arrays are full) into pt->batch, moving their
  * counts in flight; fetch takes queued rows. Both return how many rows the statement holds

@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <eng/assert.h>
 
@@ -25,6 +28,14 @@
 #define ARR_NUM_BYTES(rows) ((size_t)(rows) * (ACCT_NUM_BYTES + 1) + 4)
 
 enum { ARR_KEY, ARR_TIME, ARR_METRIC0 };
+
+int64_t pol_acct_batch_id_start(const void *salt)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = ((uint64_t)time(NULL) << 24) ^ ((uint64_t)getpid() << 8) ^ (uint64_t)(uintptr_t)salt;
+    return (int64_t)(r >> 2);
+}
 
 static bool is_pg(const struct acct_part *pt)
 {

@@ -202,9 +202,9 @@ int pol_acct_table_ensure_sync(struct pol_acct_store *st, struct acct_table *t, 
         eng_log(ENG_LOG_NOTICE, "accounting: created table %s", t->name);
     }
     bool pg = st->driver == POL_SQL_PG;
-    if (pg && (pol_acct_sql_unique_index_probe_pg(t->quoted, sql, sizeof(sql)) == 0 ||
-               pol_sql_exec_sync(st->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) == 0))
-        goto batches; /* the index is there (or the name is too long: CREATE says so) */
+    if (pg && pol_acct_sql_unique_index_probe_pg(t->quoted, sql, sizeof(sql)) > 0 &&
+        pol_sql_exec_sync(st->db, sql, NULL, 0, NULL, NULL, why, sizeof(why)) == 0)
+        goto batches; /* the index is there */
     if (pol_acct_sql_unique_index(t->name, t->quoted, sql, sizeof(sql)) == 0) {
         snprintf(err, err_len, "table name %s is too long", t->name);
         return -1;
