@@ -168,14 +168,26 @@ std::string itest_dir()
     return env_or("RPD_ITEST_DIR", source_root() + "/tests/integration");
 }
 
+/* The build tree whose products (daemon, client, plugins, bench tools) the tests run: this
+ * build's, or RPD_PRODUCT_ROOT's. .ci/run points it at its ASan+UBSan build, so that these
+ * test programs, built once without sanitizers, drive a daemon that runs under ASan. */
+std::string product_root()
+{
+    const char *v = std::getenv("RPD_PRODUCT_ROOT");
+    return (v && *v) ? absolute(v) : build_root();
+}
+
 std::string itest_build_dir()
 {
+    const char *v = std::getenv("RPD_PRODUCT_ROOT");
+    if (v && *v)
+        return product_root() + "/tests/integration";
     return env_or("RPD_ITEST_BUILD_DIR", build_root() + "/tests/integration");
 }
 
 std::string ringpolicyd_bin()
 {
-    return env_or("RINGPOLICYD", build_root() + "/policy/ringpolicyd");
+    return env_or("RINGPOLICYD", product_root() + "/policy/ringpolicyd");
 }
 
 std::string perl_bin()
@@ -185,12 +197,12 @@ std::string perl_bin()
 
 std::string client_bin()
 {
-    return env_or("RINGPOLICYD_CLIENT", build_root() + "/policy/client/ringpolicyd-client");
+    return env_or("RINGPOLICYD_CLIENT", product_root() + "/policy/client/ringpolicyd-client");
 }
 
 std::string helloworld_so()
 {
-    return env_or("HELLOWORLD_SO", build_root() + "/policy/examples/HelloWorld.so");
+    return env_or("HELLOWORLD_SO", product_root() + "/policy/examples/HelloWorld.so");
 }
 
 std::string sleep_so()

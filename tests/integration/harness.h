@@ -12,7 +12,9 @@
  * Prerequisites: a missing binary or facility makes the test exit 77 (meson reports SKIP) outside
  * CI; with CI=1 in the environment (set by .ci/run) the same absence is a failure, so nothing is
  * silently skipped in CI. Paths come from the environment meson sets for the tests
- * (RPD_BUILD_ROOT, RPD_SOURCE_ROOT, RPD_ITEST_DIR, RPD_ITEST_BUILD_DIR), each overridable.
+ * (RPD_BUILD_ROOT, RPD_SOURCE_ROOT, RPD_ITEST_DIR, RPD_ITEST_BUILD_DIR), each overridable;
+ * RPD_PRODUCT_ROOT names another build tree whose daemon, client and plugins are run instead
+ * (.ci/run: its ASan+UBSan build, driven by these test programs built without sanitizers).
  *
  * Only loopback addresses are ever connected to. Not thread-safe; one test process drives its
  * daemons from one thread (helpers that open many connections do so sequentially or with poll).
@@ -48,9 +50,10 @@ bool in_ci(); /* CI=1 (or any non-empty value other than 0) */
 void note_partial_skip(const std::string &why);
 
 std::string build_root();
+std::string product_root();    /* $RPD_PRODUCT_ROOT or build_root(): where the products are */
 std::string source_root();
 std::string itest_dir();       /* tests/integration in the source tree */
-std::string itest_build_dir(); /* tests/integration in the build tree (test plugins) */
+std::string itest_build_dir(); /* tests/integration in the product tree (test plugins) */
 std::string ringpolicyd_bin(); /* $RINGPOLICYD or BUILD/policy/ringpolicyd */
 std::string perl_bin();        /* $MTPOLICYD or /usr/bin/mtpolicyd */
 std::string client_bin();      /* $RINGPOLICYD_CLIENT or BUILD/policy/client/ringpolicyd-client */

@@ -104,7 +104,7 @@ std::string maillog(const std::string &name)
 
 std::string replay_bin()
 {
-    return build_root() + "/bench/replay/ringpolicyd-replay";
+    return product_root() + "/bench/replay/ringpolicyd-replay";
 }
 
 uint64_t json_u64(const std::string &json, const std::string &key, size_t nth = 0)
@@ -220,7 +220,7 @@ TEST_CASE("SASL submission log (louisitvn), END-OF-MESSAGE on its own port: no d
 TEST_CASE("control: a server that always says dunno differs, and the replay says so",
           "[replay][diff]")
 {
-    std::string bare = build_root() + "/bench/responder/ringpolicyd-bare";
+    std::string bare = product_root() + "/bench/responder/ringpolicyd-bare";
     need_file(bare, "ringpolicyd-bare");
     Rig rig("kdent-postfix_log_analysis");
     uint16_t port = free_tcp_port();
