@@ -1026,6 +1026,12 @@ struct pol_ldap_conn *pol_ldap_conn_get(const struct pol_conn_def *def, char *er
                                         size_t err_len)
 {
     ENG_ASSERT(def != NULL);
+    /* libldap initialises its global options on first use, and that first use is not
+     * thread-safe (two connect threads racing on ldap_int_global_options: the mutex itself is
+     * initialised there; found by ThreadSanitizer with two shards). Do it here, on the main
+     * thread, before any shard's connect thread exists. */
+    int version = 0;
+    (void)ldap_get_option(NULL, LDAP_OPT_PROTOCOL_VERSION, &version);
     pthread_mutex_lock(&registry_lock);
     struct pol_ldap_conn *lc = registry;
     while (lc && lc->def != def)

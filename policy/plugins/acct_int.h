@@ -5,6 +5,7 @@
 #ifndef POL_PLUGINS_ACCT_INT_H
 #define POL_PLUGINS_ACCT_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -150,7 +151,7 @@ struct pol_acct_store {
     struct pol_acct_store_opts opts; /* merged over the writers */
     char spill_dir[POL_ACCT_SPILL_PATH_MAX - 128];
     bool has_writer;
-    bool sealed;       /* a shard started: no more tables */
+    atomic_bool sealed; /* a shard started: no more tables (set by every shard thread) */
     bool ddl_deferred; /* a synchronous check failed at create: the shards check the rest */
     struct acct_shard *shards[POL_ACCT_SHARDS_MAX];
 };

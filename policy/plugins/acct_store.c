@@ -319,7 +319,7 @@ static int opts_merge(struct pol_acct_store *st, const struct pol_acct_store_opt
 int pol_acct_store_add_table(struct pol_acct_store *st, const char *table, bool writer,
                              const struct pol_acct_store_opts *o, char *err, size_t err_len)
 {
-    ENG_ASSERT(!st->sealed); /* tables are known before any shard starts */
+    ENG_ASSERT(!atomic_load_explicit(&st->sealed, memory_order_relaxed)); /* tables come first */
     size_t len = strlen(table);
     if (len == 0 || len > POL_ACCT_TABLE_BYTES_MAX) {
         snprintf(err, err_len, "table name %s must have 1 to %u bytes", table,
@@ -432,8 +432,8 @@ int pol_acct_store_shard_start(struct pol_acct_store *st, struct eng_shard *sh, 
         return -1;
     }
     /* Every shard's start happens after every create: the table list no longer changes. Each
-     * shard thread writes only its own slot. */
-    st->sealed = true;
+     * shard thread writes only its own slot; every shard sets the flag, hence an atomic. */
+    atomic_store_explicit(&st->sealed, true, memory_order_relaxed);
     if (st->shards[idx]) {
         ENG_ASSERT(st->shards[idx]->sh == sh);
         st->shards[idx]->users++;
