@@ -419,7 +419,7 @@ TEST_CASE("server lists: defaults, errors", "[mc]")
 
 TEST_CASE("servers by name: resolved when connecting, off the shard; a name that does not "
           "resolve fails fast, is counted and retried",
-          "[mc]")
+          "[mc][resolve]")
 {
     eng_backend backend = ENG_BACKENDS;
     SECTION(backend_label(backend))

@@ -426,7 +426,7 @@ TEST_CASE("a server that is not there: fail fast, then connect when it appears",
     client_destroy(eng.e);
 }
 
-TEST_CASE("a host name is resolved off the shard and connected to by its address", "[pg]")
+TEST_CASE("a host name is resolved off the shard and connected to by its address", "[pg][resolve]")
 {
     rpdtest::PgServer &pg = rpdtest::pg_server();
     // localhost gives ::1 and 127.0.0.1; the server listens on 127.0.0.1 only: libpq gets
@@ -452,7 +452,8 @@ TEST_CASE("a host name is resolved off the shard and connected to by its address
     }
 }
 
-TEST_CASE("an unresolvable host name: start, fail fast, counted, retried with backoff", "[pg]")
+TEST_CASE("an unresolvable host name: start, fail fast, counted, retried with backoff",
+          "[pg][resolve]")
 {
     for (eng_backend b : {ENG_BACKEND_URING, ENG_BACKEND_EPOLL}) {
         INFO("backend " << b);

@@ -4,6 +4,8 @@
 #ifndef RPD_TEST_MC_RIG_H
 #define RPD_TEST_MC_RIG_H
 
+#include <atomic>
+
 #include "../engine/harness.h"
 
 #include "mc_server.h"
@@ -50,6 +52,9 @@ inline bool finished(const Res &r)
 // The engine app: each shard starts and stops the server's connections, as exec.c does.
 // Run on each shard after its connections started / before they stop (the session cache).
 inline std::function<void(eng_shard *)> g_extra_start, g_extra_stop;
+// Failures of g_extra_start, counted on the shard threads (Catch2 assertions are not
+// thread-safe there), checked by the test on its own thread once the rig is up.
+inline std::atomic<int> g_start_failures{0};
 
 inline int app_start(eng_shard *sh, void *, void **app)
 {

@@ -379,7 +379,7 @@ TEST_CASE("reconnect after redis is killed and restarted", "[redis_conn]")
 
 TEST_CASE("a server given by name: resolved at each attempt; a name that does not resolve fails "
           "fast",
-          "[redis_conn]")
+          "[redis_conn][resolve]")
 {
     {
         Rig rig(block("r", " server = \"localhost:" + std::to_string(rserver().port()) + "\"\n"),

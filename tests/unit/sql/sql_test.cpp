@@ -250,7 +250,7 @@ TEST_CASE("PostgreSQL: ? placeholders, values of every kind, two shards", "[sql]
     CHECK(st.round_trips >= 1);
 }
 
-TEST_CASE("PostgreSQL stopped and started again under the Sql connection", "[sql]")
+TEST_CASE("PostgreSQL stopped and started again under the Sql connection", "[sql][resolve]")
 {
     rpdtest::PgServer &pg = rpdtest::pg_server();
     std::string dsn = "dbi:Pg:dbname=policyd;host=localhost;port=" + std::to_string(pg.port());

@@ -367,7 +367,7 @@ TEST_CASE("destroy ends running and waiting requests with ECANCELED", "[stream]"
     }
 }
 
-TEST_CASE("a target by name is looked up at each connection attempt", "[stream]")
+TEST_CASE("a target by name is looked up at each connection attempt", "[stream][resolve]")
 {
     eng_backend backend = ENG_BACKENDS;
     SECTION(backend_label(backend))
@@ -390,7 +390,7 @@ TEST_CASE("a target by name is looked up at each connection attempt", "[stream]"
     }
 }
 
-TEST_CASE("a name that does not resolve fails the request as a failed connect", "[stream]")
+TEST_CASE("a name that does not resolve fails the request as a failed connect", "[stream][resolve]")
 {
     eng_backend backend = ENG_BACKENDS;
     SECTION(backend_label(backend))
