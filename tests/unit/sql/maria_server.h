@@ -45,9 +45,12 @@ class MariaServer
         bool root = geteuid() == 0;
         user_ = root ? "--user=mysql " : "";
         std::string own = root ? "-o mysql -g mysql " : "";
-        if (run("install -d " + own + dir_ + "/maria") != 0 ||
-            run("mariadb-install-db " + user_ + "--datadir=" + dir_ +
-                "/maria/data --auth-root-authentication-method=normal --skip-test-db "
+        // Each server its own tmpdir: bootstraps running at once in the shared /tmp collided
+        // on their temporary tables' names ("Could not remove temporary table", then "Unknown
+        // table 'mysql.tmp_user_nopasswd'"), which failed a CI run.
+        if (run("install -d " + own + dir_ + "/maria " + dir_ + "/maria/tmp") != 0 ||
+            run("mariadb-install-db " + user_ + "--datadir=" + dir_ + "/maria/data --tmpdir=" +
+                dir_ + "/maria/tmp --auth-root-authentication-method=normal --skip-test-db "
                 ">" + dir_ + "/install.log 2>&1") != 0) {
             fprintf(stderr, "mariadb-install-db failed; see %s/install.log\n", dir_.c_str());
             exit(1);
@@ -78,7 +81,8 @@ class MariaServer
     bool start()
     {
         std::string cmd = "setsid /usr/sbin/mariadbd --no-defaults " + user_ + "--datadir=" + dir_ +
-                          "/maria/data --socket=" + dir_ + "/maria/sock --port=" +
+                          "/maria/data --tmpdir=" + dir_ + "/maria/tmp --socket=" + dir_ +
+                          "/maria/sock --port=" +
                           std::to_string(port_) + " --bind-address=127.0.0.1 --pid-file=" + dir_ +
                           "/maria/pid --skip-log-bin --innodb-flush-log-at-trx-commit=2 "
                           "--innodb-buffer-pool-size=32M --skip-name-resolve >>" + dir_ +
