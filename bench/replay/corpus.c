@@ -103,14 +103,18 @@ static int str_put(struct rpl_corpus *c, struct rpl_slice s, struct rpl_str *out
     return 0;
 }
 
+/* Empty strings compare equal without memcmp: an absent field is the slice {NULL, 0}, and
+ * memcmp's pointers must not be NULL even for 0 bytes (UBSan, found by fuzz_maillog:
+ * tests/fuzz/corpus/maillog/crash-ubsan-str-eq-null-slice). */
 static bool str_eq(const struct rpl_corpus *c, struct rpl_str a, struct rpl_slice b)
 {
-    return a.len == b.len && memcmp(c->strs + a.off, b.ptr, b.len) == 0;
+    return a.len == b.len && (b.len == 0 || memcmp(c->strs + a.off, b.ptr, b.len) == 0);
 }
 
 static bool str_eq2(const struct rpl_corpus *c, struct rpl_str a, struct rpl_str b)
 {
-    return a.len == b.len && memcmp(c->strs + a.off, c->strs + b.off, b.len) == 0;
+    return a.len == b.len &&
+           (b.len == 0 || memcmp(c->strs + a.off, c->strs + b.off, b.len) == 0);
 }
 
 static struct rpl_slice str_slice(const struct rpl_corpus *c, struct rpl_str s)

@@ -10,7 +10,7 @@ if [ -z "$name" ] || [ -z "$out" ]; then
     exit 2
 fi
 cd "$(dirname "$0")/../.."
-FLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -std=gnu17"
+FLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE -std=gnu17"
 case $name in
 proto)
     exec clang $FLAGS -Ipolicy -Ipolicy/include -Iengine/include \

@@ -35,3 +35,17 @@ TEST_CASE("the fuzz target passes over its committed corpus", "[fuzzcorpus]")
     }
     CHECK(bytes > 0);
 }
+
+// Regression tests named after what the fuzzer found (the input is also in the corpus above).
+
+// fuzz_maillog, 2026-11-25, 30-minute run: a NOQUEUE reject whose client has no address
+// compared an absent field ({NULL, 0}) with memcmp(..., NULL, 0), undefined behaviour (UBSan:
+// "null pointer passed as argument 2"). It shows only under UBSan (this test in the sanitizer
+// build, where UBSAN_OPTIONS halts on it).
+TEST_CASE("crash-ubsan-str-eq-null-slice", "[fuzzcorpus]")
+{
+    std::string data =
+        rpltest::read_file(std::string(RPL_FUZZ_CORPUS_DIR) + "/crash-ubsan-str-eq-null-slice");
+    REQUIRE(!data.empty());
+    CHECK(LLVMFuzzerTestOneInput((const uint8_t *)data.data(), data.size()) == 0);
+}
