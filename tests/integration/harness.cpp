@@ -133,9 +133,54 @@ struct PartialSkipListener : Catch::TestEventListenerBase {
     }
 };
 
+/* Daemons alive now (constructed, not yet destroyed), for FailedAssertionLogListener. */
+std::set<const Daemon *> &live_daemons()
+{
+    static std::set<const Daemon *> s;
+    return s;
+}
+
+/* At a test case's first failed assertion, the tail of the log of every daemon alive then goes
+ * to stderr (meson keeps it in the test's log; CI prints it with --print-errorlogs): the log
+ * files live in temporary directories removed at the end of the test, and a failure seen only
+ * in CI (a timing under a sanitizer, a loaded machine) is otherwise not diagnosable. */
+struct FailedAssertionLogListener : Catch::TestEventListenerBase {
+    using TestEventListenerBase::TestEventListenerBase;
+    static constexpr size_t tail_lines = 60;
+    bool dumped = false;
+
+    void testCaseStarting(Catch::TestCaseInfo const &) override
+    {
+        dumped = false;
+    }
+    bool assertionEnded(Catch::AssertionStats const &stats) override
+    {
+        if (dumped || stats.assertionResult.succeeded())
+            return true;
+        dumped = true;
+        for (const Daemon *d : live_daemons()) {
+            if (d->pid() <= 0)
+                continue; /* never started (one-shot runs return their own output) */
+            std::vector<std::string> lines = split_lines(d->log());
+            size_t from = lines.size() > tail_lines ? lines.size() - tail_lines : 0;
+            std::fprintf(stderr,
+                         "---- at the failed assertion (%s:%zu): the last %zu of %zu lines of "
+                         "the log of %s pid %d\n",
+                         stats.assertionResult.getSourceInfo().file,
+                         stats.assertionResult.getSourceInfo().line, lines.size() - from,
+                         lines.size(), impl_name(d->impl()), static_cast<int>(d->pid()));
+            for (size_t i = from; i < lines.size(); i++)
+                std::fprintf(stderr, "| %s\n", lines[i].c_str());
+        }
+        std::fflush(stderr);
+        return true;
+    }
+};
+
 } // namespace
 
 CATCH_REGISTER_LISTENER(PartialSkipListener)
+CATCH_REGISTER_LISTENER(FailedAssertionLogListener)
 
 namespace
 {
@@ -524,10 +569,12 @@ Daemon::Daemon(Impl impl, const std::string &config_text,
     log_path_ = dir_.file("log");
     if (impl == Impl::Perl)
         env_["PERL5LIB"] = perl_lib();
+    live_daemons().insert(this);
 }
 
 Daemon::~Daemon()
 {
+    live_daemons().erase(this);
     if (pid_ > 0 && !reaped_)
         stop(3000);
 }
