@@ -161,14 +161,25 @@ struct FailedAssertionLogListener : Catch::TestEventListenerBase {
         for (const Daemon *d : live_daemons()) {
             if (d->pid() <= 0)
                 continue; /* never started (one-shot runs return their own output) */
-            std::vector<std::string> lines = split_lines(d->log());
+            /* Under load the log is mostly one line per request ("instance=..., result=..."):
+               those are left out, the rest (errors, warnings, state changes) is what explains
+               a failure. */
+            std::vector<std::string> lines;
+            size_t requests = 0;
+            for (std::string &l : split_lines(d->log())) {
+                if (contains(l, "instance=") && contains(l, ", result="))
+                    requests++;
+                else
+                    lines.push_back(std::move(l));
+            }
             size_t from = lines.size() > tail_lines ? lines.size() - tail_lines : 0;
             std::fprintf(stderr,
                          "---- at the failed assertion (%s:%zu): the last %zu of %zu lines of "
-                         "the log of %s pid %d\n",
+                         "the log of %s pid %d (and %zu request lines, left out)\n",
                          stats.assertionResult.getSourceInfo().file,
                          stats.assertionResult.getSourceInfo().line, lines.size() - from,
-                         lines.size(), impl_name(d->impl()), static_cast<int>(d->pid()));
+                         lines.size(), impl_name(d->impl()), static_cast<int>(d->pid()),
+                         requests);
             for (size_t i = from; i < lines.size(); i++)
                 std::fprintf(stderr, "| %s\n", lines[i].c_str());
         }
