@@ -49,6 +49,18 @@ inline std::string vhost_block(const std::string &key, const std::string &name,
     return "<VirtualHost " + key + ">\n  name = \"" + name + "\"\n" + body + "</VirtualHost>\n";
 }
 
+/* Greylist's reply to an early retry with append_waittime: "defer greylisting is active (Ns
+ * left)" with N in [min_left, max_left] and N >= 0. The caller derives the range from its own
+ * clock readings around the requests: a loaded or sanitizer-slowed machine can take over a
+ * second between two requests, so the exact N is not fixed; the text and the range are. */
+inline bool greylist_early_retry(const std::string &got, long min_left, long max_left)
+{
+    for (long n = min_left < 0 ? 0 : min_left; n <= max_left; n++)
+        if (got == "defer greylisting is active (" + std::to_string(n) + "s left)")
+            return true;
+    return false;
+}
+
 /* `port = "127.0.0.1:P"`, the globals, and one vhost on P. */
 inline std::string simple_config(uint16_t port, const std::string &body,
                                  const std::string &globals = "")
